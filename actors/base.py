@@ -1,0 +1,131 @@
+"""What every Clarion actor shares: configuration, the parent watch, logging, unknown messages.
+
+Life of an actor:
+  created by its parent  → does nothing in __init__ (act1 of Thespian's examples)
+  `Configure`            → `setup()` opens its clients, answers `ChildReady`, starts its tick
+  every TICK seconds     → exits if its parent died (Thespian re-parents orphans to init instead
+                           of stopping them, notes/thespian.md), else `on_tick()`
+  `ActorExitRequest`     → `teardown()` closes its clients
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from thespian.actors import (
+    ActorExitRequest,
+    ActorTypeDispatcher,
+    ChildActorExited,
+    PoisonMessage,
+    ThespianWatch,
+    WakeupMessage,
+)
+
+from clarion.actors.messages import ChildReady, Configure
+from clarion.config.settings import Settings
+
+_TICK = "clarion.tick"
+
+
+class ClarionActor(ActorTypeDispatcher):
+    TICK_SECONDS = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings: Settings | None = None
+        self.name = type(self).__name__
+        self.parent: Any = None
+        self._ppid: int | None = None
+        self._stopping = False
+        self.log = logging.getLogger(f"clarion.actors.{self.name.lower()}")
+
+    # -- Thespian entry point ----------------------------------------------------------------
+
+    def receiveMessage(self, message: Any, sender: Any) -> Any:
+        super().receiveMessage(message, sender)
+        if self._stopping:
+            return None
+        # An actor that watches sockets must hand the watch back after *every* message, or
+        # Thespian stops watching them (notes/rabbitmq.md).
+        filenos = self.watched_filenos()
+        return ThespianWatch(filenos) if filenos else None
+
+    def receiveMsg_Configure(self, message: Configure, sender: Any) -> None:
+        if self.settings is not None:
+            return  # a duplicate; already running
+        self.settings = message.settings
+        self.name = message.name
+        self.parent = sender
+        self._ppid = os.getppid()
+        self.setup()
+        self.send(sender, ChildReady(message.name, os.getpid()))
+        self.wakeupAfter(self.TICK_SECONDS, payload=_TICK)
+
+    def receiveMsg_WakeupMessage(self, message: WakeupMessage, sender: Any) -> None:
+        if message.payload != _TICK:
+            self.on_wakeup(message.payload)
+            return
+        if self._ppid is not None and os.getppid() != self._ppid:
+            # Our parent died without stopping us: exit so its replacement's new child is the
+            # only one (a second queue consumer, a second gateway...).
+            self.log.warning("parent gone, exiting", extra={"actor": self.name})
+            self._stop()
+            return
+        self.on_tick()
+        self.wakeupAfter(self.TICK_SECONDS, payload=_TICK)
+
+    def receiveMsg_ActorExitRequest(self, message: ActorExitRequest, sender: Any) -> None:
+        self._stop(request=False)
+
+    def receiveMsg_ChildActorExited(self, message: ChildActorExited, sender: Any) -> None:
+        self.on_child_exited(message.childAddress)
+
+    def receiveMsg_PoisonMessage(self, message: PoisonMessage, sender: Any) -> None:
+        self.log.error(
+            "message failed twice in its receiver",
+            extra={"actor": self.name, "poison": type(message.poisonMessage).__name__},
+        )
+        self.on_poison(message.poisonMessage, sender)
+
+    def receiveUnrecognizedMessage(self, message: Any, sender: Any) -> None:
+        self.log.warning(
+            "unrecognised message dropped",
+            extra={"actor": self.name, "message_type": type(message).__name__},
+        )
+
+    def _stop(self, request: bool = True) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        try:
+            self.teardown()
+        except Exception:  # noqa: BLE001 - exiting anyway; say why
+            self.log.exception("teardown failed", extra={"actor": self.name})
+        if request:
+            self.send(self.myAddress, ActorExitRequest())
+
+    # -- for subclasses ----------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Open clients (database, broker, providers). Runs once, on `Configure`."""
+
+    def teardown(self) -> None:
+        """Close what `setup` opened."""
+
+    def on_tick(self) -> None:
+        """Periodic work: heartbeats, expiring requests, reconnecting."""
+
+    def on_wakeup(self, payload: Any) -> None:
+        """A `wakeupAfter` of the subclass's own."""
+
+    def on_child_exited(self, child: Any) -> None:
+        """A child of this actor exited."""
+
+    def on_poison(self, message: Any, receiver: Any) -> None:
+        """A message this actor sent made its receiver fail twice."""
+
+    def watched_filenos(self) -> list[int]:
+        """File descriptors whose readability should wake this actor (`WatchMessage`)."""
+        return []

@@ -1,0 +1,19 @@
+"""EmailDelivery actor: consumes `email.queue`, sends through SendGrid (or the local outbox).
+
+Takes: Configure, WatchMessage (broker traffic and finished sends), its tick. Answers nothing:
+outcomes go to PostgreSQL, and each message is acked once its outcome is committed.
+"""
+
+from __future__ import annotations
+
+from clarion.actors.delivery import ChannelDelivery
+from clarion.actors.providers import email_provider
+from clarion.actors.providers.base import Provider
+
+
+class EmailDelivery(ChannelDelivery):
+    CHANNEL = "email"
+
+    def make_provider(self) -> Provider:
+        assert self.settings is not None
+        return email_provider(self.settings)

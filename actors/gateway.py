@@ -1,0 +1,329 @@
+"""Gateway actor: turns a batch of notification requests into queued, recorded notifications.
+
+Takes:   Peers (from the Supervisor), SendBatch (from the HTTP bridge), and the answers of its
+         peers: UsersResolved, Rendered, Published.
+Answers: Replies to the batch's `reply_to`: 202 for each accepted notification, only after the
+         broker committed its messages; a stable error code for each refused one.
+
+A batch goes through users → render → persist + publish. Several batches are in flight at once,
+each keyed by its id; nothing here blocks on another actor. Management commands in a SendBatch
+(users, templates, status) are handed to the actor that owns them, which answers the bridge itself.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from clarion.actors.base import ClarionActor
+from clarion.actors.messages import (
+    CreateTemplate,
+    CreateUser,
+    NotificationRequest,
+    Peers,
+    PublishBatch,
+    Published,
+    RenderBatch,
+    Rendered,
+    Rendering,
+    RenderItem,
+    Replies,
+    Reply,
+    SendBatch,
+    StatusRequest,
+    UsersResolved,
+    ResolveUsers,
+)
+from clarion.persistence import database
+from clarion.persistence import notifications as notification_repo
+from clarion.persistence.broker import CHANNELS, Outgoing
+from clarion.persistence.notifications import NewDelivery, NewNotification
+from clarion.persistence.records import User
+
+# HTTP status for each way an item can be refused.
+_NOT_FOUND = {"user_not_found", "template_not_found"}
+
+
+@dataclass
+class PendingBatch:
+    batch_id: str
+    reply_to: Any
+    items: list[NotificationRequest]
+    deadline: float
+    stage: str = "users"  # users → render → publish
+    users: dict[str, User] = field(default_factory=dict)
+    replies: dict[str, Reply] = field(default_factory=dict)
+    accepted: dict[str, NewNotification] = field(default_factory=dict)  # by correlation id
+
+    def open_items(self) -> list[NotificationRequest]:
+        return [i for i in self.items if i.correlation_id not in self.replies]
+
+    def refuse(self, item: NotificationRequest, status: int, code: str, message: str) -> None:
+        self.replies[item.correlation_id] = Reply(item.correlation_id, status, error_code=code,
+                                                  message=message)
+
+
+def language_candidates(requested: str | None, user: User, default: str) -> tuple[str, ...]:
+    """Requested language, the user's, each one's base (pt-BR → pt), then the default."""
+    ordered: list[str] = []
+    for tag in (requested, user.preferred_language, default):
+        if tag:
+            ordered += [tag, tag.split("-")[0]]
+    return tuple(dict.fromkeys(ordered))
+
+
+def plan_deliveries(item: NotificationRequest, user: User, rendering: Rendering,
+                    notification_id: str) -> tuple[tuple[NewDelivery, ...], list[Outgoing]]:
+    """Which channels this notification goes out on, and the broker message for each."""
+    wanted = item.channels or CHANNELS
+    deliveries: list[NewDelivery] = []
+    outgoing: list[Outgoing] = []
+    headers = {"x-request-id": item.request_id or "", "x-notification-id": notification_id,
+               "x-attempt": 1}
+    common = {"notification_id": notification_id, "user_id": user.user_id,
+              "request_id": item.request_id, "attempt": 1}
+    if "email" in wanted:
+        if not user.email_address:
+            deliveries.append(NewDelivery("email", "skipped", None, error_code="no_email_address",
+                                          error="the user has no email address"))
+        else:
+            content = {"subject": rendering.subject, "body": rendering.body,
+                       "html_body": rendering.html_body}
+            deliveries.append(NewDelivery("email", "queued", user.email_address, content))
+            outgoing.append(Outgoing("email", {**common, "channel": "email",
+                                               "to": user.email_address, **content}, headers))
+    if "push" in wanted:
+        if not user.push_tokens:
+            deliveries.append(NewDelivery("push", "skipped", None, error_code="no_push_tokens",
+                                          error="the user has no push tokens"))
+        else:
+            content = {"title": rendering.push_title, "body": rendering.push_body,
+                       "data": {"notification_id": notification_id,
+                                "template_key": item.template_key}}
+            deliveries.append(NewDelivery("push", "queued", f"{len(user.push_tokens)} token(s)",
+                                          content))
+            outgoing.append(Outgoing("push", {**common, "channel": "push",
+                                              "tokens": list(user.push_tokens), **content},
+                                     headers))
+    return tuple(deliveries), outgoing
+
+
+class Gateway(ClarionActor):
+    def setup(self) -> None:
+        self._db: psycopg.Connection | None = None
+        self._peers: Peers | None = None
+        self._pending: dict[str, PendingBatch] = {}
+        self._outgoing: dict[str, list[Outgoing]] = {}
+
+    def teardown(self) -> None:
+        if getattr(self, "_db", None) is not None:
+            self._db.close()
+
+    def _conn(self) -> psycopg.Connection:
+        assert self.settings is not None
+        if self._db is None or self._db.closed or self._db.broken:
+            self._db = database.connect(self.settings.database_url, autocommit=True)
+        return self._db
+
+    # -- peers and routing --------------------------------------------------------------------
+
+    def receiveMsg_Peers(self, message: Peers, sender: Any) -> None:
+        old, self._peers = self._peers, message
+        if old is None:
+            return
+        # A batch waiting on a peer that was replaced will never hear back: fail it now so
+        # the caller can retry at once instead of waiting for the timeout.
+        waiting_on = {"users": old.users != message.users,
+                      "render": old.templates != message.templates,
+                      "publish": old.publisher != message.publisher}
+        for batch in list(self._pending.values()):
+            if waiting_on.get(batch.stage):
+                self._fail_open(batch, 503, "actor_restarted",
+                                "an internal actor restarted; retry the request")
+
+    def receiveMsg_SendBatch(self, message: SendBatch, sender: Any) -> None:
+        notifications = [i for i in message.items if isinstance(i, NotificationRequest)]
+        commands = {
+            "users": [i for i in message.items if isinstance(i, CreateUser)],
+            "templates": [i for i in message.items if isinstance(i, CreateTemplate)],
+        }
+        status = [i for i in message.items if isinstance(i, StatusRequest)]
+        if status:
+            self.send(self.parent, SendBatch(message.batch_id, tuple(status), message.reply_to))
+        peers = self._peers
+        for owner, items in commands.items():
+            if not items:
+                continue
+            if peers is None:
+                self._unavailable(message, items)
+            else:
+                self.send(getattr(peers, owner),
+                          SendBatch(message.batch_id, tuple(items), message.reply_to))
+        if notifications:
+            self._start(message, notifications)
+
+    def _unavailable(self, message: SendBatch, items: list[Any]) -> None:
+        self.send(message.reply_to, Replies(message.batch_id, tuple(
+            Reply(i.correlation_id, 503, error_code="not_ready", message="Clarion is starting")
+            for i in items)))
+
+    # -- the pipeline -------------------------------------------------------------------------
+
+    def _start(self, message: SendBatch, items: list[NotificationRequest]) -> None:
+        if self._peers is None:
+            self._unavailable(message, items)
+            return
+        assert self.settings is not None
+        # Answer a little before the bridge gives up, so the caller gets our reason.
+        deadline = time.monotonic() + self.settings.request_timeout * 0.9
+        batch = PendingBatch(message.batch_id, message.reply_to, items, deadline)
+        self._pending[batch.batch_id] = batch
+        user_ids = tuple(dict.fromkeys(i.user_id for i in items))
+        self.send(self._peers.users, ResolveUsers(batch.batch_id, user_ids))
+
+    def receiveMsg_UsersResolved(self, message: UsersResolved, sender: Any) -> None:
+        batch = self._pending.get(message.batch_id)
+        if batch is None or batch.stage != "users":
+            return
+        if message.error:
+            self._fail_open(batch, 503, message.error, "user storage is unavailable, try again")
+            return
+        assert self.settings is not None and self._peers is not None
+        batch.users = message.users
+        render: list[RenderItem] = []
+        for item in batch.items:
+            user = message.users.get(item.user_id)
+            if user is None:
+                batch.refuse(item, 404, "user_not_found", f"no user '{item.user_id}'")
+                continue
+            render.append(RenderItem(
+                item.correlation_id, item.template_key,
+                language_candidates(item.language, user, self.settings.default_language),
+                item.message_data, item.template_version,
+            ))
+        if not render:
+            self._finish(batch)
+            return
+        batch.stage = "render"
+        self.send(self._peers.templates, RenderBatch(batch.batch_id, tuple(render)))
+
+    def receiveMsg_Rendered(self, message: Rendered, sender: Any) -> None:
+        batch = self._pending.get(message.batch_id)
+        if batch is None or batch.stage != "render":
+            return
+        if message.error:
+            self._fail_open(batch, 503, message.error, "template storage is unavailable")
+            return
+        by_id = {i.correlation_id: i for i in batch.items}
+        outgoing: list[Outgoing] = []
+        for rendering in message.results:
+            item = by_id[rendering.correlation_id]
+            if not rendering.ok:
+                code = rendering.error_code or "template_render_error"
+                batch.refuse(item, 404 if code in _NOT_FOUND else 422, code, rendering.error or "")
+                continue
+            notification_id = str(uuid.uuid4())
+            user = batch.users[item.user_id]
+            deliveries, messages = plan_deliveries(item, user, rendering, notification_id)
+            if not messages:
+                batch.refuse(item, 422, "no_deliverable_channel",
+                             "the user can receive none of the requested channels: "
+                             + "; ".join(d.error or d.channel for d in deliveries))
+                continue
+            batch.accepted[item.correlation_id] = NewNotification(
+                notification_id, item.user_id, item.template_key, rendering.template_version,
+                rendering.language, item.priority, item.request_id, item.idempotency_key,
+                item.message_data, deliveries,
+            )
+            outgoing.extend(messages)
+        self._persist_and_publish(batch, outgoing)
+
+    def _persist_and_publish(self, batch: PendingBatch, outgoing: list[Outgoing]) -> None:
+        if not batch.accepted:
+            self._finish(batch)
+            return
+        try:
+            notification_repo.insert_batch(self._conn(), list(batch.accepted.values()))
+        except notification_repo.DuplicateIdempotencyKey:
+            # Rare: the key was used by a request that no cache knew of. The batch was rolled
+            # back; refuse it whole rather than guess which item collided.
+            self._fail_open(batch, 409, "idempotency_conflict",
+                            "a notification with this idempotency key already exists")
+            return
+        except psycopg.Error as exc:
+            self.log.error("notification insert failed", extra={"error": str(exc)})
+            self._fail_open(batch, 503, "storage_unavailable", "storage is unavailable, retry")
+            return
+        assert self._peers is not None
+        batch.stage = "publish"
+        self._outgoing[batch.batch_id] = outgoing
+        self.send(self._peers.publisher, PublishBatch(batch.batch_id, tuple(outgoing)))
+
+    def receiveMsg_Published(self, message: Published, sender: Any) -> None:
+        batch = self._pending.get(message.batch_id)
+        if batch is None or batch.stage != "publish":
+            return
+        self._outgoing.pop(batch.batch_id, None)
+        if not message.ok:
+            # Not accepted, so not kept: the caller is told to retry, and a retry must not
+            # find a half-made notification under its idempotency key.
+            try:
+                notification_repo.delete(
+                    self._conn(), [n.notification_id for n in batch.accepted.values()])
+            except psycopg.Error as exc:
+                self.log.error("cleanup of unpublished notifications failed",
+                               extra={"error": str(exc)})
+            self._fail_open(batch, 503, "broker_unavailable",
+                            "the message broker is unavailable, retry")
+            return
+        for correlation_id, n in batch.accepted.items():
+            batch.replies[correlation_id] = Reply(
+                correlation_id, 202, message="notification accepted",
+                data={
+                    "notification_id": n.notification_id,
+                    "status": "queued",
+                    "channels": {d.channel: d.status for d in n.deliveries},
+                    "language": n.language,
+                    "template_version": n.template_version,
+                    "request_id": n.request_id,
+                },
+            )
+            self.log.info("notification queued", extra={
+                "notification_id": n.notification_id, "request_id": n.request_id,
+                "actor": self.name})
+        self._finish(batch)
+
+    # -- endings ------------------------------------------------------------------------------
+
+    def _fail_open(self, batch: PendingBatch, status: int, code: str, message: str) -> None:
+        for item in batch.open_items():
+            batch.refuse(item, status, code, message)
+        self._finish(batch)
+
+    def _finish(self, batch: PendingBatch) -> None:
+        self._pending.pop(batch.batch_id, None)
+        self._outgoing.pop(batch.batch_id, None)
+        for item in batch.open_items():  # every item gets an answer, whatever happened
+            batch.refuse(item, 500, "internal_error", "the request could not be completed")
+        replies = tuple(batch.replies[i.correlation_id] for i in batch.items)
+        self.send(batch.reply_to, Replies(batch.batch_id, replies))
+
+    def on_tick(self) -> None:
+        now = time.monotonic()
+        for batch in [b for b in self._pending.values() if b.deadline < now]:
+            if batch.stage == "publish":
+                # The broker may still commit; the rows stay, the caller learns it is unknown.
+                self._fail_open(batch, 504, "publish_unconfirmed",
+                                "the broker did not confirm in time; the notification may"
+                                " still be delivered")
+            else:
+                self._fail_open(batch, 504, "timeout", "an internal actor did not answer in time")
+
+    def on_poison(self, message: Any, receiver: Any) -> None:
+        batch = self._pending.get(getattr(message, "batch_id", ""))
+        if batch is not None:
+            self._fail_open(batch, 500, "internal_error", "an internal actor failed on this request")

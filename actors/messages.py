@@ -1,0 +1,210 @@
+"""Every message Clarion's actors exchange, in one place.
+
+Commands are imperative (`SendBatch`, `RenderBatch`), answers and events past tense (`Rendered`,
+`Published`). All are frozen, slotted dataclasses that pickle: multiprocTCPBase pickles every
+message between processes.
+
+The hot path is batch-shaped: a Thespian hop costs about 1 ms whatever it carries
+(notes/thespian.md), so one message carries a whole batch of items, even when the batch holds one.
+
+    bridge ──SendBatch──▶ Gateway ──ResolveUsers──▶ Users ──UsersResolved──▶ Gateway
+                                  ──RenderBatch───▶ Templates ──Rendered───▶ Gateway
+                                  ──PublishBatch──▶ Publisher ──Published──▶ Gateway
+           ◀──Replies────────────  (after the broker committed the batch)
+
+Management commands (`CreateUser`, `StatusRequest`, ...) travel the same way inside a `SendBatch`;
+the Gateway hands each to the actor that owns it, which answers the bridge directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from clarion.config.settings import Settings
+from clarion.persistence.broker import Outgoing
+from clarion.persistence.records import Template, User
+
+# --- life cycle (Supervisor ⇄ children) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Configure:
+    """Sent by a parent to a child it just created: everything the child needs to start."""
+
+    settings: Settings
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChildReady:
+    """A child finished `Configure`: it is connected and serving."""
+
+    name: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class SystemReady:
+    """The Supervisor's answer to its own `Configure` once every child is ready."""
+
+    children: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Peers:
+    """The Supervisor tells the Gateway where its collaborators are (again after a restart)."""
+
+    users: Any
+    templates: Any
+    publisher: Any
+
+
+@dataclass(frozen=True, slots=True)
+class LocateGateway:
+    """Asked of the Supervisor by each HTTP bridge."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayLocated:
+    address: Any  # None while the Gateway is (re)starting
+
+
+# --- requests from the HTTP bridge ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRequest:
+    """One `POST /v1/notifications`, validated by the HTTP layer."""
+
+    correlation_id: str
+    user_id: str
+    template_key: str
+    message_data: dict[str, Any]
+    channels: tuple[str, ...] | None = None  # None: every channel the user can receive
+    language: str | None = None
+    template_version: int | None = None
+    priority: str = "normal"
+    request_id: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateUser:
+    correlation_id: str
+    user: User
+
+
+@dataclass(frozen=True, slots=True)
+class CreateTemplate:
+    """Create version 1 of a key in a language, or (`new_version`) the next version."""
+
+    correlation_id: str
+    template: Template
+    new_version: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    """Ask the Supervisor for the actor tree (names, pids, restarts)."""
+
+    correlation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendBatch:
+    """Items from the bridge (or from the Gateway to the actor that owns them).
+
+    `reply_to` is the bridge endpoint that waits for the `Replies`.
+    """
+
+    batch_id: str
+    items: tuple[Any, ...]
+    reply_to: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to one item: an HTTP status, a stable error code, and the response data."""
+
+    correlation_id: str
+    status: int
+    data: dict[str, Any] | None = None
+    error_code: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Replies:
+    batch_id: str
+    replies: tuple[Reply, ...]
+
+
+# --- the Gateway's pipeline -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveUsers:
+    batch_id: str
+    user_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UsersResolved:
+    batch_id: str
+    users: dict[str, User]  # only the users that exist
+    error: str | None = None  # the lookup itself failed (storage down)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderItem:
+    correlation_id: str
+    template_key: str
+    languages: tuple[str, ...]  # in order of preference; the first that exists is used
+    variables: dict[str, Any]
+    version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderBatch:
+    batch_id: str
+    items: tuple[RenderItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    """A template rendered for one item, or why it could not be."""
+
+    correlation_id: str
+    ok: bool
+    template_version: int = 0
+    language: str = ""
+    subject: str = ""
+    body: str = ""
+    html_body: str | None = None
+    push_title: str = ""
+    push_body: str = ""
+    error_code: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    batch_id: str
+    results: tuple[Rendering, ...]
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishBatch:
+    batch_id: str
+    messages: tuple[Outgoing, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The broker committed (ok) or refused the whole batch."""
+
+    batch_id: str
+    ok: bool
+    error: str | None = None

@@ -1,0 +1,39 @@
+"""Delivery providers per channel, and the choice between them made from the settings.
+
+Email: SendGrid when `CLARION_SENDGRID_API_KEY` is set, else the local outbox.
+Push:  Firebase Cloud Messaging when `CLARION_FCM_CREDENTIALS_FILE` is set, else the local outbox.
+"""
+
+from __future__ import annotations
+
+from clarion.actors.providers.base import Provider
+from clarion.config.settings import Settings
+
+
+def email_provider(settings: Settings) -> Provider:
+    if settings.sendgrid_api_key is not None:
+        from clarion.actors.providers.sendgrid_email import SendGridEmailProvider
+
+        return SendGridEmailProvider(
+            settings.sendgrid_api_key.get_secret_value(),
+            settings.email_from,
+            host=settings.sendgrid_host,
+            timeout=settings.provider_timeout,
+        )
+    from clarion.actors.providers.outbox import OutboxProvider
+
+    return OutboxProvider("email", settings.database_url)
+
+
+def push_provider(settings: Settings) -> Provider:
+    if settings.fcm_credentials_file is not None:
+        from clarion.actors.providers.fcm_push import FcmPushProvider
+
+        return FcmPushProvider(
+            str(settings.fcm_credentials_file),
+            endpoint=settings.fcm_endpoint,
+            timeout=settings.provider_timeout,
+        )
+    from clarion.actors.providers.outbox import OutboxProvider
+
+    return OutboxProvider("push", settings.database_url)

@@ -1,0 +1,98 @@
+"""Template rendering in a Jinja2 sandbox, with strict undefined variables.
+
+A missing variable is an error naming it, never an empty string. Only `html_body` is
+autoescaped: text bodies, subjects and push texts are not HTML. Compiled templates are kept per
+(key, language, version, field): versions are immutable, so a compiled one never goes stale.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2 import Template as JinjaTemplate
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+from clarion.persistence.records import Template
+
+MAX_OUTPUT_CHARS = 256 * 1024
+_CACHE_SIZE = 2048
+
+
+class RenderError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedContent:
+    subject: str
+    body: str
+    html_body: str | None
+    push_title: str
+    push_body: str
+
+
+class Renderer:
+    def __init__(self) -> None:
+        self._text = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        self._html = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+        self._compiled: OrderedDict[tuple[str, str, int, str], JinjaTemplate] = OrderedDict()
+
+    def _compile(self, template: Template, field: str, source: str, html: bool) -> JinjaTemplate:
+        key = (template.template_key, template.language, template.version, field)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = (self._html if html else self._text).from_string(source)
+            self._compiled[key] = compiled
+            if len(self._compiled) > _CACHE_SIZE:
+                self._compiled.popitem(last=False)
+        else:
+            self._compiled.move_to_end(key)
+        return compiled
+
+    def _render(self, template: Template, field: str, source: str | None,
+                variables: dict[str, Any], html: bool = False) -> str | None:
+        if source is None:
+            return None
+        try:
+            out = self._compile(template, field, source, html).render(variables)
+        except UndefinedError as exc:
+            raise RenderError("template_variable_missing",
+                              f"{field}: {exc.message}") from None
+        except SecurityError as exc:
+            raise RenderError("template_unsafe", f"{field}: {exc}") from None
+        except TemplateError as exc:
+            raise RenderError("template_render_error", f"{field}: {exc}") from None
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise RenderError("template_render_error", f"{field}: {exc}") from None
+        if len(out) > MAX_OUTPUT_CHARS:
+            raise RenderError("template_output_too_large",
+                              f"{field}: rendered output exceeds {MAX_OUTPUT_CHARS} characters")
+        return out
+
+    def render(self, template: Template, variables: dict[str, Any]) -> RenderedContent:
+        subject = self._render(template, "subject", template.subject, variables) or ""
+        body = self._render(template, "body", template.body, variables) or ""
+        html = self._render(template, "html_body", template.html_body, variables, html=True)
+        # Push texts default to the email's subject and text body when a template has none.
+        title = self._render(template, "push_title", template.push_title, variables)
+        push_body = self._render(template, "push_body", template.push_body, variables)
+        return RenderedContent(subject, body, html, title or subject, push_body or body)
+
+
+def check_syntax(source: str | None, html: bool = False) -> str | None:
+    """None if `source` compiles; otherwise the error with its line."""
+    if source is None:
+        return None
+    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=html)
+    try:
+        env.parse(source)
+    except TemplateError as exc:
+        line = getattr(exc, "lineno", None)
+        return f"line {line}: {exc}" if line else str(exc)
+    return None

@@ -1,0 +1,1 @@
+"""The `clarion` command: run, migrate, seed, apikey, actors, serve, simulator."""

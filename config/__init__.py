@@ -1,0 +1,1 @@
+"""Clarion's configuration: settings from the environment and `.env`, and log formatting."""

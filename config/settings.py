@@ -1,0 +1,137 @@
+"""Every Clarion setting, read once from the environment (then `.env`), typed and validated.
+
+A bad value stops start-up with a message naming the setting (`load_settings`). Secrets are
+`SecretStr`: they print as `**********` in `repr`, logs and tracebacks.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+class SettingsError(Exception):
+    """A setting is missing or has a bad value; the message names it."""
+
+
+class Settings(BaseSettings):
+    """Clarion's configuration. Field `x` is read from the variable `CLARION_X`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLARION_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # Storage and broker. The defaults are the local services of a development machine.
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/clarion"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+    # HTTP front door.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=1, le=65535)
+    http_workers: int = Field(1, ge=1, le=64)
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Answer 504 if the actors have not answered a request in this many seconds.
+    request_timeout: float = Field(10.0, gt=0, le=120)
+
+    # Actor system. 1900 is Thespian's default; tests always use a port of their own.
+    actor_port: int = Field(1900, ge=1024, le=65535)
+    state_dir: Path = Path(".clarion")
+
+    # Auth for routes that manage users and templates from other services (compared in constant
+    # time); public routes take `Authorization: Bearer <api key>` (keys live hashed in PostgreSQL).
+    internal_secret: SecretStr | None = None
+
+    default_language: str = "en"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Email: SendGrid when an API key is set, else the local outbox.
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_host: str = "https://api.sendgrid.com"
+    email_from: str = "notifications@clarion.local"
+
+    # Push: Firebase Cloud Messaging when a service-account file is set, else the local outbox.
+    fcm_credentials_file: Path | None = None
+    # Only for the provider simulator: FCM has no official way to change its endpoint.
+    fcm_endpoint: str | None = None
+
+    provider_timeout: float = Field(5.0, gt=0, le=60)
+    # Provider calls a delivery actor keeps in flight at once.
+    delivery_concurrency: int = Field(32, ge=1, le=512)
+    # Messages RabbitMQ hands a delivery actor before it acks: enough to keep every slot busy.
+    delivery_prefetch: int = Field(64, ge=1, le=10_000)
+
+    @field_validator("default_language")
+    @classmethod
+    def _language_tag(cls, value: str) -> str:
+        if not _LANGUAGE.match(value):
+            raise ValueError("must be a BCP 47 language tag such as 'en' or 'pt-BR'")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, value: str) -> str:
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError("must start with amqp:// or amqps://")
+        return value
+
+    @field_validator("sendgrid_host", "fcm_endpoint")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        # A trailing slash makes the sendgrid client call //v3/mail/send (a 404).
+        return value.rstrip("/")
+
+    @field_validator("fcm_credentials_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @property
+    def email_provider(self) -> str:
+        return "sendgrid" if self.sendgrid_api_key else "outbox"
+
+    @property
+    def push_provider(self) -> str:
+        return "fcm" if self.fcm_credentials_file else "outbox"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings; raise SettingsError naming every bad one."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "CLARION_" + "_".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

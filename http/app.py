@@ -1,0 +1,90 @@
+"""The Starlette application: built by `create_app(settings)`, started by its lifespan.
+
+The lifespan opens what every request may use (the actor bridge, an async PostgreSQL pool for
+reads, a Redis client for health) and closes it on shutdown. `app_factory` is what uvicorn loads
+in each worker process (`--factory`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import urlparse
+
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from clarion.config.logging import configure_logging
+from clarion.config.settings import Settings, load_settings
+from clarion.http.bridge import ActorBridge
+from clarion.http.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+from clarion.http.responses import failure
+from clarion.http.routes import health, notifications, outbox, templates, users
+from clarion.persistence import queries
+
+log = logging.getLogger(__name__)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return failure(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Log the whole story; tell the client only that it failed (no stack trace, no internals).
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return failure(500, "internal_error", "an unexpected error occurred")
+
+
+def create_app(settings: Settings) -> Starlette:
+    pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=10, open=False,
+                               kwargs={"autocommit": True})
+
+    async def api_key_name(key: str) -> str | None:
+        async with pool.connection() as conn:
+            return await queries.api_key_name(conn, key)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await pool.open(wait=True, timeout=10)
+        bridge = ActorBridge(settings.actor_port, settings.request_timeout)
+        bridge.start()
+        amqp = urlparse(settings.amqp_url)
+        app.state.settings = settings
+        app.state.db = pool
+        app.state.redis = aioredis.from_url(settings.redis_url, socket_timeout=2)
+        app.state.bridge = bridge
+        app.state.amqp_address = (amqp.hostname or "127.0.0.1", amqp.port or 5672)
+        try:
+            yield
+        finally:
+            bridge.stop()
+            await app.state.redis.aclose()
+            await pool.close()
+
+    secret = settings.internal_secret.get_secret_value() if settings.internal_secret else None
+    return Starlette(
+        routes=[*health.routes, *notifications.routes, *users.routes, *templates.routes,
+                *outbox.routes],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(ApiKeyMiddleware, lookup=api_key_name, internal_secret=secret),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+        lifespan=lifespan,
+    )
+
+
+def app_factory() -> Starlette:
+    """Entry point for uvicorn workers: settings from the environment."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

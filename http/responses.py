@@ -1,0 +1,43 @@
+"""The response envelope every JSON answer uses: {success, data, error, message, meta}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from clarion.actors.messages import Reply
+
+
+
+class EnvelopeResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        import json
+
+        return json.dumps(content, default=str, ensure_ascii=False,
+                          separators=(",", ":")).encode("utf-8")
+
+
+def success(data: Any, status: int = 200, message: str = "",
+            meta: dict[str, Any] | None = None,
+            headers: dict[str, str] | None = None) -> EnvelopeResponse:
+    return EnvelopeResponse(
+        {"success": True, "data": data, "error": None, "message": message, "meta": meta},
+        status_code=status, headers=headers,
+    )
+
+
+def failure(status: int, code: str, message: str, details: Any = None,
+            headers: dict[str, str] | None = None) -> EnvelopeResponse:
+    return EnvelopeResponse(
+        {"success": False, "data": details, "error": code, "message": message, "meta": None},
+        status_code=status, headers=headers,
+    )
+
+
+def from_reply(reply: Reply) -> EnvelopeResponse:
+    """Shape an actor's Reply as an HTTP response."""
+    if reply.status < 400:
+        return success(reply.data, reply.status, reply.message)
+    headers = {"Retry-After": "1"} if reply.status == 503 else None
+    return failure(reply.status, reply.error_code or "error", reply.message, reply.data, headers)

@@ -1,0 +1,71 @@
+"""GET /health (each dependency and the actor tree) and GET /v1/system/actors (the tree, detailed)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from clarion.actors.messages import StatusRequest
+from clarion.http.responses import EnvelopeResponse, failure, from_reply, success
+
+
+async def _timed(name: str, check: Any) -> tuple[str, dict[str, Any]]:
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(check(), 2.0)
+        result: dict[str, Any] = {"status": "up"}
+    except Exception as exc:  # noqa: BLE001 - any failure means down; say which kind
+        result = {"status": "down", "error": type(exc).__name__}
+    result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return name, result
+
+
+async def health(request: Request) -> EnvelopeResponse:
+    state = request.app.state
+
+    async def postgres() -> None:
+        async with state.db.connection() as conn:
+            await conn.execute("SELECT 1")
+
+    async def redis() -> None:
+        await state.redis.ping()
+
+    async def rabbitmq() -> None:
+        host, port = state.amqp_address
+        _, writer = await asyncio.open_connection(host, port)
+        writer.close()
+        await writer.wait_closed()
+
+    async def actors() -> None:
+        reply = await state.bridge.request(StatusRequest(uuid.uuid4().hex))
+        if reply.status != 200:
+            raise RuntimeError(reply.error_code)
+        down = [c["name"] for c in reply.data["children"] if c["state"] != "running"]
+        if down:
+            raise RuntimeError(",".join(down))
+
+    checks = dict(await asyncio.gather(
+        _timed("postgres", postgres), _timed("redis", redis),
+        _timed("rabbitmq", rabbitmq), _timed("actors", actors),
+    ))
+    healthy = all(c["status"] == "up" for c in checks.values())
+    data = {"status": "ok" if healthy else "degraded", "checks": checks}
+    if healthy:
+        return success(data)
+    down = ", ".join(name for name, c in checks.items() if c["status"] != "up")
+    return failure(503, "unhealthy", f"down: {down}", data)
+
+
+async def actor_tree(request: Request) -> EnvelopeResponse:
+    return from_reply(await request.app.state.bridge.request(StatusRequest(uuid.uuid4().hex)))
+
+
+routes = [
+    Route("/health", health, methods=["GET"]),
+    Route("/v1/system/actors", actor_tree, methods=["GET"]),
+]

@@ -1,0 +1,60 @@
+"""POST /v1/notifications (→ the Gateway, 202 once queued) and GET /v1/notifications/{id}."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from clarion.actors.messages import NotificationRequest
+from clarion.http.responses import EnvelopeResponse, failure, from_reply, success
+from clarion.http.routes.common import BadRequest, bridge, parse, request_id
+from clarion.http.schemas import NotificationIn
+from clarion.persistence import queries
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+
+
+async def create_notification(request: Request) -> EnvelopeResponse:
+    try:
+        body = await parse(request, NotificationIn)
+    except BadRequest as exc:
+        return exc.response
+    key = request.headers.get("x-idempotency-key") or request.headers.get("idempotency-key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        return failure(422, "invalid_idempotency_key",
+                       "the idempotency key must be 1-255 printable ASCII characters")
+    item = NotificationRequest(
+        correlation_id=uuid.uuid4().hex,
+        user_id=body.user_id,
+        template_key=body.template_key,
+        message_data=body.message_data,
+        channels=tuple(body.channels) if body.channels else None,
+        language=body.language,
+        template_version=body.template_version,
+        priority=body.priority,
+        request_id=body.request_id or request_id(request),
+        idempotency_key=key,
+    )
+    return from_reply(await bridge(request).request(item))
+
+
+async def get_notification(request: Request) -> EnvelopeResponse:
+    notification_id = request.path_params["notification_id"]
+    try:
+        uuid.UUID(notification_id)
+    except ValueError:
+        return failure(404, "notification_not_found", f"no notification '{notification_id}'")
+    async with request.app.state.db.connection() as conn:
+        found = await queries.notification(conn, notification_id)
+    if found is None:
+        return failure(404, "notification_not_found", f"no notification '{notification_id}'")
+    return success(found)
+
+
+routes = [
+    Route("/v1/notifications", create_notification, methods=["POST"]),
+    Route("/v1/notifications/{notification_id}", get_notification, methods=["GET"]),
+]

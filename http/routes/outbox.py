@@ -1,0 +1,32 @@
+"""GET /v1/outbox: what the local outbox "delivered" (no provider configured)."""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from clarion.http.responses import EnvelopeResponse, failure, success
+from clarion.persistence import queries
+
+
+async def list_outbox(request: Request) -> EnvelopeResponse:
+    notification_id = request.query_params.get("notification_id")
+    channel = request.query_params.get("channel")
+    limit_text = request.query_params.get("limit", "50")
+    if notification_id is not None:
+        try:
+            uuid.UUID(notification_id)
+        except ValueError:
+            return failure(422, "validation_error", "notification_id must be a UUID")
+    if channel not in (None, "email", "push"):
+        return failure(422, "validation_error", "channel must be email or push")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 500:
+        return failure(422, "validation_error", "limit must be between 1 and 500")
+    async with request.app.state.db.connection() as conn:
+        messages = await queries.outbox(conn, notification_id, channel, int(limit_text))
+    return success(messages, meta={"limit": int(limit_text), "count": len(messages)})
+
+
+routes = [Route("/v1/outbox", list_outbox, methods=["GET"])]

@@ -1,0 +1,177 @@
+"""Notifications, their per-channel deliveries and every delivery attempt.
+
+The Gateway writes a whole batch in one transaction; delivery actors record a run of outcomes in
+one transaction. A notification's status is derived from its deliveries in SQL, in the same
+transaction that changes them, so it can never disagree with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+# Notification status, derived from its deliveries:
+#   queued          some channel is still on its way
+#   sent            every channel that was not skipped was delivered
+#   failed          no channel was delivered
+#   partially_sent  some channels delivered, others failed
+_DERIVE_STATUS = """
+UPDATE notifications AS n
+   SET status = d.status, updated_at = now()
+  FROM (SELECT notification_id,
+               CASE WHEN bool_or(status = 'queued') THEN 'queued'
+                    WHEN bool_and(status IN ('sent', 'skipped')) AND bool_or(status = 'sent')
+                         THEN 'sent'
+                    WHEN bool_or(status = 'sent') THEN 'partially_sent'
+                    ELSE 'failed' END AS status
+          FROM deliveries WHERE notification_id = ANY(%s) GROUP BY notification_id) AS d
+ WHERE n.notification_id = d.notification_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    channel: str
+    status: str  # "queued", or "skipped" with a reason in error_code/error
+    recipient: str | None
+    content: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    notification_id: str
+    user_id: str
+    template_key: str
+    template_version: int
+    language: str
+    priority: str
+    request_id: str | None
+    idempotency_key: str | None
+    message_data: dict[str, Any]
+    deliveries: tuple[NewDelivery, ...]
+
+    @property
+    def status(self) -> str:
+        return "queued" if any(d.status == "queued" for d in self.deliveries) else "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one delivery attempt ended, as a delivery actor reports it."""
+
+    notification_id: str
+    channel: str
+    attempt: int
+    ok: bool
+    provider: str
+    started_at: float
+    provider_message_id: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+
+
+class DuplicateIdempotencyKey(Exception):
+    """A notification with this idempotency key already exists."""
+
+
+def insert_batch(conn: psycopg.Connection, batch: Sequence[NewNotification]) -> None:
+    """Write a batch of new notifications and their deliveries in one transaction."""
+    if not batch:
+        return
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO notifications (notification_id, user_id, template_key,"
+                " template_version, language, status, priority, request_id, idempotency_key,"
+                " message_data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        n.notification_id, n.user_id, n.template_key, n.template_version,
+                        n.language, n.status, n.priority, n.request_id, n.idempotency_key,
+                        Jsonb(n.message_data),
+                    )
+                    for n in batch
+                ],
+            )
+            cur.executemany(
+                "INSERT INTO deliveries (notification_id, channel, status, recipient, content,"
+                " error_code, error, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+                " CASE WHEN %s = 'skipped' THEN now() END)",
+                [
+                    (
+                        n.notification_id, d.channel, d.status, d.recipient, Jsonb(d.content),
+                        d.error_code, d.error, d.status,
+                    )
+                    for n in batch
+                    for d in n.deliveries
+                ],
+            )
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == "notifications_idempotency_key_key":
+            raise DuplicateIdempotencyKey() from None
+        raise
+
+
+def delete(conn: psycopg.Connection, notification_ids: Iterable[str]) -> None:
+    """Remove notifications that were never accepted (the broker refused them)."""
+    with conn.transaction():
+        conn.execute("DELETE FROM notifications WHERE notification_id = ANY(%s)",
+                     (list(notification_ids),))
+
+
+def delivered(conn: psycopg.Connection, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (notification_id, channel) pairs already reached a final state.
+
+    A message redelivered after a crash between the provider call and the ack must not reach the
+    provider again; this is the check.
+    """
+    pairs = list(keys)
+    if not pairs:
+        return set()
+    rows = conn.execute(
+        "SELECT notification_id::text, channel FROM deliveries"
+        " WHERE (notification_id, channel) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))"
+        " AND status IN ('sent', 'failed')",
+        ([p[0] for p in pairs], [p[1] for p in pairs]),
+    )
+    return {(row[0], row[1]) for row in rows}
+
+
+def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> None:
+    """Record a run of attempts, update their deliveries and derive the notifications' status."""
+    if not outcomes:
+        return
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO delivery_attempts (notification_id, channel, attempt, outcome, provider,"
+            " provider_message_id, error_code, error, started_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    o.notification_id, o.channel, o.attempt, "sent" if o.ok else "failed",
+                    o.provider, o.provider_message_id, o.error_code, o.error,
+                    datetime.fromtimestamp(o.started_at, tz=timezone.utc),
+                )
+                for o in outcomes
+            ],
+        )
+        cur.executemany(
+            "UPDATE deliveries SET status = %s, attempts = attempts + 1, provider = %s,"
+            " provider_message_id = %s, error_code = %s, error = %s, finished_at = now()"
+            " WHERE notification_id = %s AND channel = %s",
+            [
+                (
+                    "sent" if o.ok else "failed", o.provider, o.provider_message_id,
+                    o.error_code, o.error, o.notification_id, o.channel,
+                )
+                for o in outcomes
+            ],
+        )
+        cur.execute(_DERIVE_STATUS, (list({o.notification_id for o in outcomes}),))

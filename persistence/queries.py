@@ -1,0 +1,90 @@
+"""Read-only queries the HTTP layer runs itself, where a read needs no actor (async psycopg)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from clarion.persistence import templates as template_repo
+from clarion.persistence import users as user_repo
+from clarion.persistence.api_keys import digest
+from clarion.persistence.records import Template, User
+
+
+async def api_key_name(conn: AsyncConnection, key: str) -> str | None:
+    """The name of the live API key `key`, or None."""
+    cur = await conn.execute(
+        "SELECT name FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL", (digest(key),)
+    )
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def notification(conn: AsyncConnection, notification_id: str) -> dict[str, Any] | None:
+    """A notification with its per-channel deliveries and their attempts."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT notification_id::text, user_id, template_key, template_version, language, status,"
+        " priority, request_id, created_at, updated_at FROM notifications"
+        " WHERE notification_id = %s",
+        (notification_id,),
+    )
+    found = await cur.fetchone()
+    if found is None:
+        return None
+    await cur.execute(
+        "SELECT channel, status, recipient, attempts, provider, provider_message_id, error_code,"
+        " error, queued_at, finished_at FROM deliveries WHERE notification_id = %s"
+        " ORDER BY channel",
+        (notification_id,),
+    )
+    deliveries = {row.pop("channel"): row for row in await cur.fetchall()}
+    await cur.execute(
+        "SELECT channel, attempt, outcome, provider, provider_message_id, error_code, error,"
+        " started_at, finished_at FROM delivery_attempts WHERE notification_id = %s"
+        " ORDER BY attempt_id",
+        (notification_id,),
+    )
+    for attempt in await cur.fetchall():
+        deliveries[attempt.pop("channel")].setdefault("attempt_log", []).append(attempt)
+    found["channels"] = deliveries
+    return found
+
+
+async def outbox(
+    conn: AsyncConnection, notification_id: str | None, channel: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Messages the local outbox received, newest first."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT outbox_id, notification_id::text, channel, recipient, subject, body, html_body,"
+        " data, created_at FROM outbox"
+        " WHERE (%(nid)s::uuid IS NULL OR notification_id = %(nid)s::uuid)"
+        " AND (%(channel)s::text IS NULL OR channel = %(channel)s::text)"
+        " ORDER BY outbox_id DESC LIMIT %(limit)s",
+        {"nid": notification_id, "channel": channel, "limit": limit},
+    )
+    return await cur.fetchall()
+
+
+async def user(conn: AsyncConnection, user_id: str) -> User | None:
+    cur = await conn.execute(
+        f"SELECT {user_repo.COLUMNS} FROM users WHERE user_id = %s", (user_id,)
+    )
+    row = await cur.fetchone()
+    return user_repo.row_to_user(row) if row else None
+
+
+async def template_versions(
+    conn: AsyncConnection, key: str, language: str | None, version: int | None
+) -> list[Template]:
+    """A key's templates, newest version first, optionally only one language or version."""
+    cur = await conn.execute(
+        f"SELECT {template_repo.COLUMNS} FROM templates WHERE template_key = %s"
+        " AND (%s::text IS NULL OR language = %s::text)"
+        " AND (%s::int IS NULL OR version = %s::int) ORDER BY version DESC, language",
+        (key, language, language, version, version),
+    )
+    return [Template(*row) for row in await cur.fetchall()]

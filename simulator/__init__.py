@@ -1,0 +1,1 @@
+"""Local stand-in for the SendGrid and Firebase Cloud Messaging HTTP APIs."""

@@ -1,0 +1,404 @@
+"""HTTP surface of the provider simulator: SendGrid, FCM, Google OAuth2 and /_sim control routes.
+
+Owns request validation and the exact response shapes the real `sendgrid` and
+`firebase-admin` clients parse (see /work/shared/notes/providers.md). All state
+lives in `SimulatorState`; the handlers here are stateless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .state import CHANNELS, ConfigError, SimulatorState, new_id
+
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+ACCESS_TOKEN_LIFETIME_S = 3600
+
+# Google's canonical status name per HTTP code, used for injected FCM failures.
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def _state(request: Request) -> SimulatorState:
+    return request.app.state.simulator
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        return None
+    return credential
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+async def _apply_latency(state: SimulatorState) -> None:
+    latency = state.latency_seconds()
+    if latency > 0:
+        await asyncio.sleep(latency)
+
+
+def _channel_param(request: Request) -> str | None:
+    channel = request.query_params.get("channel")
+    if channel is not None and channel not in CHANNELS + ("token",):
+        raise ConfigError(f"unknown channel {channel!r}")
+    return channel
+
+
+# -- SendGrid -----------------------------------------------------------------
+
+
+def _sendgrid_error(
+    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"errors": [{"message": message, "field": field, "help": None}]}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validate_mail(body: Any) -> tuple[str, str] | None:
+    """Returns (message, field) for the first problem SendGrid would report, or None."""
+    if not isinstance(body, dict):
+        return ("The request body must be a JSON object.", None)
+    personalizations = body.get("personalizations")
+    if not isinstance(personalizations, list) or not personalizations or not isinstance(personalizations[0], dict):
+        return ("The personalizations field is required and must have at least one personalization.", "personalizations")
+    recipients = personalizations[0].get("to")
+    if not isinstance(recipients, list) or not recipients or not isinstance(recipients[0], dict):
+        return ("The to array is required for all personalization objects.", "personalizations.0.to")
+    address = recipients[0].get("email")
+    if not isinstance(address, str) or "@" not in address.strip("@"):
+        return ("Does not contain a valid address.", "personalizations.0.to.0.email")
+    sender = body.get("from")
+    if not isinstance(sender, dict) or not isinstance(sender.get("email"), str) or "@" not in sender["email"]:
+        return ("The from object must be provided for every email send.", "from.email")
+    # SendGrid accepts the subject globally or per personalization.
+    subject = body.get("subject", personalizations[0].get("subject"))
+    if not isinstance(subject, str) or not subject:
+        return ("The subject is required.", "subject")
+    content = body.get("content")
+    if not isinstance(content, list) or not content:
+        return ("Unless a valid template_id is provided, the content parameter is required.", "content")
+    for index, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str) or not isinstance(part.get("value"), str):
+            return ("Each content object needs a type and a value.", f"content.{index}")
+    return None
+
+
+def _content_of_type(body: dict[str, Any], mime: str) -> str | None:
+    for part in body["content"]:
+        if part["type"] == mime:
+            return part["value"]
+    return None
+
+
+async def sendgrid_mail_send(request: Request) -> Response:
+    state = _state(request)
+    raw_bytes = await request.body()
+    await _apply_latency(state)
+    raw = _parse_json(raw_bytes)
+    to = _first_recipient(raw)
+
+    def reject(status: int, reason: str) -> None:
+        state.record_rejected({"channel": "email", "status": status, "reason": reason, "to": to, "raw": raw})
+
+    if _bearer(request) is None:
+        reject(401, "unauthorized")
+        return _sendgrid_error(401, "The provided authorization grant is invalid, expired, or revoked")
+
+    fault = state.take_fault("email")
+    if fault == ("rate_limit", 429):
+        reject(429, "rate_limited")
+        # SendGrid documents X-RateLimit-Reset as an epoch second; no Retry-After.
+        headers = {
+            "X-RateLimit-Limit": "600",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(int(time.time()) + 1),
+        }
+        return _sendgrid_error(429, "too many requests", headers=headers)
+    if fault is not None:
+        status = fault[1]
+        reject(status, "injected_failure")
+        return _sendgrid_error(status, f"Simulated failure (HTTP {status})")
+
+    problem = _validate_mail(raw)
+    if problem is not None:
+        reject(400, "bad_request")
+        return _sendgrid_error(400, problem[0], problem[1])
+
+    message_id = new_id()
+    state.record_message(
+        {
+            "id": message_id,
+            "channel": "email",
+            "to": to,
+            "from": raw["from"]["email"],
+            "subject": raw.get("subject", raw["personalizations"][0].get("subject")),
+            "body": _content_of_type(raw, "text/plain"),
+            "html_body": _content_of_type(raw, "text/html"),
+            "raw": raw,
+        }
+    )
+    return Response(status_code=202, headers={"X-Message-Id": message_id})
+
+
+def _first_recipient(raw: Any) -> str | None:
+    try:
+        address = raw["personalizations"][0]["to"][0]["email"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return address if isinstance(address, str) else None
+
+
+# -- Google OAuth2 token endpoint ---------------------------------------------
+
+
+def _b64url_json(segment: str) -> Any:
+    padded = segment + "=" * (-len(segment) % 4)
+    return json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+
+
+def _looks_like_jwt(assertion: str) -> bool:
+    # Signature verification is out of scope: shape is enough to catch a client
+    # that sends something other than a signed service-account assertion.
+    parts = assertion.split(".")
+    if len(parts) != 3 or not all(parts):
+        return False
+    try:
+        header, claims = _b64url_json(parts[0]), _b64url_json(parts[1])
+    except (binascii.Error, UnicodeError, ValueError):
+        return False
+    return isinstance(header, dict) and "alg" in header and isinstance(claims, dict)
+
+
+async def oauth_token(request: Request) -> Response:
+    state = _state(request)
+    raw_bytes = await request.body()
+    # The form is parsed by hand: Starlette's request.form() needs python-multipart.
+    form = {k: v[0] for k, v in parse_qs(raw_bytes.decode("utf-8", "replace")).items()}
+
+    def reject(error: str, description: str) -> Response:
+        state.record_rejected(
+            {"channel": "token", "status": 400, "reason": error, "to": None, "raw": {"grant_type": form.get("grant_type")}}
+        )
+        return JSONResponse({"error": error, "error_description": description}, status_code=400)
+
+    if form.get("grant_type") != JWT_BEARER_GRANT:
+        return reject("unsupported_grant_type", f"grant_type must be {JWT_BEARER_GRANT}")
+    if not _looks_like_jwt(form.get("assertion", "")):
+        return reject("invalid_grant", "Invalid JWT: the assertion is not a three-part JWT.")
+    return JSONResponse(
+        {"access_token": state.issue_token(), "expires_in": ACCESS_TOKEN_LIFETIME_S, "token_type": "Bearer"}
+    )
+
+
+async def regional_access_boundary(request: Request) -> Response:
+    # google-auth looks up a service account's "allowed locations" after each
+    # token refresh; answering here keeps clients pointed at the simulator hermetic.
+    return JSONResponse({"locations": [], "encodedLocations": "0x0"})
+
+
+# -- Firebase Cloud Messaging -------------------------------------------------
+
+
+def _fcm_error(
+    status: int,
+    message: str,
+    google_status: str | None = None,
+    error_code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    google_status = google_status or _GOOGLE_STATUS.get(status, "UNAVAILABLE" if status >= 500 else "UNKNOWN")
+    error: dict[str, Any] = {"code": status, "message": message, "status": google_status}
+    if error_code is not None:
+        error["details"] = [{"@type": FCM_ERROR_TYPE, "errorCode": error_code}]
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+def _validate_fcm_message(body: Any) -> str | None:
+    """Returns why FCM would answer INVALID_ARGUMENT, or None."""
+    if not isinstance(body, dict) or not isinstance(body.get("message"), dict):
+        return "Request body must be a JSON object with a message object."
+    message = body["message"]
+    targets = [key for key in ("token", "fid") if key in message]
+    if len(targets) != 1 or not isinstance(message[targets[0]], str) or not message[targets[0]]:
+        return "The message must have exactly one non-empty target: token or fid (the simulator supports no topics)."
+    notification = message.get("notification", {})
+    if not isinstance(notification, dict) or not all(isinstance(v, str) for v in notification.values()):
+        return "notification must be an object of strings."
+    data = message.get("data", {})
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        return "data must map strings to strings."
+    return None
+
+
+def _fcm_target(raw: Any) -> str | None:
+    if isinstance(raw, dict) and isinstance(raw.get("message"), dict):
+        target = raw["message"].get("token", raw["message"].get("fid"))
+        return target if isinstance(target, str) else None
+    return None
+
+
+async def fcm_messages_send(request: Request) -> Response:
+    state = _state(request)
+    project = request.path_params["project"]
+    raw_bytes = await request.body()
+    await _apply_latency(state)
+    raw = _parse_json(raw_bytes)
+    to = _fcm_target(raw)
+
+    def reject(status: int, reason: str) -> None:
+        state.record_rejected({"channel": "push", "status": status, "reason": reason, "to": to, "raw": raw})
+
+    token = _bearer(request)
+    if token is None or not state.token_is_valid(token):
+        reject(401, "UNAUTHENTICATED")
+        return _fcm_error(
+            401,
+            "Request had invalid authentication credentials. Expected OAuth 2 access token.",
+            headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
+        )
+
+    fault = state.take_fault("push")
+    if fault == ("rate_limit", 429):
+        reject(429, "QUOTA_EXCEEDED")
+        return _fcm_error(
+            429, "Quota exceeded for sending messages.", "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", {"Retry-After": "1"}
+        )
+    if fault is not None:
+        status = fault[1]
+        google_status = _GOOGLE_STATUS.get(status, "UNAVAILABLE" if status >= 500 else "UNKNOWN")
+        reject(status, google_status)
+        # FCM repeats the status as errorCode for its server-side errors.
+        return _fcm_error(status, f"Simulated failure (HTTP {status}).", google_status, google_status)
+
+    problem = _validate_fcm_message(raw)
+    if problem is not None:
+        reject(400, "INVALID_ARGUMENT")
+        return _fcm_error(400, problem, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+
+    # Magic token prefixes let tests provoke per-token errors deterministically.
+    if to.startswith("unregistered-"):
+        reject(404, "UNREGISTERED")
+        return _fcm_error(404, "Requested entity was not found.", "NOT_FOUND", "UNREGISTERED")
+    if to.startswith("invalid-"):
+        reject(400, "INVALID_ARGUMENT")
+        return _fcm_error(
+            400, "The registration token is not a valid FCM registration token", "INVALID_ARGUMENT", "INVALID_ARGUMENT"
+        )
+    if to.startswith("sender-mismatch-"):
+        reject(403, "SENDER_ID_MISMATCH")
+        return _fcm_error(403, "SenderId mismatch", "PERMISSION_DENIED", "SENDER_ID_MISMATCH")
+
+    message = raw["message"]
+    notification = message.get("notification", {})
+    message_id = new_id()
+    state.record_message(
+        {
+            "id": message_id,
+            "channel": "push",
+            "to": to,
+            "title": notification.get("title"),
+            "body": notification.get("body"),
+            "data": message.get("data", {}),
+            "raw": raw,
+        }
+    )
+    return JSONResponse({"name": f"projects/{project}/messages/{message_id}"})
+
+
+# -- /_sim control and inspection ---------------------------------------------
+
+
+def _bad_request(message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=400)
+
+
+async def sim_get_config(request: Request) -> Response:
+    return JSONResponse(_state(request).get_config())
+
+
+async def sim_put_config(request: Request) -> Response:
+    update = _parse_json(await request.body())
+    try:
+        return JSONResponse(_state(request).update_config(update))
+    except ConfigError as exc:
+        return _bad_request(str(exc))
+
+
+async def sim_messages(request: Request) -> Response:
+    try:
+        channel = _channel_param(request)
+    except ConfigError as exc:
+        return _bad_request(str(exc))
+    return JSONResponse({"messages": _state(request).messages(channel)})
+
+
+async def sim_rejected(request: Request) -> Response:
+    try:
+        channel = _channel_param(request)
+    except ConfigError as exc:
+        return _bad_request(str(exc))
+    return JSONResponse({"rejected": _state(request).rejected(channel)})
+
+
+async def sim_clear_messages(request: Request) -> Response:
+    _state(request).clear_messages()
+    return Response(status_code=204)
+
+
+async def sim_health(request: Request) -> Response:
+    return JSONResponse({"ok": True})
+
+
+def create_simulator_app(state: SimulatorState | None = None) -> Starlette:
+    """Builds the simulator ASGI app around `state` (a fresh one when omitted).
+
+    The state is reachable as `app.state.simulator`.
+    """
+    routes = [
+        Route("/v3/mail/send", sendgrid_mail_send, methods=["POST"]),
+        Route("/token", oauth_token, methods=["POST"]),
+        Route("/v1/projects/{project}/messages:send", fcm_messages_send, methods=["POST"]),
+        Route(
+            "/v1/projects/{project}/serviceAccounts/{email}/allowedLocations",
+            regional_access_boundary,
+            methods=["GET"],
+        ),
+        Route("/_sim/config", sim_get_config, methods=["GET"]),
+        Route("/_sim/config", sim_put_config, methods=["PUT"]),
+        Route("/_sim/messages", sim_messages, methods=["GET"]),
+        Route("/_sim/messages", sim_clear_messages, methods=["DELETE"]),
+        Route("/_sim/rejected", sim_rejected, methods=["GET"]),
+        Route("/_sim/health", sim_health, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.simulator = state if state is not None else SimulatorState()
+    return app

@@ -1,0 +1,204 @@
+"""Shared, thread-safe state of the provider simulator.
+
+Owns what the simulator remembers (accepted messages, rejected attempts, issued
+OAuth2 tokens) and the fault-injection configuration. The HTTP handlers run on
+the server's event loop thread while tests read this object from their own
+thread, so every access goes through one lock.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import threading
+import time
+from typing import Any
+
+CHANNELS = ("email", "push")
+
+# Keys accepted by PUT /_sim/config; anything else is a typo in a test and is rejected.
+CONFIG_KEYS = ("latency_ms", "fail_next", "fail_status", "rate_limit_next")
+
+
+class ConfigError(ValueError):
+    """A fault-injection update that does not fit the documented shape."""
+
+
+def _default_config() -> dict[str, Any]:
+    return {
+        "latency_ms": 0,
+        "fail_next": {channel: 0 for channel in CHANNELS},
+        "fail_status": 503,
+        "rate_limit_next": {channel: 0 for channel in CHANNELS},
+    }
+
+
+def _non_negative_int(value: Any, name: str) -> int:
+    # bool is an int subclass; `true` in a JSON config is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative integer")
+    return value
+
+
+def _channel_counts(value: Any, name: str) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be an object like {{\"email\": 1, \"push\": 0}}")
+    unknown = set(value) - set(CHANNELS)
+    if unknown:
+        raise ConfigError(f"{name} has unknown channel(s): {', '.join(sorted(unknown))}")
+    return {channel: _non_negative_int(count, f"{name}.{channel}") for channel, count in value.items()}
+
+
+def new_id() -> str:
+    """A fresh opaque id, shaped like SendGrid's X-Message-Id (URL-safe, 22 chars)."""
+    return secrets.token_urlsafe(16)
+
+
+class SimulatorState:
+    """Everything the simulator knows; safe to share between threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # Notified on every new record so tests can wait instead of polling.
+        self._changed = threading.Condition(self._lock)
+        self._messages: list[dict[str, Any]] = []
+        self._rejected: list[dict[str, Any]] = []
+        self._tokens: set[str] = set()
+        self._config = _default_config()
+
+    # -- fault injection -------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self._config)
+
+    def update_config(self, update: dict[str, Any]) -> dict[str, Any]:
+        """Merges `update` into the config (per channel for the counters) and returns the result.
+
+        Validates everything before changing anything, so a bad update leaves the
+        config as it was.
+        """
+        if not isinstance(update, dict):
+            raise ConfigError("config must be a JSON object")
+        unknown = set(update) - set(CONFIG_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+        checked: dict[str, Any] = {}
+        if "latency_ms" in update:
+            checked["latency_ms"] = _non_negative_int(update["latency_ms"], "latency_ms")
+        if "fail_status" in update:
+            status = update["fail_status"]
+            if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+                raise ConfigError("fail_status must be an HTTP error status (400-599)")
+            checked["fail_status"] = status
+        for key in ("fail_next", "rate_limit_next"):
+            if key in update:
+                checked[key] = _channel_counts(update[key], key)
+        with self._lock:
+            for key, value in checked.items():
+                if isinstance(value, dict):
+                    self._config[key].update(value)
+                else:
+                    self._config[key] = value
+            return copy.deepcopy(self._config)
+
+    def latency_seconds(self) -> float:
+        with self._lock:
+            return self._config["latency_ms"] / 1000.0
+
+    def take_fault(self, channel: str) -> tuple[str, int] | None:
+        """Consumes one injected fault for `channel`, if any is pending.
+
+        Returns ("rate_limit", 429) or ("fail", fail_status) or None. Rate limits
+        are consumed first: a throttled request never reaches the failing backend.
+        Check-and-decrement happens under the lock so concurrent requests never
+        consume the same fault twice.
+        """
+        with self._lock:
+            if self._config["rate_limit_next"].get(channel, 0) > 0:
+                self._config["rate_limit_next"][channel] -= 1
+                return ("rate_limit", 429)
+            if self._config["fail_next"].get(channel, 0) > 0:
+                self._config["fail_next"][channel] -= 1
+                return ("fail", self._config["fail_status"])
+            return None
+
+    # -- OAuth2 tokens ----------------------------------------------------
+
+    def issue_token(self) -> str:
+        token = f"sim-{secrets.token_urlsafe(24)}"
+        with self._lock:
+            self._tokens.add(token)
+        return token
+
+    def token_is_valid(self, token: str) -> bool:
+        with self._lock:
+            return token in self._tokens
+
+    def revoke_tokens(self) -> None:
+        """Forgets every issued token, e.g. to exercise a client's refresh-on-401 path."""
+        with self._lock:
+            self._tokens.clear()
+
+    @property
+    def issued_token_count(self) -> int:
+        with self._lock:
+            return len(self._tokens)
+
+    # -- records ----------------------------------------------------------
+
+    def record_message(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self._append(self._messages, record)
+
+    def record_rejected(self, record: dict[str, Any]) -> dict[str, Any]:
+        return self._append(self._rejected, record)
+
+    def _append(self, target: list[dict[str, Any]], record: dict[str, Any]) -> dict[str, Any]:
+        record = {"id": new_id(), "received_at": time.time(), **record}
+        with self._changed:
+            target.append(record)
+            self._changed.notify_all()
+        return copy.deepcopy(record)
+
+    def messages(self, channel: str | None = None) -> list[dict[str, Any]]:
+        return self._select(self._messages, channel)
+
+    def rejected(self, channel: str | None = None) -> list[dict[str, Any]]:
+        return self._select(self._rejected, channel)
+
+    def _select(self, source: list[dict[str, Any]], channel: str | None) -> list[dict[str, Any]]:
+        with self._lock:
+            # Deep copies: callers must not be able to mutate what the server serves.
+            return [copy.deepcopy(r) for r in source if channel is None or r["channel"] == channel]
+
+    def clear_messages(self) -> None:
+        """Forgets accepted and rejected records (not tokens or config)."""
+        with self._lock:
+            self._messages.clear()
+            self._rejected.clear()
+
+    def reset(self) -> None:
+        """Back to a fresh simulator: no records, default config (issued tokens stay valid)."""
+        with self._lock:
+            self._messages.clear()
+            self._rejected.clear()
+            self._config = _default_config()
+
+    def wait_for(
+        self, count: int, channel: str | None = None, timeout: float = 5.0, rejected: bool = False
+    ) -> list[dict[str, Any]]:
+        """Blocks until at least `count` records (of `channel`) exist, then returns them.
+
+        Raises TimeoutError if they do not arrive in time.
+        """
+        source = self._rejected if rejected else self._messages
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                matching = [r for r in source if channel is None or r["channel"] == channel]
+                if len(matching) >= count:
+                    return [copy.deepcopy(r) for r in matching]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"expected {count} record(s), have {len(matching)}")
+                self._changed.wait(remaining)

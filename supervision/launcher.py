@@ -1,0 +1,155 @@
+"""Starting and stopping Clarion's actor system (never from a uvicorn worker).
+
+`start_actor_system` runs `python -m clarion.supervision.launcher` in a new session with its output
+in files: that process starts Thespian's admin (a fork, so it must have no threads yet), creates
+the Supervisor, configures it, waits for `SystemReady` and exits; the admin and the actors keep
+running. Every actor process stays in that session's process group, so `stop_actor_system` can
+make sure none survives, even after a `kill -9` of the admin.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from clarion.config.logging import thespian_log_defs
+from clarion.config.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR_CLASS = "clarion.supervision.supervisor.Supervisor"
+BASE = "multiprocTCPBase"
+
+
+class LauncherError(Exception):
+    """The actor system did not start (the message says why and where the log is)."""
+
+
+def capabilities(settings: Settings) -> dict[str, object]:
+    return {"Admin Port": settings.actor_port}
+
+
+def admin_running(port: int, host: str = "127.0.0.1") -> bool:
+    """Is something listening on the admin port? (Asking Thespian would start an admin.)"""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _launch(settings: Settings, timeout: float) -> None:
+    """Body of the launcher process."""
+    from thespian.actors import ActorSystem
+
+    from clarion.actors.messages import Configure, SystemReady
+    from clarion.supervision.supervisor import GLOBAL_NAME
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    log_defs = thespian_log_defs(settings.log_level, str(settings.state_dir / "actors.log"))
+    system = ActorSystem(BASE, capabilities(settings), logDefs=log_defs)
+    supervisor = system.createActor(SUPERVISOR_CLASS, globalName=GLOBAL_NAME)
+    system.tell(supervisor, Configure(settings, "supervisor"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = system.listen(max(0.1, deadline - time.monotonic()))
+        if isinstance(answer, SystemReady):
+            print(f"actor system ready: {', '.join(answer.children)}", flush=True)
+            return
+    raise LauncherError(f"the actors did not report ready within {timeout:.0f} s")
+
+
+def start_actor_system(settings: Settings, timeout: float = 60.0) -> int:
+    """Start the actor system; return the process group id of all its processes."""
+    if admin_running(settings.actor_port):
+        raise LauncherError(
+            f"something already listens on the actor port {settings.actor_port}: another"
+            " Clarion (stop it with `clarion actors stop`) or another program;"
+            " set CLARION_ACTOR_PORT to use another port"
+        )
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    output = settings.state_dir / "actor-system.out"
+    env = dict(os.environ)
+    # Thespian's own diagnostics go to a file of ours instead of /tmp.
+    env.setdefault("THESPLOG_FILE", str((settings.state_dir / "thespian.log").resolve()))
+    env.setdefault("THESPLOG_THRESHOLD", "WARNING")
+    with open(output, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clarion.supervision.launcher", str(timeout)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            env=env, start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout + 15)
+        except subprocess.TimeoutExpired:
+            code = None
+    if code != 0:
+        stop_actor_system(settings, proc.pid)
+        tail = Path(output).read_text(errors="replace").splitlines()[-15:]
+        raise LauncherError("the actor system did not start; end of " + str(output) + ":\n"
+                            + "\n".join(tail))
+    (settings.state_dir / f"actors-{settings.actor_port}.pgid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop_actor_system(settings: Settings, pgid: int | None = None, grace: float = 10.0) -> None:
+    """Shut the actor system down in order, then make sure no process of it is left."""
+    pgid_file = settings.state_dir / f"actors-{settings.actor_port}.pgid"
+    if pgid is None and pgid_file.exists():
+        pgid = int(pgid_file.read_text() or 0) or None
+    if admin_running(settings.actor_port):
+        from thespian.actors import ActorSystem
+
+        try:
+            ActorSystem(BASE, capabilities(settings)).shutdown()
+        except Exception as exc:  # noqa: BLE001 - the process group clean-up below still runs
+            log.warning("orderly actor shutdown failed", extra={"error": repr(exc)})
+    if pgid:
+        _reap_group(pgid, grace)
+    pgid_file.unlink(missing_ok=True)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _reap_group(pgid: int, grace: float) -> None:
+    """Wait for the group to exit; SIGTERM it halfway through `grace`, SIGKILL at the end."""
+    start = time.monotonic()
+    termed = False
+    while _group_alive(pgid):
+        waited = time.monotonic() - start
+        try:
+            if waited > grace:
+                os.killpg(pgid, signal.SIGKILL)
+            elif waited > grace / 2 and not termed:
+                os.killpg(pgid, signal.SIGTERM)
+                termed = True
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    timeout = float(args[0]) if args else 60.0
+    try:
+        _launch(load_settings(), timeout)
+    except Exception as exc:  # noqa: BLE001 - report and fail; stop_actor_system cleans up
+        print(f"launcher failed: {exc!r}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

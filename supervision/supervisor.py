@@ -1,0 +1,158 @@
+"""The Supervisor: root of Clarion's actor tree, declared like an OTP supervisor.
+
+    Supervisor  (globalName "clarion-supervisor", strategy one_for_one)
+    ├── users       Users
+    ├── templates   Templates
+    ├── publisher   Publisher
+    ├── gateway     Gateway      (told where users, templates and publisher are: Peers)
+    ├── email       EmailDelivery
+    └── push        PushDelivery
+
+Every child is permanent: when one exits (`ChildActorExited`, also after `kill -9`) it is created
+again and configured, within the restart intensity (at most R restarts in T seconds; past that
+the child is left down, marked failed, and an error is logged). The Supervisor answers
+`StatusRequest` with the tree: each child's pid, restarts and last exit.
+
+Takes:   Configure (from the launcher; answered with SystemReady once every child is ready),
+         ChildReady, ChildActorExited, LocateGateway (from each HTTP bridge: answered with
+         GatewayLocated), SendBatch of StatusRequest (via the Gateway).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from clarion.actors.base import ClarionActor
+from clarion.actors.messages import (
+    ChildReady,
+    Configure,
+    GatewayLocated,
+    LocateGateway,
+    Peers,
+    Replies,
+    Reply,
+    SendBatch,
+    StatusRequest,
+    SystemReady,
+)
+from clarion.supervision.restart import RestartIntensity
+
+GLOBAL_NAME = "clarion-supervisor"
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    name: str
+    actor_class: str  # module path: Thespian creates it by name in a fresh process
+    restart: str = "permanent"
+
+
+CHILDREN: tuple[ChildSpec, ...] = (
+    ChildSpec("users", "clarion.actors.users.Users"),
+    ChildSpec("templates", "clarion.actors.templates.Templates"),
+    ChildSpec("publisher", "clarion.actors.publisher.Publisher"),
+    ChildSpec("gateway", "clarion.actors.gateway.Gateway"),
+    ChildSpec("email", "clarion.actors.email_delivery.EmailDelivery"),
+    ChildSpec("push", "clarion.actors.push_delivery.PushDelivery"),
+)
+
+
+@dataclass
+class Child:
+    spec: ChildSpec
+    address: Any = None
+    pid: int | None = None
+    ready: bool = False
+    state: str = "starting"  # starting, running, restarting, failed
+    restarts: int = 0
+    started_at: float = field(default_factory=time.time)
+    last_exit: float | None = None
+    intensity: RestartIntensity = field(default_factory=RestartIntensity)
+
+
+class Supervisor(ClarionActor):
+    def setup(self) -> None:
+        self._children = {spec.name: Child(spec) for spec in CHILDREN}
+        self._launcher = self.parent
+        self._announced = False
+        for child in self._children.values():
+            self._start(child)
+
+    def teardown(self) -> None:
+        # Thespian forwards the (recursive) ActorExitRequest to the children itself.
+        if hasattr(self, "_children"):
+            for child in self._children.values():
+                child.state = "stopping"
+
+    def _start(self, child: Child) -> None:
+        assert self.settings is not None
+        child.address = self.createActor(child.spec.actor_class)
+        child.ready = False
+        child.pid = None
+        child.started_at = time.time()
+        self.send(child.address, Configure(self.settings, child.spec.name))
+
+    def receiveMsg_ChildReady(self, message: ChildReady, sender: Any) -> None:
+        child = self._children.get(message.name)
+        if child is None or child.address != sender:
+            return
+        child.ready, child.pid, child.state = True, message.pid, "running"
+        if message.name in ("users", "templates", "publisher", "gateway"):
+            self._tell_gateway()
+        if not self._announced and all(c.ready for c in self._children.values()):
+            self._announced = True
+            self.log.info("actor system ready", extra={"actor": self.name})
+            self.send(self._launcher, SystemReady(tuple(self._children)))
+
+    def _tell_gateway(self) -> None:
+        c = self._children
+        if all(c[n].ready for n in ("users", "templates", "publisher", "gateway")):
+            self.send(c["gateway"].address,
+                      Peers(c["users"].address, c["templates"].address, c["publisher"].address))
+
+    def on_child_exited(self, address: Any) -> None:
+        child = next((c for c in self._children.values() if c.address == address), None)
+        # Thespian can report one exit more than once: only the current address counts.
+        if child is None or child.state in ("stopping", "failed"):
+            return
+        child.last_exit = time.time()
+        child.address = None
+        if child.spec.restart != "permanent":
+            child.state = "stopped"
+            return
+        if not child.intensity.allow():
+            child.state = "failed"
+            self.log.error("restart intensity exceeded; child left down", extra={
+                "actor": self.name, "child": child.spec.name, "restarts": child.restarts})
+            return
+        child.restarts += 1
+        child.state = "restarting"
+        self.log.warning("child exited; restarting", extra={
+            "actor": self.name, "child": child.spec.name, "restarts": child.restarts})
+        self._start(child)
+
+    def receiveMsg_LocateGateway(self, message: LocateGateway, sender: Any) -> None:
+        gateway = self._children["gateway"] if hasattr(self, "_children") else None
+        ready = gateway is not None and gateway.ready
+        self.send(sender, GatewayLocated(gateway.address if ready else None))
+
+    def receiveMsg_SendBatch(self, message: SendBatch, sender: Any) -> None:
+        replies = tuple(
+            Reply(item.correlation_id, 200, data=self.status())
+            for item in message.items if isinstance(item, StatusRequest)
+        )
+        self.send(message.reply_to, Replies(message.batch_id, replies))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "supervisor": {"pid": os.getpid(), "name": GLOBAL_NAME},
+            "children": [
+                {"name": c.spec.name, "class": c.spec.actor_class.rsplit(".", 1)[1],
+                 "state": c.state, "pid": c.pid, "restarts": c.restarts,
+                 "started_at": c.started_at, "last_exit": c.last_exit}
+                for c in self._children.values()
+            ],
+        }

@@ -1,0 +1,361 @@
+"""The SendGrid and FCM provider clients, driven through the real libraries against the simulator."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import firebase_admin
+import pytest
+
+from clarion.actors.providers.base import DeliveryResult, Provider
+from clarion.actors.providers.fcm_push import FcmPushProvider
+from clarion.actors.providers.sendgrid_email import SendGridEmailProvider
+from clarion.simulator.credentials import write_service_account
+from clarion.simulator.server import SimulatorServer
+
+API_KEY = "SG.clarion-test-key.do-not-leak"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SimulatorServer]:
+    with SimulatorServer() as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fails a test that leaves threads (beyond the module's simulator) or firebase apps behind."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 2.0
+    while (extra := set(threading.enumerate()) - before) and time.monotonic() < deadline:
+        time.sleep(0.02)  # google-auth's background lookup thread finishes on its own
+    assert not [t for t in extra if not t.name.startswith("clarion-simulator-")]
+    assert firebase_admin._apps == {}
+
+
+@pytest.fixture
+def sim(server: SimulatorServer) -> SimulatorServer:
+    server.state.reset()
+    return server
+
+
+@pytest.fixture
+def email(sim: SimulatorServer) -> SendGridEmailProvider:
+    return SendGridEmailProvider(API_KEY, "noreply@clarion.test", host=sim.base_url + "/", timeout=2.0)
+
+
+@pytest.fixture(scope="module")
+def credentials_file(server: SimulatorServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    # Module-scoped: generating an RSA key costs a noticeable fraction of a second.
+    path = tmp_path_factory.mktemp("fcm") / "sa.json"
+    return str(write_service_account(path, token_uri=f"{server.base_url}/token"))
+
+
+@pytest.fixture
+def push(sim: SimulatorServer, credentials_file: str) -> Iterator[FcmPushProvider]:
+    provider = FcmPushProvider(credentials_file, endpoint=sim.base_url, timeout=2.0)
+    yield provider
+    provider.close()
+
+
+def _email_message(to: str = "ada@example.com", html_body: str | None = "<p>Hi <b>Ada</b></p>") -> dict:
+    return {
+        "notification_id": "n-1",
+        "channel": "email",
+        "to": to,
+        "subject": "Welcome",
+        "body": "Hi Ada",
+        "html_body": html_body,
+        "request_id": "r-1",
+    }
+
+
+def _push_message(*tokens: str) -> dict:
+    return {
+        "notification_id": "n-2",
+        "channel": "push",
+        "tokens": list(tokens),
+        "title": "Order shipped",
+        "body": "Arrives Tuesday",
+        "data": {"order": "42", "kind": "shipping"},
+        "request_id": "r-2",
+    }
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- SendGrid --------------------------------------------------------------------
+
+
+def test_both_providers_satisfy_the_provider_protocol(email: SendGridEmailProvider, push: FcmPushProvider) -> None:
+    assert isinstance(email, Provider) and email.channel == "email"
+    assert isinstance(push, Provider) and push.channel == "push"
+
+
+def test_an_email_is_delivered_with_subject_text_and_html(sim: SimulatorServer, email: SendGridEmailProvider) -> None:
+    result = email.send(_email_message())
+
+    [record] = sim.state.messages("email")
+    assert result == DeliveryResult(ok=True, provider_message_id=record["id"])
+    assert (record["to"], record["subject"], record["body"]) == ("ada@example.com", "Welcome", "Hi Ada")
+    assert record["html_body"] == "<p>Hi <b>Ada</b></p>"
+    assert record["raw"]["from"] == {"email": "noreply@clarion.test"}
+    assert record["raw"]["custom_args"] == {"notification_id": "n-1", "request_id": "r-1"}
+
+
+def test_an_email_without_html_is_sent_as_plain_text_only(sim: SimulatorServer, email: SendGridEmailProvider) -> None:
+    assert email.send(_email_message(html_body=None)).ok
+
+    [record] = sim.state.messages("email")
+    assert record["html_body"] is None
+    assert [c["type"] for c in record["raw"]["content"]] == ["text/plain"]
+
+
+def test_a_503_from_sendgrid_is_a_retryable_failure_after_exactly_one_request(
+    sim: SimulatorServer, email: SendGridEmailProvider
+) -> None:
+    sim.state.update_config({"fail_next": {"email": 1}, "fail_status": 503})
+
+    result = email.send(_email_message())
+
+    assert (result.ok, result.error_code, result.permanent) == (False, "sendgrid_http_503", False)
+    assert len(sim.state.rejected("email")) == 1
+    assert sim.state.messages() == []
+
+
+def test_a_429_from_sendgrid_carries_retry_after_from_the_rate_limit_reset(
+    sim: SimulatorServer, email: SendGridEmailProvider
+) -> None:
+    sim.state.update_config({"rate_limit_next": {"email": 1}})
+
+    result = email.send(_email_message())
+
+    assert (result.ok, result.error_code, result.permanent) == (False, "sendgrid_http_429", False)
+    assert result.retry_after is not None and 0.0 <= result.retry_after <= 2.0
+
+
+def test_a_bad_request_is_a_permanent_failure(sim: SimulatorServer, email: SendGridEmailProvider) -> None:
+    # The sendgrid helper lets an empty subject through; SendGrid (the simulator) answers 400.
+    result = email.send({**_email_message(), "subject": ""})
+
+    assert (result.ok, result.error_code, result.permanent) == (False, "sendgrid_http_400", True)
+    assert "The subject is required. (subject)" in result.error
+    assert len(sim.state.rejected("email")) == 1
+
+
+def test_an_address_the_library_cannot_parse_is_permanent_and_sends_nothing(
+    sim: SimulatorServer, email: SendGridEmailProvider
+) -> None:
+    result = email.send(_email_message(to="not-an-address"))
+
+    assert (result.ok, result.error_code, result.permanent) == (False, "sendgrid_invalid_message", True)
+    assert "'to' is not an email address" in result.error
+    assert sim.state.rejected() == []
+
+
+def test_a_rejected_api_key_is_permanent_and_never_appears_in_the_error(sim: SimulatorServer) -> None:
+    provider = SendGridEmailProvider(" ", "noreply@clarion.test", host=sim.base_url)
+    keyed = SendGridEmailProvider(API_KEY, "noreply@clarion.test", host=sim.base_url)
+    sim.state.update_config({"fail_next": {"email": 1}})
+
+    rejected = provider.send(_email_message())
+    failed = keyed.send(_email_message())
+
+    assert (rejected.error_code, rejected.permanent) == ("sendgrid_http_401", True)
+    assert API_KEY not in failed.error and API_KEY not in repr(keyed)
+
+
+def test_an_unreachable_sendgrid_is_a_connection_error() -> None:
+    provider = SendGridEmailProvider(API_KEY, "noreply@clarion.test", host=f"http://127.0.0.1:{_unused_port()}")
+
+    result = provider.send(_email_message())
+
+    assert (result.ok, result.error_code, result.permanent) == (False, "connection_error", False)
+    assert API_KEY not in result.error
+
+
+def test_a_sendgrid_reply_slower_than_the_timeout_is_a_timeout(sim: SimulatorServer) -> None:
+    provider = SendGridEmailProvider(API_KEY, "noreply@clarion.test", host=sim.base_url, timeout=0.1)
+    sim.state.update_config({"latency_ms": 400})
+
+    started = time.monotonic()
+    result = provider.send(_email_message())
+
+    assert time.monotonic() - started < 0.35
+    assert (result.ok, result.error_code, result.permanent) == (False, "timeout", False)
+    # The slow request still lands: wait for it so it cannot leak into the next test.
+    sim.state.wait_for(1, channel="email", timeout=2)
+
+
+def test_an_email_the_library_refuses_to_build_is_permanent_and_sends_nothing(
+    sim: SimulatorServer, email: SendGridEmailProvider
+) -> None:
+    # The sendgrid helper rejects content that looks like an API key.
+    result = email.send({**_email_message(), "body": "SG.abc123.def456"})
+
+    assert (result.ok, result.error_code, result.permanent) == (False, "sendgrid_invalid_message", True)
+    assert sim.state.messages() == [] and sim.state.rejected() == []
+
+
+# -- FCM -------------------------------------------------------------------------------
+
+
+def test_a_push_is_delivered_to_every_token_with_title_body_and_data(
+    sim: SimulatorServer, push: FcmPushProvider
+) -> None:
+    result = push.send(_push_message("device-token-aaaaaaaaaaaa", "device-token-bbbbbbbbbbbb"))
+
+    assert result.ok and result.error_code is None
+    records = sim.state.messages("push")
+    assert [r["to"] for r in records] == ["device-token-aaaaaaaaaaaa", "device-token-bbbbbbbbbbbb"]
+    for record in records:
+        assert (record["title"], record["body"]) == ("Order shipped", "Arrives Tuesday")
+        assert record["data"] == {"order": "42", "kind": "shipping"}
+    assert [d["message_id"] for d in result.details] == [f"projects/clarion-sim/messages/{r['id']}" for r in records]
+    assert result.details[0]["token"] == "device-token…"
+    assert result.provider_message_id == result.details[0]["message_id"]
+
+
+def test_an_unregistered_token_is_permanent_and_reported_in_full_for_removal(
+    sim: SimulatorServer, push: FcmPushProvider
+) -> None:
+    result = push.send(_push_message("good-token-1", "unregistered-token-2"))
+
+    assert (result.ok, result.error_code, result.permanent) == (False, "fcm_unregistered", True)
+    good, gone = result.details
+    assert good["ok"] is True
+    assert gone["unregistered"] is True and gone["full_token"] == "unregistered-token-2"
+    assert len(sim.state.messages("push")) == 1
+
+
+@pytest.mark.parametrize(
+    ("token", "code"), [("invalid-token", "fcm_invalid_argument"), ("sender-mismatch-1", "fcm_sender_id_mismatch")]
+)
+def test_tokens_fcm_rejects_outright_are_permanent_failures(push: FcmPushProvider, token: str, code: str) -> None:
+    result = push.send(_push_message(token))
+
+    assert (result.ok, result.error_code, result.permanent) == (False, code, True)
+
+
+def test_a_quota_exceeded_push_carries_retry_after_and_is_not_slept_on(
+    sim: SimulatorServer, push: FcmPushProvider
+) -> None:
+    sim.state.update_config({"rate_limit_next": {"push": 1}})
+
+    started = time.monotonic()
+    result = push.send(_push_message("device-1"))
+
+    assert time.monotonic() - started < 0.5
+    assert (result.ok, result.error_code, result.permanent, result.retry_after) == (
+        False,
+        "fcm_quota_exceeded",
+        False,
+        1.0,
+    )
+    assert len(sim.state.rejected("push")) == 1
+
+
+@pytest.mark.parametrize(("status", "code"), [(503, "fcm_unavailable"), (500, "fcm_internal")])
+def test_a_server_error_on_push_is_one_attempt_without_library_retries(
+    sim: SimulatorServer, push: FcmPushProvider, status: int, code: str
+) -> None:
+    sim.state.update_config({"fail_next": {"push": 5}, "fail_status": status})
+
+    result = push.send(_push_message("device-1", "device-2"))
+
+    assert (result.ok, result.error_code, result.permanent) == (False, code, False)
+    assert len(sim.state.rejected("push")) == 1  # and the second token was skipped, not tried
+    assert result.details[1]["skipped"] is True
+
+
+def test_a_push_slower_than_the_timeout_is_a_timeout(sim: SimulatorServer, credentials_file: str) -> None:
+    provider = FcmPushProvider(credentials_file, endpoint=sim.base_url, timeout=0.2)
+    try:
+        assert provider.send(_push_message("warm-up")).ok  # fetch the access token first
+        sim.state.update_config({"latency_ms": 500})
+
+        result = provider.send(_push_message("device-1"))
+
+        assert (result.ok, result.error_code, result.permanent) == (False, "timeout", False)
+        sim.state.wait_for(2, channel="push", timeout=2)  # let the slow request land before the next test
+    finally:
+        provider.close()
+
+
+def test_an_unreachable_fcm_endpoint_is_a_connection_error(sim: SimulatorServer, credentials_file: str) -> None:
+    provider = FcmPushProvider(credentials_file, endpoint=f"http://127.0.0.1:{_unused_port()}")
+    try:
+        result = provider.send(_push_message("device-1"))
+    finally:
+        provider.close()
+
+    assert (result.ok, result.error_code, result.permanent) == (False, "connection_error", False)
+
+
+def test_an_unreachable_token_endpoint_is_reported_as_such(sim: SimulatorServer, tmp_path: Path) -> None:
+    path = write_service_account(tmp_path / "sa.json", token_uri=f"http://127.0.0.1:{_unused_port()}/token")
+    provider = FcmPushProvider(str(path), endpoint=sim.base_url)
+    try:
+        result = provider.send(_push_message("device-1"))
+    finally:
+        provider.close()
+
+    assert (result.ok, result.error_code, result.permanent) == (False, "fcm_token_endpoint", False)
+    assert sim.state.messages() == []
+
+
+def test_a_revoked_access_token_is_refreshed_and_the_push_still_goes_through(
+    sim: SimulatorServer, push: FcmPushProvider
+) -> None:
+    assert push.send(_push_message("device-1")).ok
+    sim.state.revoke_tokens()
+
+    assert push.send(_push_message("device-2")).ok
+    assert [r["status"] for r in sim.state.rejected("push")] == [401]
+
+
+def test_non_string_data_is_refused_before_any_request(sim: SimulatorServer, push: FcmPushProvider) -> None:
+    result = push.send({**_push_message("device-1"), "data": {"count": 3}})
+
+    assert (result.ok, result.error_code, result.permanent) == (False, "fcm_invalid_message", True)
+    assert sim.state.rejected() == [] and sim.state.messages() == []
+
+
+def test_a_push_without_tokens_is_permanent(push: FcmPushProvider) -> None:
+    result = push.send(_push_message())
+
+    assert (result.ok, result.error_code, result.permanent) == (False, "fcm_no_tokens", True)
+
+
+def test_closing_deletes_the_firebase_app_and_later_sends_fail_cleanly(credentials_file: str, sim: SimulatorServer) -> None:
+    provider = FcmPushProvider(credentials_file, endpoint=sim.base_url, app_name="clarion-close-test")
+    assert "clarion-close-test" in firebase_admin._apps
+
+    provider.close()
+    provider.close()
+
+    assert "clarion-close-test" not in firebase_admin._apps
+    assert provider.send(_push_message("device-1")).error_code == "provider_closed"
+
+
+def test_concurrent_pushes_from_worker_threads_all_arrive(sim: SimulatorServer, push: FcmPushProvider) -> None:
+    results: list[DeliveryResult] = []
+    workers = [
+        threading.Thread(target=lambda i=i: results.append(push.send(_push_message(f"device-{i}")))) for i in range(8)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert all(r.ok for r in results) and len(results) == 8
+    assert sorted(r["to"] for r in sim.state.messages("push")) == sorted(f"device-{i}" for i in range(8))
