@@ -265,7 +265,7 @@ class ChannelDelivery(ClarionActor):
 
     @property
     def provider_name(self) -> str:
-        return str(getattr(self._provider, "name", type(self._provider).__name__))
+        return self._provider.name
 
     def status(self) -> dict[str, Any]:
         return {"in_flight": self._in_flight, "consuming": self._amqp is not None,

@@ -135,3 +135,16 @@ def load_settings(**overrides: object) -> Settings:
             name = "CLARION_" + "_".join(str(part) for part in error["loc"]).upper()
             problems.append(f"{name}: {error['msg']}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """The settings as CLARION_* variables, secrets included: for the processes Clarion starts
+    (the actor-system launcher, HTTP workers), which read their settings from the environment."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env["CLARION_" + name.upper()] = str(value)
+    return env

@@ -11,7 +11,6 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 

@@ -148,7 +148,16 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> No
     """Record a run of attempts, update their deliveries and derive the notifications' status."""
     if not outcomes:
         return
+    ids = sorted({o.notification_id for o in outcomes})
     with conn.transaction(), conn.cursor() as cur:
+        # Each channel is recorded by its own actor. Without this lock two channels finishing
+        # at once would each derive the status before seeing the other's commit, and leave it
+        # "queued" for ever. Locking in id order keeps concurrent batches from deadlocking.
+        cur.execute(
+            "SELECT 1 FROM notifications WHERE notification_id = ANY(%s)"
+            " ORDER BY notification_id FOR UPDATE",
+            (ids,),
+        )
         cur.executemany(
             "INSERT INTO delivery_attempts (notification_id, channel, attempt, outcome, provider,"
             " provider_message_id, error_code, error, started_at)"
@@ -174,4 +183,4 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> No
                 for o in outcomes
             ],
         )
-        cur.execute(_DERIVE_STATUS, (list({o.notification_id for o in outcomes}),))
+        cur.execute(_DERIVE_STATUS, (ids,))

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from clarion.config.logging import thespian_log_defs
-from clarion.config.settings import Settings, load_settings
+from clarion.config.settings import Settings, load_settings, settings_to_env
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ def start_actor_system(settings: Settings, timeout: float = 60.0) -> int:
         )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     output = settings.state_dir / "actor-system.out"
-    env = dict(os.environ)
+    # The launcher reads its settings from the environment: hand it exactly ours.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    env.update(settings_to_env(settings))
     # Thespian's own diagnostics go to a file of ours instead of /tmp.
     env.setdefault("THESPLOG_FILE", str((settings.state_dir / "thespian.log").resolve()))
     env.setdefault("THESPLOG_THRESHOLD", "WARNING")

@@ -31,6 +31,7 @@ class DeliveryResult:
 @runtime_checkable
 class Provider(Protocol):
     channel: str  # "email" or "push"
+    name: str  # recorded with each attempt: "sendgrid", "fcm", "outbox"
 
     def send(self, message: dict) -> DeliveryResult:  # thread-safe, called from worker threads, NEVER raises
         ...

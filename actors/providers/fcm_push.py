@@ -75,6 +75,7 @@ class FcmPushProvider:
     """Sends one FCM request per device token; thread-safe."""
 
     channel = "push"
+    name = "fcm"
 
     def __init__(
         self,

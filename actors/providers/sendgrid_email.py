@@ -41,6 +41,7 @@ class SendGridEmailProvider:
     """Sends one email per `send()` call; thread-safe (each call opens its own connection)."""
 
     channel = "email"
+    name = "sendgrid"
 
     def __init__(
         self,

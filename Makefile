@@ -1,0 +1,32 @@
+# The two commands of README.md: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test install services clean
+
+run: install services
+	$(BIN)/clarion run --demo
+
+test: $(VENV)/.test-installed services
+	$(BIN)/python -m pytest
+
+install: $(VENV)/.installed
+
+services:
+	@bash scripts/ensure-services.sh
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+
+$(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed setup.cfg
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .clarion *.egg-info

@@ -1,0 +1,125 @@
+"""Shared fixtures: real PostgreSQL, Redis and RabbitMQ, isolated from a running Clarion.
+
+Tests use their own database (`clarion_test`, recreated per session), their own RabbitMQ vhost
+(`clarion_test`) and Redis database 15. A service that is not running fails the tests that need
+it (never a silent skip): `make test` starts them first.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from clarion.config.settings import Settings, load_settings
+from tests.stack import free_port
+
+TEST_DB = "clarion_test"
+TEST_VHOST = "clarion_test"
+TEST_REDIS_DB = 15
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _require_services() -> None:
+    missing = [name for name, port in (("PostgreSQL", 5432), ("Redis", 6379),
+                                       ("RabbitMQ", 5672)) if not _port_open(port)]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not running on 127.0.0.1: run"
+                    " `bash scripts/ensure-services.sh` (make test does)", pytrace=False)
+
+
+def _ensure_vhost() -> None:
+    for args in (["add_vhost", TEST_VHOST],
+                 ["set_permissions", "-p", TEST_VHOST, "guest", ".*", ".*", ".*"]):
+        result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
+                                timeout=60)
+        if result.returncode != 0 and "already exists" not in result.stderr + result.stdout:
+            pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
+
+
+def _reset_queues(amqp_url: str) -> None:
+    from clarion.persistence import broker
+
+    conn = broker.connect(amqp_url, "clarion-tests")
+    try:
+        channel = conn.channel()
+        for queue in (*broker.WORK_QUEUES.values(), broker.FAILED_QUEUE):
+            channel.queue_delete(queue)
+        broker.declare_topology(channel)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def test_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings pointing at the test database, vhost and Redis db; the schema is migrated."""
+    _require_services()
+    import psycopg
+    import redis
+
+    from clarion.persistence import database
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
+    _ensure_vhost()
+    settings = load_settings(
+        database_url=f"postgresql://postgres@127.0.0.1:5432/{TEST_DB}",
+        redis_url=f"redis://127.0.0.1:6379/{TEST_REDIS_DB}",
+        amqp_url=f"amqp://guest:guest@127.0.0.1:5672/{TEST_VHOST}",
+        state_dir=tmp_path_factory.mktemp("clarion-state"),
+        actor_port=free_port(),
+        http_port=free_port(),
+        sendgrid_api_key=None,
+        fcm_credentials_file=None,
+        fcm_endpoint=None,
+        internal_secret=None,
+    )
+    database.ensure_database(settings.database_url)
+    database.migrate(settings.database_url)
+    redis.Redis.from_url(settings.redis_url).flushdb()
+    _reset_queues(settings.amqp_url)
+    return settings
+
+
+@pytest.fixture
+def db(test_settings: Settings) -> Iterator[Any]:
+    from clarion.persistence import database
+
+    with database.connect(test_settings.database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[Any]:
+    from clarion.simulator.server import SimulatorServer
+
+    with SimulatorServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def provider_settings(test_settings: Settings, simulator: Any,
+                      tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Test settings with the real SendGrid and Firebase clients aimed at the simulator."""
+    from clarion.simulator.credentials import write_service_account
+
+    credentials = write_service_account(
+        tmp_path_factory.mktemp("fcm") / "service-account.json",
+        token_uri=simulator.base_url + "/token",
+    )
+    return test_settings.model_copy(update={
+        "sendgrid_api_key": load_settings(sendgrid_api_key="SG.test-key").sendgrid_api_key,
+        "sendgrid_host": simulator.base_url,
+        "fcm_credentials_file": credentials,
+        "fcm_endpoint": simulator.base_url,
+    })

@@ -1,0 +1,232 @@
+"""End to end over real HTTP: the running app, real PostgreSQL, Redis and RabbitMQ, and the real
+sendgrid and firebase-admin clients talking to the provider simulator."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(provider_settings: Any, simulator: Any,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack(new_stack_settings(provider_settings), simulator,
+                          Path(tmp_path_factory.mktemp("stack-logs")))
+    yield running
+    stop_stack(running)
+
+
+@pytest.fixture(autouse=True)
+def clean_simulator(simulator: Any) -> None:
+    simulator.state.reset()
+
+
+def make_user(stack: Stack, **fields: Any) -> dict[str, Any]:
+    body = {"user_id": f"u-{uuid.uuid4().hex[:10]}",
+            "email_address": f"{uuid.uuid4().hex[:8]}@example.com", **fields}
+    reply = stack.client().post("/v1/users", json=body)
+    assert reply.status_code == 201, reply.text
+    return reply.json()["data"]
+
+
+@pytest.fixture(scope="module")
+def welcome_template(stack: Stack) -> str:
+    key = f"welcome-{uuid.uuid4().hex[:6]}"
+    client = stack.client()
+    for language, subject, body in (
+        ("en", "Welcome, {{ name }}!", "Hello {{ name }}, your code is {{ code }}."),
+        ("fr", "Bienvenue, {{ name }} !", "Bonjour {{ name }}, votre code est {{ code }}."),
+    ):
+        reply = client.post("/v1/templates", json={
+            "template_key": key, "language": language, "subject": subject, "body": body,
+            "html_body": "<p>" + body + "</p>", "push_title": subject, "push_body": body,
+        })
+        assert reply.status_code == 201, reply.text
+    return key
+
+
+def test_a_french_user_gets_the_french_email_and_push_through_the_real_clients(
+    stack: Stack, welcome_template: str
+) -> None:
+    user = make_user(stack, preferred_language="fr", push_tokens=["device-token-fr-1"])
+    reply = stack.client().post("/v1/notifications", json={
+        "user_id": user["user_id"], "template_key": welcome_template,
+        "message_data": {"name": "Ada <3", "code": "4821"},
+    }, headers={"X-Request-ID": "req-e2e-french"})
+
+    assert reply.status_code == 202, reply.text
+    assert reply.headers["x-request-id"] == "req-e2e-french"
+    accepted = reply.json()["data"]
+    assert accepted["language"] == "fr" and accepted["status"] == "queued"
+
+    final = stack.wait_for_status(accepted["notification_id"], {"sent", "failed",
+                                                                "partially_sent"})
+    assert final["status"] == "sent", final
+    assert final["channels"]["email"]["status"] == "sent"
+    assert final["channels"]["email"]["provider"] == "sendgrid"
+    assert final["channels"]["push"]["status"] == "sent"
+    assert final["channels"]["push"]["provider"] == "fcm"
+    assert final["request_id"] == "req-e2e-french"
+
+    emails = stack.simulator.state.messages("email")
+    assert len(emails) == 1
+    assert emails[0]["to"] == user["email_address"]
+    assert emails[0]["subject"] == "Bienvenue, Ada <3 !"
+    assert emails[0]["body"] == "Bonjour Ada <3, votre code est 4821."
+    # Only the HTML body is escaped.
+    assert emails[0]["html_body"] == "<p>Bonjour Ada &lt;3, votre code est 4821.</p>"
+    assert final["channels"]["email"]["provider_message_id"] == emails[0]["id"]
+
+    pushes = stack.simulator.state.messages("push")
+    assert len(pushes) == 1
+    assert pushes[0]["to"] == "device-token-fr-1"
+    assert pushes[0]["title"] == "Bienvenue, Ada <3 !"
+    assert pushes[0]["data"]["notification_id"] == accepted["notification_id"]
+
+
+def test_an_english_user_falls_back_to_english_and_one_channel_can_be_chosen(
+    stack: Stack, welcome_template: str
+) -> None:
+    user = make_user(stack, preferred_language="de-AT")
+    reply = stack.client().post("/v1/notifications", json={
+        "user_id": user["user_id"], "template_key": welcome_template, "channels": ["email"],
+        "message_data": {"name": "Max", "code": "1"},
+    })
+    assert reply.status_code == 202, reply.text
+    assert reply.json()["data"]["language"] == "en"
+    final = stack.wait_for_status(reply.json()["data"]["notification_id"], {"sent", "failed"})
+    assert final["status"] == "sent"
+    assert set(final["channels"]) == {"email"}
+    assert stack.simulator.state.messages("email")[0]["subject"] == "Welcome, Max!"
+    assert stack.simulator.state.messages("push") == []
+
+
+def test_a_user_without_push_tokens_gets_email_and_the_push_is_recorded_as_skipped(
+    stack: Stack, welcome_template: str
+) -> None:
+    user = make_user(stack)
+    reply = stack.client().post("/v1/notifications", json={
+        "user_id": user["user_id"], "template_key": welcome_template,
+        "message_data": {"name": "Lin", "code": "2"},
+    })
+    assert reply.status_code == 202, reply.text
+    assert reply.json()["data"]["channels"] == {"email": "queued", "push": "skipped"}
+    final = stack.wait_for_status(reply.json()["data"]["notification_id"], {"sent", "failed"})
+    assert final["status"] == "sent"
+    assert final["channels"]["push"]["error_code"] == "no_push_tokens"
+
+
+def test_an_unregistered_push_token_fails_that_channel_with_the_providers_reason(
+    stack: Stack, welcome_template: str
+) -> None:
+    user = make_user(stack, push_tokens=["unregistered-old-phone"])
+    reply = stack.client().post("/v1/notifications", json={
+        "user_id": user["user_id"], "template_key": welcome_template,
+        "message_data": {"name": "Sam", "code": "3"},
+    })
+    assert reply.status_code == 202
+    final = stack.wait_for_status(reply.json()["data"]["notification_id"],
+                                  {"sent", "failed", "partially_sent"})
+    assert final["status"] == "partially_sent"
+    assert final["channels"]["email"]["status"] == "sent"
+    assert final["channels"]["push"]["status"] == "failed"
+    assert final["channels"]["push"]["error_code"] == "fcm_unregistered"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"user_id": "nobody-here", "template_key": "x", "message_data": {}}, 404,
+         "user_not_found"),
+        ({"template_key": "x"}, 422, "validation_error"),
+        ({"user_id": "a", "template_key": "x", "channels": ["sms"]}, 422, "validation_error"),
+        ({"user_id": "a", "template_key": "x", "surprise": 1}, 422, "validation_error"),
+        ([1, 2], 422, "validation_error"),
+    ],
+)
+def test_bad_requests_get_a_clear_error_with_a_stable_code(
+    stack: Stack, body: Any, status: int, code: str
+) -> None:
+    reply = stack.client().post("/v1/notifications", json=body)
+    assert reply.status_code == status, reply.text
+    envelope = reply.json()
+    assert envelope["success"] is False
+    assert envelope["error"] == code
+    assert envelope["message"]
+
+
+def test_validation_errors_name_each_bad_field(stack: Stack) -> None:
+    reply = stack.client().post("/v1/notifications", json={"template_key": "", "priority": "now"})
+    fields = {f["field"] for f in reply.json()["data"]["fields"]}
+    assert {"user_id", "template_key", "priority"} <= fields
+
+
+def test_an_unknown_template_and_a_missing_variable_are_refused(
+    stack: Stack, welcome_template: str
+) -> None:
+    user = make_user(stack)
+    client = stack.client()
+    unknown = client.post("/v1/notifications", json={"user_id": user["user_id"],
+                                                     "template_key": "no-such-template"})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "template_not_found"
+    missing = client.post("/v1/notifications", json={
+        "user_id": user["user_id"], "template_key": welcome_template,
+        "message_data": {"name": "only-name"}})
+    assert missing.status_code == 422
+    assert missing.json()["error"] == "template_variable_missing"
+    assert "code" in missing.json()["message"]
+
+
+def test_malformed_json_oversized_bodies_and_wrong_content_types_are_refused(
+    stack: Stack,
+) -> None:
+    client = stack.client()
+    bad_json = client.post("/v1/notifications", content=b"{nope",
+                           headers={"Content-Type": "application/json"})
+    assert (bad_json.status_code, bad_json.json()["error"]) == (400, "invalid_json")
+    huge = client.post("/v1/notifications", json={
+        "user_id": "a", "template_key": "b",
+        "message_data": {"blob": "x" * (stack.settings.max_body_bytes + 1)}})
+    assert (huge.status_code, huge.json()["error"]) == (413, "payload_too_large")
+    text = client.post("/v1/notifications", content=b"hello",
+                       headers={"Content-Type": "text/plain"})
+    assert (text.status_code, text.json()["error"]) == (415, "unsupported_media_type")
+
+
+def test_every_api_route_refuses_missing_or_wrong_credentials_alike(stack: Stack) -> None:
+    import httpx
+
+    for headers in ({}, {"Authorization": "Bearer clk_wrong"}, {"Authorization": "Basic x"}):
+        for method, path in (("POST", "/v1/notifications"), ("GET", "/v1/users/x"),
+                             ("GET", f"/v1/notifications/{uuid.uuid4()}"),
+                             ("GET", "/v1/outbox"), ("GET", "/v1/system/actors")):
+            reply = httpx.request(method, stack.base_url + path, headers=headers, json={})
+            assert reply.status_code == 401, (method, path, headers)
+            assert reply.json() == {"success": False, "data": None, "error": "unauthorized",
+                                    "message": "missing or invalid credentials", "meta": None}
+
+
+def test_an_unknown_notification_is_a_404(stack: Stack) -> None:
+    client = stack.client()
+    assert client.get(f"/v1/notifications/{uuid.uuid4()}").status_code == 404
+    assert client.get("/v1/notifications/not-a-uuid").json()["error"] == "notification_not_found"
+
+
+def test_health_reports_each_dependency_and_the_actors(stack: Stack) -> None:
+    import httpx
+
+    reply = httpx.get(stack.base_url + "/health")
+    assert reply.status_code == 200
+    checks = reply.json()["data"]["checks"]
+    assert set(checks) == {"postgres", "redis", "rabbitmq", "actors"}
+    assert all(c["status"] == "up" for c in checks.values())
+    assert set(stack.actors()) == {"users", "templates", "publisher", "gateway", "email", "push"}

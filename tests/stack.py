@@ -1,0 +1,122 @@
+"""A whole running Clarion for end-to-end tests: the actor system, `clarion serve`, the simulator."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from clarion.config.settings import Settings, settings_to_env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    base_url: str
+    api_key: str
+    simulator: Any
+    pgid: int
+    http: subprocess.Popen[bytes]
+    log_dir: Path
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self) -> httpx.Client:
+        client = httpx.Client(base_url=self.base_url, timeout=15,
+                              headers={"Authorization": f"Bearer {self.api_key}"})
+        self.clients.append(client)
+        return client
+
+    def actors(self) -> dict[str, dict[str, Any]]:
+        """The Supervisor's view of its children, by name."""
+        reply = self.client().get("/v1/system/actors")
+        reply.raise_for_status()
+        return {c["name"]: c for c in reply.json()["data"]["children"]}
+
+    def wait_for_status(self, notification_id: str, wanted: set[str],
+                        timeout: float = 20.0) -> dict[str, Any]:
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            data = client.get(f"/v1/notifications/{notification_id}").json()["data"]
+            if data["status"] in wanted or time.monotonic() > deadline:
+                return data
+            time.sleep(0.05)
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the HTTP server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
+
+
+def start_stack(settings: Settings, simulator: Any, log_dir: Path) -> Stack:
+    """Start the actor system and `clarion serve` as a real deployment would."""
+    from clarion.persistence import api_keys, database
+    from clarion.supervision.launcher import start_actor_system
+
+    with database.connect(settings.database_url, autocommit=True) as conn:
+        key = api_keys.create_api_key(conn, f"tests-{uuid.uuid4().hex[:6]}")
+    pgid = start_actor_system(settings)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    env.update(settings_to_env(settings))
+    out = open(log_dir / "http.out", "ab")  # noqa: SIM115 - closed with the stack
+    http = subprocess.Popen([sys.executable, "-m", "clarion.cli", "serve"], env=env,
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    out.close()
+    base_url = f"http://{settings.http_host}:{settings.http_port}"
+    try:
+        _wait_http(base_url + "/health", http, 30)
+    except Exception:
+        stop_stack_processes(http, settings, pgid)
+        raise
+    return Stack(settings, base_url, key, simulator, pgid, http, log_dir)
+
+
+def stop_stack_processes(http: subprocess.Popen[bytes], settings: Settings, pgid: int) -> None:
+    from clarion.supervision.launcher import stop_actor_system
+
+    if http.poll() is None:
+        http.send_signal(signal.SIGTERM)
+        try:
+            http.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(http.pid, signal.SIGKILL)
+            http.wait(5)
+    stop_actor_system(settings, pgid)
+
+
+def stop_stack(stack: Stack) -> None:
+    for client in stack.clients:
+        client.close()
+    stop_stack_processes(stack.http, stack.settings, stack.pgid)
+
+
+
+
+def new_stack_settings(settings: Settings) -> Settings:
+    """The same settings on fresh ports (each stack has its own actor system)."""
+    return settings.model_copy(update={"actor_port": free_port(), "http_port": free_port()})
