@@ -112,8 +112,13 @@ class _TooLarge(Exception):
     pass
 
 
+# Management routes that other services may call with the shared service secret instead.
+_INTERNAL_ROUTES = ("/v1/users", "/v1/templates", "/v1/system", "/admin")
+
+
 class ApiKeyMiddleware:
-    """Every route under /v1 and /admin needs `Authorization: Bearer <api key>`.
+    """Every route under /v1 and /admin needs `Authorization: Bearer <api key>`; management
+    routes also take `X-Internal-Secret` (compared in constant time).
 
     Verified keys are remembered for `cache_seconds` so the hot path does not query PostgreSQL
     per request; a revoked key therefore stops working within that time.
@@ -145,7 +150,8 @@ class ApiKeyMiddleware:
         import hmac
 
         secret = _header(scope, b"x-internal-secret")
-        if secret is not None and self.internal_secret:
+        internal_route = scope.get("path", "").startswith(_INTERNAL_ROUTES)
+        if secret is not None and self.internal_secret and internal_route:
             if hmac.compare_digest(secret.encode(), self.internal_secret.encode()):
                 return "internal"
             return None
