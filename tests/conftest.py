@@ -1,14 +1,16 @@
 """Shared fixtures: real PostgreSQL, Redis and RabbitMQ, isolated from a running Clarion.
 
-Tests use their own database (`clarion_test`, recreated per session), their own RabbitMQ vhost
-(`clarion_test`) and Redis database 15. A service that is not running fails the tests that need
-it (never a silent skip): `make test` starts them first.
+Each test session makes its own database and RabbitMQ vhost (`clarion_test_<run>`, removed at the
+end), so two runs on one machine (a developer's and CI's) never meet; Redis database 15 is shared,
+and tests use unique ids in it. A service that is not running fails the tests that need it (never
+a silent skip): `make test` starts them first.
 """
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,8 +19,9 @@ import pytest
 from clarion.config.settings import Settings, load_settings
 from tests.stack import free_port
 
-TEST_DB = "clarion_test"
-TEST_VHOST = "clarion_test"
+RUN = uuid.uuid4().hex[:8]
+TEST_DB = f"clarion_test_{RUN}"
+TEST_VHOST = f"clarion_test_{RUN}"
 TEST_REDIS_DB = 15
 
 
@@ -38,40 +41,33 @@ def _require_services() -> None:
                     " `bash scripts/ensure-services.sh` (make test does)", pytrace=False)
 
 
-def _ensure_vhost() -> None:
-    for args in (["add_vhost", TEST_VHOST],
-                 ["set_permissions", "-p", TEST_VHOST, "guest", ".*", ".*", ".*"]):
-        result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
-                                timeout=60)
-        if result.returncode != 0 and "already exists" not in result.stderr + result.stdout:
-            pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
+def _rabbitmqctl(*args: str) -> None:
+    result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
+                            timeout=60)
+    if result.returncode != 0:
+        pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
 
 
-def _reset_queues(amqp_url: str) -> None:
+def _declare_queues(amqp_url: str) -> None:
     from clarion.persistence import broker
 
     conn = broker.connect(amqp_url, "clarion-tests")
     try:
-        channel = conn.channel()
-        for queue in (*broker.WORK_QUEUES.values(), broker.FAILED_QUEUE):
-            channel.queue_delete(queue)
-        broker.declare_topology(channel)
+        broker.declare_topology(conn.channel())
     finally:
         conn.close()
 
 
 @pytest.fixture(scope="session")
-def test_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings pointing at the test database, vhost and Redis db; the schema is migrated."""
+def test_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings pointing at this run's database, vhost and Redis db; the schema is migrated."""
     _require_services()
     import psycopg
-    import redis
 
     from clarion.persistence import database
 
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
-    _ensure_vhost()
+    _rabbitmqctl("add_vhost", TEST_VHOST)
+    _rabbitmqctl("set_permissions", "-p", TEST_VHOST, "guest", ".*", ".*", ".*")
     settings = load_settings(
         database_url=f"postgresql://postgres@127.0.0.1:5432/{TEST_DB}",
         redis_url=f"redis://127.0.0.1:6379/{TEST_REDIS_DB}",
@@ -86,9 +82,11 @@ def test_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     )
     database.ensure_database(settings.database_url)
     database.migrate(settings.database_url)
-    redis.Redis.from_url(settings.redis_url).flushdb()
-    _reset_queues(settings.amqp_url)
-    return settings
+    _declare_queues(settings.amqp_url)
+    yield settings
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
+    _rabbitmqctl("delete_vhost", TEST_VHOST)
 
 
 @pytest.fixture

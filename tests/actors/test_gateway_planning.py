@@ -1,0 +1,180 @@
+"""The Gateway's pure planning functions: language fallback and the deliveries of a notification."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from clarion.actors.gateway import language_candidates, plan_deliveries
+from clarion.actors.messages import NotificationRequest, Rendering
+from clarion.persistence.notifications import NewDelivery
+from clarion.persistence.records import User
+
+NOTIFICATION_ID = "6f1c2a52-0000-4000-8000-000000000001"
+
+
+def user(**changes: Any) -> User:
+    fields: dict[str, Any] = {"user_id": "user-1", "email_address": "ada@example.com",
+                              "preferred_language": "en", "push_tokens": ("token-a", "token-b")}
+    return User(**{**fields, **changes})
+
+
+def request(**changes: Any) -> NotificationRequest:
+    fields: dict[str, Any] = {"correlation_id": "corr-1", "user_id": "user-1",
+                              "template_key": "welcome", "message_data": {"name": "Ada"},
+                              "request_id": "req-1"}
+    return NotificationRequest(**{**fields, **changes})
+
+
+RENDERING = Rendering("corr-1", True, template_version=3, language="en", subject="Hi Ada",
+                      body="Welcome, Ada", html_body="<p>Welcome, Ada</p>",
+                      push_title="Hi!", push_body="Welcome aboard")
+
+
+def subset(mapping: dict[str, Any], keys: dict[str, Any]) -> dict[str, Any]:
+    return {key: mapping.get(key) for key in keys}
+
+
+# --- language_candidates ------------------------------------------------------------------------
+
+
+def test_languages_are_requested_its_base_the_users_its_base_then_the_default() -> None:
+    candidates = language_candidates("pt-BR", user(preferred_language="fr-CA"), "en")
+
+    assert candidates == ("pt-BR", "pt", "fr-CA", "fr", "en")
+
+
+def test_a_regional_tag_falls_back_to_its_base_language() -> None:
+    assert language_candidates("pt-BR", user(preferred_language="pt-BR"), "pt") == ("pt-BR", "pt")
+
+
+def test_language_candidates_hold_no_duplicates() -> None:
+    assert language_candidates("en", user(preferred_language="en"), "en") == ("en",)
+    assert language_candidates("en-GB", user(preferred_language="en-US"), "en") == (
+        "en-GB", "en", "en-US")
+
+
+def test_without_a_requested_language_the_users_comes_first() -> None:
+    assert language_candidates(None, user(preferred_language="de-AT"), "en") == (
+        "de-AT", "de", "en")
+
+
+# --- plan_deliveries ----------------------------------------------------------------------------
+
+
+def test_email_and_push_are_planned_for_a_user_who_has_both() -> None:
+    deliveries, outgoing = plan_deliveries(request(), user(), RENDERING, NOTIFICATION_ID)
+
+    assert [(d.channel, d.status) for d in deliveries] == [("email", "queued"),
+                                                           ("push", "queued")]
+    assert [m.channel for m in outgoing] == ["email", "push"]
+    email, push = deliveries
+    assert email.recipient == "ada@example.com"
+    assert email.content == {"subject": "Hi Ada", "body": "Welcome, Ada",
+                             "html_body": "<p>Welcome, Ada</p>"}
+    assert push.recipient == "2 token(s)"
+    assert subset(push.content, {"title": 0, "body": 0}) == {"title": "Hi!",
+                                                             "body": "Welcome aboard"}
+
+
+def test_every_broker_message_carries_the_tracing_headers() -> None:
+    _, outgoing = plan_deliveries(request(), user(), RENDERING, NOTIFICATION_ID)
+
+    for message in outgoing:
+        assert message.headers == {"x-request-id": "req-1", "x-notification-id": NOTIFICATION_ID,
+                                   "x-attempt": 1}
+
+
+def test_the_email_message_carries_ids_attempt_recipient_and_rendered_content() -> None:
+    _, outgoing = plan_deliveries(request(), user(), RENDERING, NOTIFICATION_ID)
+    email = next(m for m in outgoing if m.channel == "email")
+
+    expected = {"notification_id": NOTIFICATION_ID, "request_id": "req-1", "attempt": 1,
+                "user_id": "user-1", "channel": "email", "to": "ada@example.com",
+                "subject": "Hi Ada", "body": "Welcome, Ada", "html_body": "<p>Welcome, Ada</p>"}
+    assert subset(email.body, expected) == expected
+
+
+def test_the_push_message_carries_ids_attempt_tokens_and_rendered_content() -> None:
+    _, outgoing = plan_deliveries(request(), user(), RENDERING, NOTIFICATION_ID)
+    push = next(m for m in outgoing if m.channel == "push")
+
+    expected = {"notification_id": NOTIFICATION_ID, "request_id": "req-1", "attempt": 1,
+                "user_id": "user-1", "channel": "push", "tokens": ["token-a", "token-b"],
+                "title": "Hi!", "body": "Welcome aboard",
+                "data": {"notification_id": NOTIFICATION_ID, "template_key": "welcome"}}
+    assert subset(push.body, expected) == expected
+
+
+def test_broker_messages_are_json_serialisable() -> None:
+    _, outgoing = plan_deliveries(request(), user(), RENDERING, NOTIFICATION_ID)
+
+    for message in outgoing:
+        assert json.loads(json.dumps(message.body)) == message.body
+
+
+def test_a_user_without_email_gets_email_skipped_and_push_still_planned() -> None:
+    deliveries, outgoing = plan_deliveries(request(), user(email_address=None), RENDERING,
+                                           NOTIFICATION_ID)
+
+    email = next(d for d in deliveries if d.channel == "email")
+    assert (email.status, email.error_code, email.recipient) == ("skipped", "no_email_address",
+                                                                 None)
+    assert email.error
+    assert [m.channel for m in outgoing] == ["push"]
+
+
+def test_a_user_without_push_tokens_gets_push_skipped_and_email_still_planned() -> None:
+    deliveries, outgoing = plan_deliveries(request(), user(push_tokens=()), RENDERING,
+                                           NOTIFICATION_ID)
+
+    push = next(d for d in deliveries if d.channel == "push")
+    assert (push.status, push.error_code, push.recipient) == ("skipped", "no_push_tokens", None)
+    assert push.error
+    assert [m.channel for m in outgoing] == ["email"]
+
+
+def test_a_user_with_neither_gets_both_skipped_and_nothing_to_publish() -> None:
+    deliveries, outgoing = plan_deliveries(request(), user(email_address=None, push_tokens=()),
+                                           RENDERING, NOTIFICATION_ID)
+
+    assert [(d.channel, d.status) for d in deliveries] == [("email", "skipped"),
+                                                           ("push", "skipped")]
+    assert outgoing == []
+
+
+def test_asking_only_for_push_plans_only_push() -> None:
+    deliveries, outgoing = plan_deliveries(request(channels=("push",)), user(), RENDERING,
+                                           NOTIFICATION_ID)
+
+    assert [d.channel for d in deliveries] == ["push"]
+    assert [m.channel for m in outgoing] == ["push"]
+
+
+def test_asking_only_for_email_plans_only_email() -> None:
+    deliveries, outgoing = plan_deliveries(request(channels=("email",)), user(), RENDERING,
+                                           NOTIFICATION_ID)
+
+    assert deliveries == (NewDelivery("email", "queued", "ada@example.com",
+                                      {"subject": "Hi Ada", "body": "Welcome, Ada",
+                                       "html_body": "<p>Welcome, Ada</p>"}),)
+    assert [m.channel for m in outgoing] == ["email"]
+
+
+def test_a_request_without_a_request_id_sends_an_empty_header_not_none() -> None:
+    _, outgoing = plan_deliveries(request(request_id=None), user(), RENDERING, NOTIFICATION_ID)
+
+    for message in outgoing:
+        assert message.headers["x-request-id"] == ""
+        assert message.body["request_id"] is None
+
+
+def test_an_email_without_html_carries_html_body_none() -> None:
+    rendering = Rendering("corr-1", True, subject="Hi", body="Text only", push_title="Hi",
+                          push_body="Text only")
+
+    _, outgoing = plan_deliveries(request(channels=("email",)), user(), rendering,
+                                  NOTIFICATION_ID)
+
+    assert outgoing[0].body["html_body"] is None
+    assert outgoing[0].body["body"] == "Text only"

@@ -1,0 +1,229 @@
+"""`load_settings`: typed, validated, read from the environment then `.env`; secrets never print."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from clarion.config.settings import Settings, SettingsError, load_settings, settings_to_env
+
+SENDGRID_KEY = "SG.settings-test-key.do-not-print"
+INTERNAL_SECRET = "internal-settings-secret-do-not-print"
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No CLARION_* variable of the developer's, and no `.env` but the ones a test writes."""
+    for name in list(os.environ):
+        # pydantic-settings matches names case-insensitively: `clarion_http_port` counts too.
+        if name.upper().startswith("CLARION_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def write_dotenv(directory: Path, **values: str) -> None:
+    lines = [f"{name}={value}" for name, value in values.items()]
+    (directory / ".env").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_the_defaults_are_valid_settings() -> None:
+    settings = load_settings()
+
+    assert isinstance(settings, Settings)
+    assert settings.database_url.startswith("postgresql://")
+    assert settings.redis_url.startswith("redis://")
+    assert settings.amqp_url.startswith("amqp://")
+    assert settings.http_port == 8000
+    assert settings.default_language == "en"
+    assert settings.log_level == "INFO"
+    assert settings.sendgrid_api_key is None
+    assert settings.internal_secret is None
+    assert settings.fcm_credentials_file is None
+
+
+BAD_VALUES = [
+    ("CLARION_HTTP_PORT", "abc"),
+    ("CLARION_HTTP_PORT", "0"),
+    ("CLARION_DEFAULT_LANGUAGE", "xx_1"),
+    ("CLARION_DATABASE_URL", "mysql://root@127.0.0.1/clarion"),
+    ("CLARION_REDIS_URL", "http://127.0.0.1:6379/0"),
+    ("CLARION_AMQP_URL", "redis://127.0.0.1:5672/"),
+    ("CLARION_FCM_CREDENTIALS_FILE", "{tmp}/no-such-service-account.json"),
+    ("CLARION_LOG_LEVEL", "LOUD"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD_VALUES,
+                         ids=[f"{name}={value}" for name, value in BAD_VALUES])
+def test_a_bad_value_raises_a_settings_error_naming_its_variable(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value.format(tmp=tmp_path))
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+
+    assert variable in str(raised.value)
+
+
+def test_several_bad_values_are_all_named_in_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = {"CLARION_HTTP_PORT": "abc", "CLARION_LOG_LEVEL": "LOUD",
+           "CLARION_REDIS_URL": "http://x", "CLARION_DEFAULT_LANGUAGE": "xx_1"}
+    for name, value in bad.items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+
+    message = str(raised.value)
+    for name in bad:
+        assert name in message
+
+
+def test_a_bad_url_is_refused_without_echoing_its_password(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLARION_DATABASE_URL", "mysql://root:hunter2-password@db/clarion")
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+
+    assert "CLARION_DATABASE_URL" in str(raised.value)
+    assert "hunter2-password" not in str(raised.value)
+
+
+def test_values_are_read_from_environment_variables_and_typed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLARION_HTTP_PORT", "9001")
+    monkeypatch.setenv("CLARION_REQUEST_TIMEOUT", "2.5")
+    monkeypatch.setenv("CLARION_DEFAULT_LANGUAGE", "pt-BR")
+    monkeypatch.setenv("CLARION_STATE_DIR", "/var/lib/clarion")
+
+    settings = load_settings()
+
+    assert settings.http_port == 9001
+    assert settings.request_timeout == 2.5
+    assert settings.default_language == "pt-BR"
+    assert settings.state_dir == Path("/var/lib/clarion")
+
+
+def test_values_are_read_from_a_dotenv_file_in_the_current_directory(tmp_path: Path) -> None:
+    write_dotenv(tmp_path, CLARION_HTTP_PORT="9002", CLARION_DEFAULT_LANGUAGE="fr",
+                 CLARION_SENDGRID_API_KEY=SENDGRID_KEY, UNRELATED_VARIABLE="ignored")
+
+    settings = load_settings()
+
+    assert settings.http_port == 9002
+    assert settings.default_language == "fr"
+    assert settings.sendgrid_api_key is not None
+    assert settings.sendgrid_api_key.get_secret_value() == SENDGRID_KEY
+
+
+def test_a_bad_value_in_the_dotenv_file_is_named_too(tmp_path: Path) -> None:
+    write_dotenv(tmp_path, CLARION_LOG_LEVEL="LOUD")
+
+    with pytest.raises(SettingsError, match="CLARION_LOG_LEVEL"):
+        load_settings()
+
+
+def test_the_environment_wins_over_the_dotenv_file(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    write_dotenv(tmp_path, CLARION_HTTP_PORT="9002", CLARION_HTTP_HOST="0.0.0.0")
+    monkeypatch.setenv("CLARION_HTTP_PORT", "9003")
+
+    settings = load_settings()
+
+    assert settings.http_port == 9003
+    assert settings.http_host == "0.0.0.0"  # what the environment does not set still comes in
+
+
+def test_sendgrid_host_loses_its_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLARION_SENDGRID_HOST", "http://127.0.0.1:8025/")
+
+    assert load_settings().sendgrid_host == "http://127.0.0.1:8025"
+
+
+def test_secrets_never_appear_in_repr_or_str(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLARION_SENDGRID_API_KEY", SENDGRID_KEY)
+    monkeypatch.setenv("CLARION_INTERNAL_SECRET", INTERNAL_SECRET)
+
+    settings = load_settings()
+
+    assert settings.sendgrid_api_key is not None and settings.internal_secret is not None
+    assert settings.sendgrid_api_key.get_secret_value() == SENDGRID_KEY
+    assert settings.internal_secret.get_secret_value() == INTERNAL_SECRET
+    for text in (repr(settings), str(settings)):
+        assert SENDGRID_KEY not in text
+        assert INTERNAL_SECRET not in text
+        assert "sendgrid_api_key" in text  # the field is shown, masked
+
+
+def every_field_changed(tmp_path: Path) -> Settings:
+    credentials = tmp_path / "service-account.json"
+    credentials.write_text("{}", encoding="utf-8")
+    return load_settings(
+        database_url="postgresql://clarion:pw@db.internal:5433/clarion_prod",
+        redis_url="rediss://cache.internal:6380/2",
+        amqp_url="amqps://user:pw@mq.internal:5671/clarion",
+        http_host="0.0.0.0",
+        http_port=8443,
+        http_workers=4,
+        max_body_bytes=128 * 1024,
+        request_timeout=7.5,
+        actor_port=19_001,
+        state_dir=tmp_path / "state",
+        internal_secret=INTERNAL_SECRET,
+        default_language="pt-BR",
+        log_level="DEBUG",
+        sendgrid_api_key=SENDGRID_KEY,
+        sendgrid_host="https://sendgrid.example.com",
+        email_from="noreply@example.com",
+        fcm_credentials_file=credentials,
+        fcm_endpoint="http://127.0.0.1:9999",
+        provider_timeout=2.5,
+        delivery_concurrency=8,
+        delivery_prefetch=16,
+    )
+
+
+def test_settings_to_env_round_trips_every_field_including_secrets(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    original = every_field_changed(tmp_path)
+    defaults = load_settings()
+    changed = [name for name in Settings.model_fields
+               if getattr(original, name) == getattr(defaults, name)]
+    assert changed == [], "every field should differ from its default in this test"
+
+    env = settings_to_env(original)
+    assert all(name.startswith("CLARION_") and isinstance(value, str)
+               for name, value in env.items())
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reloaded = load_settings()
+
+    assert reloaded == original
+    assert reloaded.sendgrid_api_key is not None and reloaded.internal_secret is not None
+    assert reloaded.sendgrid_api_key.get_secret_value() == SENDGRID_KEY
+    assert reloaded.internal_secret.get_secret_value() == INTERNAL_SECRET
+
+
+def test_settings_to_env_round_trips_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = load_settings()
+
+    for name, value in settings_to_env(original).items():
+        monkeypatch.setenv(name, value)
+
+    assert load_settings() == original
+
+
+def test_the_email_provider_is_sendgrid_only_with_an_api_key() -> None:
+    assert load_settings().email_provider == "outbox"
+    assert load_settings(sendgrid_api_key=SENDGRID_KEY).email_provider == "sendgrid"
+
+
+def test_the_push_provider_is_fcm_only_with_a_credentials_file(tmp_path: Path) -> None:
+    credentials = tmp_path / "service-account.json"
+    credentials.write_text("{}", encoding="utf-8")
+
+    assert load_settings().push_provider == "outbox"
+    assert load_settings(fcm_credentials_file=credentials).push_provider == "fcm"

@@ -1,0 +1,92 @@
+"""Fixtures for the storage tests: throwaway databases, async queries and a clean broker.
+
+Everything here runs against the real services of the top-level conftest (`test_settings`): a
+throwaway database is created next to `clarion_test` and dropped afterwards, and the broker
+fixtures purge the work queues and the DLQ before and after each test, never deleting them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pika
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from clarion.config.settings import Settings
+from clarion.persistence import broker, database
+
+T = TypeVar("T")
+
+BROKER_QUEUES = (*broker.WORK_QUEUES.values(), broker.FAILED_QUEUE)
+
+
+@pytest.fixture
+def fresh_database_url(test_settings: Settings) -> Iterator[str]:
+    """The URL of a brand-new, empty database (`clarion_mig_<random>`), dropped afterwards."""
+    name = f"clarion_mig_{uuid.uuid4().hex[:12]}"
+    url = make_conninfo(test_settings.database_url, dbname=name)
+    assert database.ensure_database(url) is True
+    try:
+        yield url
+    finally:
+        admin_url = make_conninfo(test_settings.database_url, dbname="postgres")
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def run_async(test_settings: Settings) -> Callable[..., Any]:
+    """Call `fn(conn, *args)` on a fresh autocommit AsyncConnection to the test database."""
+
+    def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        async def main() -> T:
+            conn = await psycopg.AsyncConnection.connect(
+                test_settings.database_url, autocommit=True
+            )
+            async with conn:
+                return await fn(conn, *args)
+
+        return asyncio.run(main())
+
+    return run
+
+
+def _purge(url: str) -> None:
+    conn = broker.connect(url, "clarion-tests-purge")
+    try:
+        channel = conn.channel()
+        for queue in BROKER_QUEUES:
+            channel.queue_purge(queue)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def amqp(test_settings: Settings) -> Iterator[pika.BlockingConnection]:
+    """A connection to the test vhost; the work queues and the DLQ are empty before and after."""
+    _purge(test_settings.amqp_url)
+    conn = broker.connect(test_settings.amqp_url, "clarion-tests-broker")
+    try:
+        yield conn
+    finally:
+        if conn.is_open:
+            conn.close()
+        _purge(test_settings.amqp_url)
+
+
+@pytest.fixture
+def publisher(test_settings: Settings, amqp: pika.BlockingConnection) -> Iterator[Any]:
+    """A BatchPublisher on the test vhost (after `amqp`, so its queues start and end empty)."""
+    pub = broker.BatchPublisher(test_settings.amqp_url, "clarion-tests-publisher")
+    try:
+        yield pub
+    finally:
+        pub.close()

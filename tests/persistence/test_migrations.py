@@ -1,0 +1,89 @@
+"""Schema migrations against the real PostgreSQL: once each, on any database, even when racing."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from clarion.config.settings import Settings
+from clarion.persistence import database
+
+pytestmark = pytest.mark.integration
+
+TABLES = {"users", "templates", "notifications", "deliveries", "delivery_attempts", "outbox",
+          "api_keys"}
+
+
+def _migration_names() -> list[str]:
+    return [name for name, _ in database.migration_files()]
+
+
+def _applied(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [row[0] for row in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
+
+
+def _tables(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        return {row[0] for row in rows}
+
+
+def test_migration_files_are_sql_in_name_order() -> None:
+    names = _migration_names()
+    assert names, "no migration shipped"
+    assert names == sorted(names)
+    assert all(name.endswith(".sql") for name in names)
+
+
+def test_migrating_an_up_to_date_database_applies_nothing(test_settings: Settings) -> None:
+    assert database.migrate(test_settings.database_url) == []
+    assert _applied(test_settings.database_url) == _migration_names()
+
+
+def test_ensure_database_reports_an_existing_database_as_not_created(
+    fresh_database_url: str,
+) -> None:
+    assert database.ensure_database(fresh_database_url) is False
+
+
+def test_a_new_database_gets_every_migration_and_every_table(fresh_database_url: str) -> None:
+    assert _tables(fresh_database_url) == set()
+
+    assert database.migrate(fresh_database_url) == _migration_names()
+
+    assert _applied(fresh_database_url) == _migration_names()
+    assert TABLES <= _tables(fresh_database_url)
+    assert database.migrate(fresh_database_url) == []
+
+
+def test_two_racing_migrations_both_succeed_and_apply_each_file_once(
+    fresh_database_url: str,
+) -> None:
+    start = threading.Barrier(2, timeout=10)
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            start.wait()
+            results.append(database.migrate(fresh_database_url))
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert not errors, errors
+    assert len(results) == 2
+    # Between them they applied every migration, and none twice.
+    assert sorted(results[0] + results[1]) == _migration_names()
+    assert _applied(fresh_database_url) == _migration_names()
+    assert TABLES <= _tables(fresh_database_url)

@@ -1,0 +1,516 @@
+"""The PostgreSQL repositories and read queries, against the real database.
+
+The database is shared with other tests: every row here has its own uuid4-based ids, and nothing
+is ever truncated.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from clarion.config.settings import Settings
+from clarion.persistence import api_keys, database, outbox, queries
+from clarion.persistence import notifications as repo
+from clarion.persistence import templates as template_repo
+from clarion.persistence import users as user_repo
+from clarion.persistence.notifications import NewDelivery, NewNotification, Outcome
+from clarion.persistence.records import Template, User
+
+pytestmark = pytest.mark.integration
+
+
+def _uid() -> str:
+    return uuid.uuid4().hex
+
+
+def _user(**overrides: Any) -> User:
+    ident = _uid()
+    fields: dict[str, Any] = {
+        "user_id": f"user-{ident}",
+        "email_address": f"{ident}@example.test",
+        "phone_number": "+15550100",
+        "preferred_language": "fr",
+        "preferences": {"email": True, "push": False},
+        "push_tokens": ("token-a", "token-b"),
+    }
+    return User(**{**fields, **overrides})
+
+
+def _notification(
+    *channels: tuple[str, str], idempotency_key: str | None = None
+) -> NewNotification:
+    """A notification with one delivery per (channel, status) given."""
+    deliveries = tuple(
+        NewDelivery(
+            channel,
+            status,
+            None if status == "skipped" else f"{channel}-recipient",
+            {"subject": "Hi"} if channel == "email" else {"title": "Hi"},
+            "no_address" if status == "skipped" else None,
+            "the user has no address" if status == "skipped" else None,
+        )
+        for channel, status in channels
+    )
+    return NewNotification(
+        notification_id=str(uuid.uuid4()),
+        user_id=f"user-{_uid()}",
+        template_key="welcome",
+        template_version=1,
+        language="en",
+        priority="normal",
+        request_id=f"req-{_uid()}",
+        idempotency_key=idempotency_key,
+        message_data={"name": "Ada"},
+        deliveries=deliveries,
+    )
+
+
+def _outcome(notification_id: str, channel: str, ok: bool, attempt: int = 1) -> Outcome:
+    return Outcome(
+        notification_id=notification_id,
+        channel=channel,
+        attempt=attempt,
+        ok=ok,
+        provider="outbox",
+        started_at=time.time(),
+        provider_message_id=f"msg-{_uid()}" if ok else None,
+        error_code=None if ok else "rejected",
+        error=None if ok else "the provider said no",
+    )
+
+
+def _status(db: psycopg.Connection, notification_id: str) -> str:
+    row = db.execute(
+        "SELECT status FROM notifications WHERE notification_id = %s", (notification_id,)
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _deliveries(db: psycopg.Connection, notification_id: str) -> dict[str, tuple[Any, ...]]:
+    rows = db.execute(
+        "SELECT channel, status, attempts, finished_at IS NOT NULL FROM deliveries"
+        " WHERE notification_id = %s",
+        (notification_id,),
+    )
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def _exists(db: psycopg.Connection, notification_id: str) -> bool:
+    row = db.execute(
+        "SELECT count(*) FROM notifications WHERE notification_id = %s", (notification_id,)
+    ).fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
+# Users
+
+
+def test_created_users_are_fetched_in_one_batch_and_missing_ids_are_absent(
+    db: psycopg.Connection,
+) -> None:
+    ada, bob = _user(), _user(push_tokens=(), preferences={})
+    assert user_repo.create_user(db, ada) == ada
+    assert user_repo.create_user(db, bob) == bob
+    missing = f"user-{_uid()}"
+
+    found = user_repo.fetch_users(db, [ada.user_id, bob.user_id, missing, ada.user_id])
+
+    assert found == {ada.user_id: ada, bob.user_id: bob}
+    assert user_repo.fetch_users(db, []) == {}
+
+
+def test_a_user_with_an_existing_id_is_a_duplicate(db: psycopg.Connection) -> None:
+    ada = user_repo.create_user(db, _user())
+
+    with pytest.raises(user_repo.DuplicateUser):
+        user_repo.create_user(db, _user(user_id=ada.user_id))
+
+
+def test_a_user_with_an_existing_email_address_is_a_duplicate(db: psycopg.Connection) -> None:
+    ada = user_repo.create_user(db, _user())
+    other = _user(email_address=ada.email_address)
+
+    with pytest.raises(user_repo.DuplicateUser):
+        user_repo.create_user(db, other)
+
+    assert user_repo.fetch_users(db, [other.user_id]) == {}
+
+
+# Templates
+
+
+def _template(key: str, language: str, version: int) -> Template:
+    return Template(key, language, version, f"Subject v{version} {language}",
+                    f"Body v{version} {language}", f"<p>v{version}</p>", "Title", "Push body",
+                    "a test template")
+
+
+def test_a_created_template_is_returned_as_stored(db: psycopg.Connection) -> None:
+    template = _template(f"tpl-{_uid()}", "en", 1)
+
+    assert template_repo.create_template(db, template) == template
+
+
+def test_the_same_template_version_and_language_twice_is_a_duplicate(
+    db: psycopg.Connection,
+) -> None:
+    template = template_repo.create_template(db, _template(f"tpl-{_uid()}", "en", 1))
+
+    with pytest.raises(template_repo.DuplicateTemplate):
+        template_repo.create_template(db, template)
+
+
+def test_next_version_counts_per_key_and_language(db: psycopg.Connection) -> None:
+    key = f"tpl-{_uid()}"
+    assert template_repo.next_version(db, key, "en") == 1
+
+    template_repo.create_template(db, _template(key, "en", 1))
+    template_repo.create_template(db, _template(key, "en", 2))
+
+    assert template_repo.next_version(db, key, "en") == 3
+    assert template_repo.next_version(db, key, "fr") == 1
+
+
+def test_fetch_latest_returns_the_latest_version_of_each_language(
+    db: psycopg.Connection,
+) -> None:
+    key, other = f"tpl-{_uid()}", f"tpl-{_uid()}"
+    for template in (_template(key, "en", 1), _template(key, "en", 2), _template(key, "en", 3),
+                     _template(key, "fr", 1), _template(other, "en", 1)):
+        template_repo.create_template(db, template)
+
+    latest = template_repo.fetch_latest(db, [key, other, f"tpl-{_uid()}"])
+
+    assert latest == {
+        (key, "en"): _template(key, "en", 3),
+        (key, "fr"): _template(key, "fr", 1),
+        (other, "en"): _template(other, "en", 1),
+    }
+    assert template_repo.fetch_latest(db, []) == {}
+
+
+def test_fetch_version_returns_every_language_of_that_version(db: psycopg.Connection) -> None:
+    key = f"tpl-{_uid()}"
+    for template in (_template(key, "en", 1), _template(key, "en", 2), _template(key, "fr", 1)):
+        template_repo.create_template(db, template)
+
+    assert template_repo.fetch_version(db, key, 1) == {
+        (key, "en"): _template(key, "en", 1),
+        (key, "fr"): _template(key, "fr", 1),
+    }
+    assert template_repo.fetch_version(db, key, 2) == {(key, "en"): _template(key, "en", 2)}
+    assert template_repo.fetch_version(db, key, 9) == {}
+
+
+# Notifications
+
+
+def test_insert_batch_writes_notifications_with_their_deliveries(db: psycopg.Connection) -> None:
+    both = _notification(("email", "queued"), ("push", "skipped"))
+    none = _notification(("email", "skipped"))
+
+    repo.insert_batch(db, [both, none])
+
+    assert _status(db, both.notification_id) == "queued"
+    assert _status(db, none.notification_id) == "failed"
+    # A skipped delivery is finished as soon as it is written; a queued one is not.
+    assert _deliveries(db, both.notification_id) == {
+        "email": ("queued", 0, False),
+        "push": ("skipped", 0, True),
+    }
+    assert _deliveries(db, none.notification_id) == {"email": ("skipped", 0, True)}
+
+
+@pytest.mark.parametrize(
+    ("channels", "outcomes", "expected"),
+    [
+        ((("email", "queued"), ("push", "queued")), {"email": True, "push": True}, "sent"),
+        ((("email", "queued"), ("push", "queued")), {"email": True, "push": False},
+         "partially_sent"),
+        ((("email", "queued"), ("push", "queued")), {"email": False, "push": False}, "failed"),
+        ((("email", "queued"), ("push", "skipped")), {"email": True}, "sent"),
+        ((("email", "queued"), ("push", "skipped")), {"email": False}, "failed"),
+    ],
+    ids=["all-sent", "sent-and-failed", "all-failed", "sent-and-skipped", "failed-and-skipped"],
+)
+def test_record_outcomes_derives_the_notification_status_from_its_deliveries(
+    db: psycopg.Connection,
+    channels: tuple[tuple[str, str], ...],
+    outcomes: dict[str, bool],
+    expected: str,
+) -> None:
+    notification = _notification(*channels)
+    repo.insert_batch(db, [notification])
+    nid = notification.notification_id
+
+    repo.record_outcomes(db, [_outcome(nid, channel, ok) for channel, ok in outcomes.items()])
+
+    assert _status(db, nid) == expected
+    recorded = _deliveries(db, nid)
+    for channel, ok in outcomes.items():
+        assert recorded[channel] == ("sent" if ok else "failed", 1, True)
+
+
+def test_a_notification_stays_queued_while_one_channel_is_on_its_way(
+    db: psycopg.Connection,
+) -> None:
+    notification = _notification(("email", "queued"), ("push", "queued"))
+    repo.insert_batch(db, [notification])
+
+    repo.record_outcomes(db, [_outcome(notification.notification_id, "email", True)])
+
+    assert _status(db, notification.notification_id) == "queued"
+
+
+def test_record_outcomes_handles_a_run_across_several_notifications(
+    db: psycopg.Connection,
+) -> None:
+    first = _notification(("email", "queued"))
+    second = _notification(("email", "queued"))
+    repo.insert_batch(db, [first, second])
+
+    repo.record_outcomes(db, [_outcome(second.notification_id, "email", False),
+                              _outcome(first.notification_id, "email", True)])
+
+    assert _status(db, first.notification_id) == "sent"
+    assert _status(db, second.notification_id) == "failed"
+
+
+@pytest.fixture
+def two_connections(test_settings: Settings) -> Iterator[tuple[psycopg.Connection, ...]]:
+    with database.connect(test_settings.database_url, autocommit=True) as one, \
+            database.connect(test_settings.database_url, autocommit=True) as two:
+        yield one, two
+
+
+@pytest.mark.parametrize(("email_ok", "push_ok", "expected"),
+                         [(True, True, "sent"), (True, False, "partially_sent")])
+def test_two_channels_recorded_at_the_same_moment_never_leave_the_notification_queued(
+    db: psycopg.Connection,
+    two_connections: tuple[psycopg.Connection, ...],
+    email_ok: bool,
+    push_ok: bool,
+    expected: str,
+) -> None:
+    # Each channel's delivery actor records its own outcome on its own connection; both
+    # transactions must see each other, whichever commits first.
+    for _ in range(20):
+        notification = _notification(("email", "queued"), ("push", "queued"))
+        repo.insert_batch(db, [notification])
+        nid = notification.notification_id
+        start = threading.Barrier(2, timeout=10)
+        errors: list[BaseException] = []
+
+        def record(conn: psycopg.Connection, outcome: Outcome) -> None:
+            try:
+                start.wait()
+                repo.record_outcomes(conn, [outcome])
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=record, args=(two_connections[0],
+                                                  _outcome(nid, "email", email_ok))),
+            threading.Thread(target=record, args=(two_connections[1],
+                                                  _outcome(nid, "push", push_ok))),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+        assert not errors, errors
+        assert _status(db, nid) == expected
+
+
+def test_delivered_reports_only_pairs_that_reached_sent_or_failed(
+    db: psycopg.Connection,
+) -> None:
+    sent = _notification(("email", "queued"), ("push", "skipped"))
+    failed = _notification(("email", "queued"), ("push", "queued"))
+    repo.insert_batch(db, [sent, failed])
+    repo.record_outcomes(db, [_outcome(sent.notification_id, "email", True),
+                              _outcome(failed.notification_id, "email", False)])
+    unknown = str(uuid.uuid4())
+
+    found = repo.delivered(db, [
+        (sent.notification_id, "email"), (sent.notification_id, "push"),
+        (failed.notification_id, "email"), (failed.notification_id, "push"),
+        (unknown, "email"),
+    ])
+
+    assert found == {(sent.notification_id, "email"), (failed.notification_id, "email")}
+    assert repo.delivered(db, []) == set()
+
+
+def test_a_duplicate_idempotency_key_rolls_back_the_whole_batch(db: psycopg.Connection) -> None:
+    key = f"idem-{_uid()}"
+    first = _notification(("email", "queued"), idempotency_key=key)
+    repo.insert_batch(db, [first])
+    innocent = _notification(("email", "queued"), idempotency_key=f"idem-{_uid()}")
+    repeat = _notification(("email", "queued"), ("push", "queued"), idempotency_key=key)
+
+    with pytest.raises(repo.DuplicateIdempotencyKey):
+        repo.insert_batch(db, [innocent, repeat])
+
+    assert not _exists(db, innocent.notification_id)
+    assert not _exists(db, repeat.notification_id)
+    assert _deliveries(db, innocent.notification_id) == {}
+    assert _exists(db, first.notification_id)
+    # The connection is usable afterwards (no transaction left aborted).
+    assert _status(db, first.notification_id) == "queued"
+
+
+def test_a_duplicate_idempotency_key_within_one_batch_is_refused(
+    db: psycopg.Connection,
+) -> None:
+    key = f"idem-{_uid()}"
+    one = _notification(("email", "queued"), idempotency_key=key)
+    two = _notification(("email", "queued"), idempotency_key=key)
+
+    with pytest.raises(repo.DuplicateIdempotencyKey):
+        repo.insert_batch(db, [one, two])
+
+    assert not _exists(db, one.notification_id)
+
+
+def test_notifications_without_an_idempotency_key_never_collide(db: psycopg.Connection) -> None:
+    batch = [_notification(("email", "queued")) for _ in range(3)]
+
+    repo.insert_batch(db, batch)
+
+    assert all(_exists(db, n.notification_id) for n in batch)
+
+
+def test_delete_removes_notifications_with_their_deliveries(db: psycopg.Connection) -> None:
+    gone = _notification(("email", "queued"), ("push", "queued"))
+    kept = _notification(("email", "queued"))
+    repo.insert_batch(db, [gone, kept])
+
+    repo.delete(db, [gone.notification_id])
+
+    assert not _exists(db, gone.notification_id)
+    assert _deliveries(db, gone.notification_id) == {}
+    assert _exists(db, kept.notification_id)
+
+
+# API keys
+
+
+def test_a_created_api_key_is_found_by_name_until_it_is_revoked(
+    db: psycopg.Connection, run_async: Callable[..., Any]
+) -> None:
+    name = f"key-{_uid()}"
+    key = api_keys.create_api_key(db, name)
+
+    assert key.startswith("clk_")
+    assert run_async(queries.api_key_name, key) == name
+    assert run_async(queries.api_key_name, key + "x") is None
+
+    assert api_keys.revoke_api_keys(db, name) == 1
+
+    assert run_async(queries.api_key_name, key) is None
+    assert api_keys.revoke_api_keys(db, name) == 0
+
+
+def test_an_api_key_is_stored_only_as_its_digest(db: psycopg.Connection) -> None:
+    name = f"key-{_uid()}"
+    key = api_keys.create_api_key(db, name)
+
+    row = db.execute("SELECT prefix, key_hash FROM api_keys WHERE name = %s", (name,)).fetchone()
+
+    assert row is not None
+    prefix, key_hash = row
+    assert key_hash != key
+    assert key not in key_hash
+    assert key_hash == api_keys.digest(key)
+    assert prefix == key[:10]
+    assert any(listed[0] == name for listed in api_keys.list_api_keys(db))
+
+
+# Outbox
+
+
+def test_the_outbox_stores_one_row_per_recipient_and_filters_by_notification_and_channel(
+    db: psycopg.Connection, run_async: Callable[..., Any]
+) -> None:
+    nid, other = str(uuid.uuid4()), str(uuid.uuid4())
+    email = {"notification_id": nid, "channel": "email", "to": "ada@example.test",
+             "subject": "Hello", "body": "Hi Ada", "html_body": "<p>Hi Ada</p>"}
+    push = {"notification_id": nid, "channel": "push", "tokens": ["tok-1", "tok-2"],
+            "title": "Hello", "body": "Hi", "data": {"deep_link": "/inbox"}}
+    unrelated = {**email, "notification_id": other}
+
+    ids = outbox.insert_messages(db, [email, push, unrelated])
+
+    assert len(ids) == 4 and ids == sorted(ids)
+
+    both = run_async(queries.outbox, nid, None, 50)
+    assert [row["outbox_id"] for row in both] == sorted(ids[:3], reverse=True)
+    assert {row["notification_id"] for row in both} == {nid}
+
+    emails = run_async(queries.outbox, nid, "email", 50)
+    assert len(emails) == 1
+    assert emails[0] | {"created_at": None} == {
+        "outbox_id": ids[0], "notification_id": nid, "channel": "email",
+        "recipient": "ada@example.test", "subject": "Hello", "body": "Hi Ada",
+        "html_body": "<p>Hi Ada</p>", "data": {}, "created_at": None,
+    }
+
+    pushes = run_async(queries.outbox, nid, "push", 50)
+    assert sorted(row["recipient"] for row in pushes) == ["tok-1", "tok-2"]
+    assert {(row["subject"], row["body"], row["html_body"]) for row in pushes} == {
+        ("Hello", "Hi", None)
+    }
+    assert all(row["data"] == {"deep_link": "/inbox"} for row in pushes)
+
+    assert len(run_async(queries.outbox, nid, None, 2)) == 2
+    assert run_async(queries.outbox, str(uuid.uuid4()), None, 50) == []
+    newest = run_async(queries.outbox, None, None, 1)
+    assert len(newest) == 1 and newest[0]["outbox_id"] >= ids[3]
+
+
+# Read queries
+
+
+def test_the_notification_query_returns_each_channel_with_its_attempt_log(
+    db: psycopg.Connection, run_async: Callable[..., Any]
+) -> None:
+    notification = _notification(("email", "queued"), ("push", "queued"))
+    repo.insert_batch(db, [notification])
+    nid = notification.notification_id
+    repo.record_outcomes(db, [_outcome(nid, "email", False, attempt=1)])
+    repo.record_outcomes(db, [_outcome(nid, "email", True, attempt=2),
+                              _outcome(nid, "push", True, attempt=1)])
+
+    found = run_async(queries.notification, nid)
+
+    assert found is not None
+    assert found["notification_id"] == nid
+    assert found["status"] == "sent"
+    assert (found["user_id"], found["template_key"], found["request_id"]) == (
+        notification.user_id, "welcome", notification.request_id)
+    email, push = found["channels"]["email"], found["channels"]["push"]
+    assert set(found["channels"]) == {"email", "push"}
+    assert (email["status"], email["attempts"], email["recipient"]) == ("sent", 2,
+                                                                        "email-recipient")
+    assert [(a["attempt"], a["outcome"], a["error_code"]) for a in email["attempt_log"]] == [
+        (1, "failed", "rejected"), (2, "sent", None)]
+    assert [(a["attempt"], a["outcome"]) for a in push["attempt_log"]] == [(1, "sent")]
+    assert all(a["provider"] == "outbox" and a["started_at"] <= a["finished_at"]
+               for a in email["attempt_log"] + push["attempt_log"])
+
+
+def test_the_notification_query_returns_none_for_an_unknown_id(
+    run_async: Callable[..., Any],
+) -> None:
+    assert run_async(queries.notification, str(uuid.uuid4())) is None
