@@ -12,12 +12,15 @@ each keyed by its id; nothing here blocks on another actor. Management commands 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+import redis
 
 from clarion.actors.base import ClarionActor
 from clarion.actors.messages import (
@@ -38,8 +41,9 @@ from clarion.actors.messages import (
     UsersResolved,
     ResolveUsers,
 )
-from clarion.persistence import database
+from clarion.persistence import cache, database
 from clarion.persistence import notifications as notification_repo
+from clarion.persistence.idempotency import IdempotencyStore
 from clarion.persistence.broker import CHANNELS, Outgoing
 from clarion.persistence.notifications import NewDelivery, NewNotification
 from clarion.persistence.records import User
@@ -58,6 +62,8 @@ class PendingBatch:
     users: dict[str, User] = field(default_factory=dict)
     replies: dict[str, Reply] = field(default_factory=dict)
     accepted: dict[str, NewNotification] = field(default_factory=dict)  # by correlation id
+    outgoing: dict[str, list[Outgoing]] = field(default_factory=dict)  # by correlation id
+    reserved: set[str] = field(default_factory=set)  # items whose idempotency key we reserved
 
     def open_items(self) -> list[NotificationRequest]:
         return [i for i in self.items if i.correlation_id not in self.replies]
@@ -65,6 +71,16 @@ class PendingBatch:
     def refuse(self, item: NotificationRequest, status: int, code: str, message: str) -> None:
         self.replies[item.correlation_id] = Reply(item.correlation_id, status, error_code=code,
                                                   message=message)
+
+
+def fingerprint(item: NotificationRequest) -> str:
+    """What makes two requests "the same" for an idempotency key."""
+    canonical = json.dumps(
+        [item.user_id, item.template_key, item.message_data, item.channels, item.language,
+         item.template_version, item.priority],
+        sort_keys=True, separators=(",", ":"), default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def language_candidates(requested: str | None, user: User, default: str) -> tuple[str, ...]:
@@ -117,7 +133,8 @@ class Gateway(ClarionActor):
         self._db: psycopg.Connection | None = None
         self._peers: Peers | None = None
         self._pending: dict[str, PendingBatch] = {}
-        self._outgoing: dict[str, list[Outgoing]] = {}
+        assert self.settings is not None
+        self._idempotency = IdempotencyStore(cache.connect(self.settings.redis_url))
 
     def teardown(self) -> None:
         if getattr(self, "_db", None) is not None:
@@ -182,8 +199,39 @@ class Gateway(ClarionActor):
         deadline = time.monotonic() + self.settings.request_timeout * 0.9
         batch = PendingBatch(message.batch_id, message.reply_to, items, deadline)
         self._pending[batch.batch_id] = batch
-        user_ids = tuple(dict.fromkeys(i.user_id for i in items))
+        self._reserve_keys(batch)
+        open_items = batch.open_items()
+        if not open_items:
+            self._finish(batch)
+            return
+        user_ids = tuple(dict.fromkeys(i.user_id for i in open_items))
         self.send(self._peers.users, ResolveUsers(batch.batch_id, user_ids))
+
+    def _reserve_keys(self, batch: PendingBatch) -> None:
+        keyed = [i for i in batch.items if i.idempotency_key]
+        if not keyed:
+            return
+        try:
+            found = self._idempotency.reserve([(i.idempotency_key or "", fingerprint(i))
+                                               for i in keyed])
+        except redis.RedisError as exc:
+            # PostgreSQL's unique index still refuses a second notification for a key.
+            self.log.warning("idempotency store unavailable", extra={"error": str(exc)})
+            return
+        for item, reservation in zip(keyed, found):
+            if reservation.outcome == "reserved":
+                batch.reserved.add(item.correlation_id)
+            elif reservation.outcome == "replay":
+                batch.replies[item.correlation_id] = Reply(
+                    item.correlation_id, reservation.status, data=reservation.data,
+                    message="replayed: the result of the first request with this key",
+                    replayed=True)
+            elif reservation.outcome == "in_flight":
+                batch.refuse(item, 409, "idempotency_in_progress",
+                             "a request with this idempotency key is still being processed")
+            else:
+                batch.refuse(item, 422, "idempotency_key_reused",
+                             "this idempotency key was used for a different request")
 
     def receiveMsg_UsersResolved(self, message: UsersResolved, sender: Any) -> None:
         batch = self._pending.get(message.batch_id)
@@ -195,7 +243,7 @@ class Gateway(ClarionActor):
         assert self.settings is not None and self._peers is not None
         batch.users = message.users
         render: list[RenderItem] = []
-        for item in batch.items:
+        for item in batch.open_items():
             user = message.users.get(item.user_id)
             if user is None:
                 batch.refuse(item, 404, "user_not_found", f"no user '{item.user_id}'")
@@ -219,7 +267,6 @@ class Gateway(ClarionActor):
             self._fail_open(batch, 503, message.error, "template storage is unavailable")
             return
         by_id = {i.correlation_id: i for i in batch.items}
-        outgoing: list[Outgoing] = []
         for rendering in message.results:
             item = by_id[rendering.correlation_id]
             if not rendering.ok:
@@ -238,36 +285,60 @@ class Gateway(ClarionActor):
                 notification_id, item.user_id, item.template_key, rendering.template_version,
                 rendering.language, item.priority, item.request_id, item.idempotency_key,
                 item.message_data, deliveries,
+                fingerprint(item) if item.idempotency_key else None,
             )
-            outgoing.extend(messages)
-        self._persist_and_publish(batch, outgoing)
+            batch.outgoing[item.correlation_id] = messages
+        self._persist_and_publish(batch)
 
-    def _persist_and_publish(self, batch: PendingBatch, outgoing: list[Outgoing]) -> None:
+    def _persist_and_publish(self, batch: PendingBatch) -> None:
         if not batch.accepted:
             self._finish(batch)
             return
         try:
-            notification_repo.insert_batch(self._conn(), list(batch.accepted.values()))
+            try:
+                notification_repo.insert_batch(self._conn(), list(batch.accepted.values()))
+            except notification_repo.DuplicateIdempotencyKey:
+                # Redis did not know the key (down, or flushed): the database did. Answer those
+                # items from what it holds, then write the rest.
+                self._answer_known_keys(batch)
+                notification_repo.insert_batch(self._conn(), list(batch.accepted.values()))
         except notification_repo.DuplicateIdempotencyKey:
-            # Rare: the key was used by a request that no cache knew of. The batch was rolled
-            # back; refuse it whole rather than guess which item collided.
-            self._fail_open(batch, 409, "idempotency_conflict",
-                            "a notification with this idempotency key already exists")
+            self._fail_open(batch, 409, "idempotency_in_progress",
+                            "a request with this idempotency key is being processed")
             return
         except psycopg.Error as exc:
             self.log.error("notification insert failed", extra={"error": str(exc)})
             self._fail_open(batch, 503, "storage_unavailable", "storage is unavailable, retry")
             return
+        if not batch.accepted:
+            self._finish(batch)
+            return
         assert self._peers is not None
         batch.stage = "publish"
-        self._outgoing[batch.batch_id] = outgoing
-        self.send(self._peers.publisher, PublishBatch(batch.batch_id, tuple(outgoing)))
+        outgoing = tuple(m for cid in batch.accepted for m in batch.outgoing[cid])
+        self.send(self._peers.publisher, PublishBatch(batch.batch_id, outgoing))
+
+    def _answer_known_keys(self, batch: PendingBatch) -> None:
+        keyed = {n.idempotency_key: cid for cid, n in batch.accepted.items() if n.idempotency_key}
+        known = notification_repo.by_idempotency_keys(self._conn(), keyed)
+        for key, row in known.items():
+            cid = keyed[key]
+            notification = batch.accepted.pop(cid)
+            if row["fingerprint"] != notification.request_fingerprint:
+                batch.replies[cid] = Reply(cid, 422, error_code="idempotency_key_reused",
+                                           message="this idempotency key was used for a"
+                                           " different request")
+                continue
+            batch.replies[cid] = Reply(cid, 202, data={
+                "notification_id": row["notification_id"], "status": row["status"],
+                "language": row["language"], "template_version": row["template_version"],
+                "request_id": row["request_id"],
+            }, message="replayed: the result of the first request with this key", replayed=True)
 
     def receiveMsg_Published(self, message: Published, sender: Any) -> None:
         batch = self._pending.get(message.batch_id)
         if batch is None or batch.stage != "publish":
             return
-        self._outgoing.pop(batch.batch_id, None)
         if not message.ok:
             # Not accepted, so not kept: the caller is told to retry, and a retry must not
             # find a half-made notification under its idempotency key.
@@ -306,11 +377,32 @@ class Gateway(ClarionActor):
 
     def _finish(self, batch: PendingBatch) -> None:
         self._pending.pop(batch.batch_id, None)
-        self._outgoing.pop(batch.batch_id, None)
         for item in batch.open_items():  # every item gets an answer, whatever happened
             batch.refuse(item, 500, "internal_error", "the request could not be completed")
         replies = tuple(batch.replies[i.correlation_id] for i in batch.items)
         self.send(batch.reply_to, Replies(batch.batch_id, replies))
+        self._settle_keys(batch)
+
+    def _settle_keys(self, batch: PendingBatch) -> None:
+        """Remember accepted requests under their keys; free the keys of refused ones."""
+        if not batch.reserved:
+            return
+        done, failed = [], []
+        for item in batch.items:
+            if item.correlation_id not in batch.reserved:
+                continue
+            reply = batch.replies[item.correlation_id]
+            if reply.status == 202:
+                done.append((item.idempotency_key or "", fingerprint(item), 202, reply.data))
+            else:
+                # Refused, or unknown (504): free the key. If the notification was written after
+                # all, the database's unique key answers the retry with it.
+                failed.append(item.idempotency_key or "")
+        try:
+            self._idempotency.complete(done)
+            self._idempotency.release(failed)
+        except redis.RedisError as exc:
+            self.log.warning("idempotency store unavailable", extra={"error": str(exc)})
 
     def on_tick(self) -> None:
         now = time.monotonic()

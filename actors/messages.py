@@ -132,6 +132,7 @@ class Reply:
     data: dict[str, Any] | None = None
     error_code: str | None = None
     message: str = ""
+    replayed: bool = False  # the stored answer to an earlier request with the same idempotency key
 
 
 @dataclass(frozen=True, slots=True)

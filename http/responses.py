@@ -38,6 +38,7 @@ def failure(status: int, code: str, message: str, details: Any = None,
 def from_reply(reply: Reply) -> EnvelopeResponse:
     """Shape an actor's Reply as an HTTP response."""
     if reply.status < 400:
-        return success(reply.data, reply.status, reply.message)
+        headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
+        return success(reply.data, reply.status, reply.message, headers=headers)
     headers = {"Retry-After": "1"} if reply.status == 503 else None
     return failure(reply.status, reply.error_code or "error", reply.message, reply.data, headers)

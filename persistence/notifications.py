@@ -56,6 +56,7 @@ class NewNotification:
     idempotency_key: str | None
     message_data: dict[str, Any]
     deliveries: tuple[NewDelivery, ...]
+    request_fingerprint: str | None = None
 
     @property
     def status(self) -> str:
@@ -90,12 +91,13 @@ def insert_batch(conn: psycopg.Connection, batch: Sequence[NewNotification]) -> 
             cur.executemany(
                 "INSERT INTO notifications (notification_id, user_id, template_key,"
                 " template_version, language, status, priority, request_id, idempotency_key,"
-                " message_data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " message_data, request_fingerprint)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (
                         n.notification_id, n.user_id, n.template_key, n.template_version,
                         n.language, n.status, n.priority, n.request_id, n.idempotency_key,
-                        Jsonb(n.message_data),
+                        Jsonb(n.message_data), n.request_fingerprint,
                     )
                     for n in batch
                 ],
@@ -117,6 +119,21 @@ def insert_batch(conn: psycopg.Connection, batch: Sequence[NewNotification]) -> 
         if exc.diag.constraint_name == "notifications_idempotency_key_key":
             raise DuplicateIdempotencyKey() from None
         raise
+
+
+def by_idempotency_keys(conn: psycopg.Connection,
+                        keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Existing notifications for these idempotency keys, by key."""
+    rows = conn.execute(
+        "SELECT idempotency_key, notification_id::text, request_fingerprint, status, language,"
+        " template_version, request_id FROM notifications WHERE idempotency_key = ANY(%s)",
+        (list(keys),),
+    )
+    return {
+        r[0]: {"notification_id": r[1], "fingerprint": r[2], "status": r[3], "language": r[4],
+               "template_version": r[5], "request_id": r[6]}
+        for r in rows
+    }
 
 
 def delete(conn: psycopg.Connection, notification_ids: Iterable[str]) -> None:

@@ -23,9 +23,12 @@ async def create_notification(request: Request) -> EnvelopeResponse:
     except BadRequest as exc:
         return exc.response
     key = request.headers.get("x-idempotency-key") or request.headers.get("idempotency-key")
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
-        return failure(422, "invalid_idempotency_key",
-                       "the idempotency key must be 1-255 printable ASCII characters")
+    if key is not None:
+        if not _IDEMPOTENCY_KEY.match(key):
+            return failure(422, "invalid_idempotency_key",
+                           "the idempotency key must be 1-255 printable ASCII characters")
+        # Keys are per client: two API clients may pick the same key without meeting.
+        key = f"{request.scope['state']['principal']}|{key}"
     item = NotificationRequest(
         correlation_id=uuid.uuid4().hex,
         user_id=body.user_id,

@@ -230,3 +230,53 @@ def test_health_reports_each_dependency_and_the_actors(stack: Stack) -> None:
     assert set(checks) == {"postgres", "redis", "rabbitmq", "actors"}
     assert all(c["status"] == "up" for c in checks.values())
     assert set(stack.actors()) == {"users", "templates", "publisher", "gateway", "email", "push"}
+
+
+def test_a_repeated_idempotency_key_replays_the_first_answer_and_sends_once(
+    stack: Stack, welcome_template: str
+) -> None:
+    user = make_user(stack)
+    client = stack.client()
+    body = {"user_id": user["user_id"], "template_key": welcome_template,
+            "message_data": {"name": "Ida", "code": "7"}}
+    key = {"X-Idempotency-Key": f"order-{uuid.uuid4()}"}
+    first = client.post("/v1/notifications", json=body, headers=key)
+    second = client.post("/v1/notifications", json=body, headers=key)
+    assert first.status_code == second.status_code == 202
+    assert second.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert second.json()["data"]["notification_id"] == first.json()["data"]["notification_id"]
+    stack.wait_for_status(first.json()["data"]["notification_id"], {"sent"})
+    assert len(stack.simulator.state.messages("email")) == 1
+
+    other = client.post("/v1/notifications", json={**body, "message_data": {"name": "X",
+                                                                            "code": "8"}},
+                        headers=key)
+    assert (other.status_code, other.json()["error"]) == (422, "idempotency_key_reused")
+    # The standard header name works too, and keys of different clients never meet.
+    standard = client.post("/v1/notifications", json=body,
+                           headers={"Idempotency-Key": key["X-Idempotency-Key"]})
+    assert standard.json()["data"]["notification_id"] == first.json()["data"]["notification_id"]
+
+
+def test_the_database_refuses_a_second_notification_for_a_key_redis_forgot(
+    stack: Stack, welcome_template: str
+) -> None:
+    import redis
+
+    user = make_user(stack)
+    client = stack.client()
+    body = {"user_id": user["user_id"], "template_key": welcome_template,
+            "message_data": {"name": "Rex", "code": "9"}}
+    key = f"forgotten-{uuid.uuid4()}"
+    first = client.post("/v1/notifications", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == 202
+    cache = redis.Redis.from_url(stack.settings.redis_url)
+    forgotten = [k for k in cache.scan_iter("clarion:idem:*") if k.decode().endswith(key)]
+    assert len(forgotten) == 1
+    cache.delete(*forgotten)
+
+    again = client.post("/v1/notifications", json=body, headers={"Idempotency-Key": key})
+    assert again.status_code == 202, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["data"]["notification_id"] == first.json()["data"]["notification_id"]
