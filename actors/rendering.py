@@ -21,6 +21,30 @@ MAX_OUTPUT_CHARS = 256 * 1024
 _CACHE_SIZE = 2048
 
 
+class _TooLarge(SecurityError):
+    """The template asked to build something larger than the output limit."""
+
+
+class _BoundedSandbox(SandboxedEnvironment):
+    """The Jinja2 sandbox, plus limits on what a hostile template can make it allocate.
+
+    The sandbox stops attribute tricks but not `{{ 'x' * 10**9 }}`, which would build a 1 GB
+    string before any output check ran and take the Templates actor down with it.
+    """
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (isinstance(seq, (str, list, tuple)) and isinstance(times, int)
+                        and len(seq) * times > MAX_OUTPUT_CHARS):
+                    raise _TooLarge("a repetition larger than the output limit")
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 128:
+            raise SecurityError("an exponent larger than 128")
+        return super().call_binop(context, operator, left, right)
+
+
 class RenderError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -39,8 +63,8 @@ class RenderedContent:
 
 class Renderer:
     def __init__(self) -> None:
-        self._text = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-        self._html = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+        self._text = _BoundedSandbox(undefined=StrictUndefined, autoescape=False)
+        self._html = _BoundedSandbox(undefined=StrictUndefined, autoescape=True)
         self._compiled: OrderedDict[tuple[str, str, int, str], JinjaTemplate] = OrderedDict()
 
     def _compile(self, template: Template, field: str, source: str, html: bool) -> JinjaTemplate:
@@ -64,12 +88,21 @@ class Renderer:
         except UndefinedError as exc:
             raise RenderError("template_variable_missing",
                               f"{field}: {exc.message}") from None
+        except _TooLarge as exc:
+            raise RenderError("template_output_too_large", f"{field}: {exc}") from None
         except SecurityError as exc:
             raise RenderError("template_unsafe", f"{field}: {exc}") from None
         except TemplateError as exc:
             raise RenderError("template_render_error", f"{field}: {exc}") from None
-        except (TypeError, ValueError, ArithmeticError) as exc:
-            raise RenderError("template_render_error", f"{field}: {exc}") from None
+        except MemoryError:
+            raise RenderError("template_output_too_large",
+                              f"{field}: the template asked for more memory than allowed") from None
+        except RecursionError:
+            raise RenderError("template_render_error", f"{field}: recursion too deep") from None
+        except Exception as exc:  # noqa: BLE001 - whatever a template does wrong is its error,
+            # never the actor's: one bad template must not fail the rest of the batch.
+            raise RenderError("template_render_error",
+                              f"{field}: {type(exc).__name__}: {exc}") from None
         if len(out) > MAX_OUTPUT_CHARS:
             raise RenderError("template_output_too_large",
                               f"{field}: rendered output exceeds {MAX_OUTPUT_CHARS} characters")

@@ -63,6 +63,8 @@ def _serve(settings: Settings) -> None:
         port=settings.http_port, workers=settings.http_workers,
         # An access line per request costs ~40 % of throughput; our own logs carry request ids.
         access_log=False, log_level="warning", timeout_graceful_shutdown=10,
+        # Keep our JSON logging (configured in each worker by app_factory) instead of uvicorn's.
+        log_config=None,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from thespian.actors import ActorAddress
 
-import clarion.actors.messages as messages
+from clarion.actors import messages
 from clarion.config.settings import Settings, load_settings
 from clarion.persistence.broker import Outgoing
 from clarion.persistence.records import Template, User

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from clarion.actors.rendering import (
@@ -14,7 +16,7 @@ from clarion.actors.rendering import (
 from clarion.persistence.records import Template
 
 
-def template(subject: str = "Hello {{ name }}", body: str = "Dear {{ name }}, welcome.",
+def template(*, subject: str = "Hello {{ name }}", body: str = "Dear {{ name }}, welcome.",
              html_body: str | None = None, push_title: str | None = None,
              push_body: str | None = None, key: str = "welcome", language: str = "en",
              version: int = 1) -> Template:
@@ -102,7 +104,8 @@ ESCAPES = [
 @pytest.mark.parametrize("field", ["subject", "body", "html_body", "push_title"])
 def test_the_sandbox_refuses_attribute_escapes_and_leaks_nothing(
         renderer: Renderer, source: str, field: str) -> None:
-    fields = {"subject": "s", "body": "b", "html_body": None, "push_title": None, field: source}
+    fields: dict[str, Any] = {"subject": "s", "body": "b", "html_body": None, "push_title": None,
+                              field: source}
     t = template(**fields)
 
     with pytest.raises(RenderError) as raised:
@@ -240,3 +243,29 @@ def test_check_syntax_reports_a_broken_expression_with_its_line() -> None:
 
 def test_check_syntax_does_not_render_so_an_undefined_variable_is_not_a_syntax_error() -> None:
     assert check_syntax("{{ never_defined.anywhere }}") is None
+
+
+# A stored template can fail in ways Jinja does not wrap in a TemplateError. Each must still come
+# back as a RenderError: anything else escapes the Templates actor's RenderBatch handler, Thespian
+# returns the batch as a PoisonMessage and the Gateway fails *every* item of it with a 500.
+UNWRAPPED_FAILURES = [
+    pytest.param("{{ 'x' * 10**15 }}", id="MemoryError-from-repetition"),
+    pytest.param("{{ name|center(10**15) }}", id="MemoryError-from-a-filter"),
+    pytest.param("{{ '{:>999999999999999}'.format(name) }}", id="MemoryError-from-format"),
+    pytest.param("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", id="RecursionError"),
+    pytest.param("{{ name.encode('no-such-codec') }}", id="LookupError"),
+    pytest.param("{{ name|truncate(-1) }}", id="AssertionError"),
+]
+
+
+@pytest.mark.parametrize("source", UNWRAPPED_FAILURES)
+def test_any_failure_of_a_template_comes_back_as_a_render_error(
+        renderer: Renderer, source: str) -> None:
+    assert check_syntax(source) is None  # such a template is accepted when it is created
+
+    with pytest.raises(RenderError) as raised:
+        renderer.render(template(body=source), {"name": "Ada"})
+
+    assert raised.value.code in {"template_render_error", "template_output_too_large",
+                                 "template_unsafe"}
+    assert raised.value.message.startswith("body: ")
