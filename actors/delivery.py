@@ -11,7 +11,7 @@ Each delivery actor consumes its own queue straight from RabbitMQ, inside the ac
 * Provider calls have real latency, so up to `delivery_concurrency` run at once on a thread pool.
 * Only the actor's own thread touches pika (its connections are not thread-safe): it acks after
   the outcome is committed to PostgreSQL, so a crash in between redelivers the message, and the
-  `delivered` check keeps a redelivered message from reaching the provider twice.
+  `still_queued` check keeps a redelivered message from reaching the provider twice.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ class ChannelDelivery(ClarionActor):
                 continue
             parsed.append((tag, message))
         try:
-            done = notification_repo.delivered(
+            waiting = notification_repo.still_queued(
                 self._conn(), [(m["notification_id"], self.CHANNEL) for _, m in parsed])
         except psycopg.Error as exc:
             # Cannot tell what was delivered already: hand the messages back and try later.
@@ -184,8 +184,10 @@ class ChannelDelivery(ClarionActor):
                 self._channel.basic_reject(tag, requeue=True)
             return
         for tag, message in parsed:
-            if (message["notification_id"], self.CHANNEL) in done:
-                # A redelivery of something already recorded (we crashed before the ack).
+            if (message["notification_id"], self.CHANNEL) not in waiting:
+                # Already recorded (a redelivery after a crash before the ack), or withdrawn.
+                self.log.info("not queued any more; acked without sending", extra={
+                    "actor": self.name, "notification_id": message["notification_id"]})
                 self._channel.basic_ack(tag)
                 continue
             self._in_flight += 1

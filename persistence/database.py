@@ -36,8 +36,9 @@ def ensure_database(url: str) -> bool:
             return False
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
-        except psycopg.errors.DuplicateDatabase:
-            return False  # another process created it meanwhile
+        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            # Another process created it meanwhile; losing that race surfaces as either error.
+            return False
         log.info("database created", extra={"database": name})
         return True
 

@@ -143,11 +143,13 @@ def delete(conn: psycopg.Connection, notification_ids: Iterable[str]) -> None:
                      (list(notification_ids),))
 
 
-def delivered(conn: psycopg.Connection, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which (notification_id, channel) pairs already reached a final state.
+def still_queued(conn: psycopg.Connection,
+                 keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (notification_id, channel) pairs are still waiting for delivery.
 
-    A message redelivered after a crash between the provider call and the ack must not reach the
-    provider again; this is the check.
+    A delivery actor sends only these. A message redelivered after a crash between the provider
+    call and the ack is already final, and one whose notification was withdrawn (the broker
+    failed the batch, the caller got a 503) has no row: neither may reach the provider.
     """
     pairs = list(keys)
     if not pairs:
@@ -155,7 +157,7 @@ def delivered(conn: psycopg.Connection, keys: Iterable[tuple[str, str]]) -> set[
     rows = conn.execute(
         "SELECT notification_id::text, channel FROM deliveries"
         " WHERE (notification_id, channel) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))"
-        " AND status IN ('sent', 'failed')",
+        " AND status = 'queued'",
         ([p[0] for p in pairs], [p[1] for p in pairs]),
     )
     return {(row[0], row[1]) for row in rows}
@@ -171,10 +173,16 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> No
         # at once would each derive the status before seeing the other's commit, and leave it
         # "queued" for ever. Locking in id order keeps concurrent batches from deadlocking.
         cur.execute(
-            "SELECT 1 FROM notifications WHERE notification_id = ANY(%s)"
+            "SELECT notification_id::text FROM notifications WHERE notification_id = ANY(%s)"
             " ORDER BY notification_id FOR UPDATE",
             (ids,),
         )
+        # A notification deleted meanwhile has nothing to record against; skipping it keeps
+        # one withdrawn notification from blocking the whole run.
+        present = {row[0] for row in cur.fetchall()}
+        outcomes = [o for o in outcomes if o.notification_id in present]
+        if not outcomes:
+            return
         cur.executemany(
             "INSERT INTO delivery_attempts (notification_id, channel, attempt, outcome, provider,"
             " provider_message_id, error_code, error, started_at)"
@@ -200,4 +208,4 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> No
                 for o in outcomes
             ],
         )
-        cur.execute(_DERIVE_STATUS, (ids,))
+        cur.execute(_DERIVE_STATUS, (sorted(present),))

@@ -40,7 +40,7 @@ async def notification(conn: AsyncConnection, notification_id: str) -> dict[str,
         " ORDER BY channel",
         (notification_id,),
     )
-    deliveries = {row.pop("channel"): row for row in await cur.fetchall()}
+    deliveries = {row.pop("channel"): {**row, "attempt_log": []} for row in await cur.fetchall()}
     await cur.execute(
         "SELECT channel, attempt, outcome, provider, provider_message_id, error_code, error,"
         " started_at, finished_at FROM delivery_attempts WHERE notification_id = %s"
@@ -48,7 +48,7 @@ async def notification(conn: AsyncConnection, notification_id: str) -> dict[str,
         (notification_id,),
     )
     for attempt in await cur.fetchall():
-        deliveries[attempt.pop("channel")].setdefault("attempt_log", []).append(attempt)
+        deliveries[attempt.pop("channel")]["attempt_log"].append(attempt)
     found["channels"] = deliveries
     return found
 

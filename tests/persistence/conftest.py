@@ -1,13 +1,15 @@
 """Fixtures for the storage tests: throwaway databases, async queries and a clean broker.
 
-Everything here runs against the real services of the top-level conftest (`test_settings`): a
-throwaway database is created next to `clarion_test` and dropped afterwards, and the broker
-fixtures purge the work queues and the DLQ before and after each test, never deleting them.
+Everything here runs against the real services of the top-level conftest (`test_settings`):
+throwaway databases (`clarion_mig_<random>`) and vhosts (`clarion_tmp_<random>`) are created for
+a test and removed afterwards, and the broker fixtures purge the session vhost's work queues and
+DLQ before and after each test, never deleting them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -90,3 +92,23 @@ def publisher(test_settings: Settings, amqp: pika.BlockingConnection) -> Iterato
         yield pub
     finally:
         pub.close()
+
+
+def _rabbitmqctl(*args: str) -> None:
+    result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
+                            timeout=60)
+    if result.returncode != 0:
+        pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
+
+
+@pytest.fixture(scope="module")
+def fresh_vhost_url(test_settings: Settings) -> Iterator[str]:
+    """The AMQP URL of a brand-new, empty vhost (`clarion_tmp_<random>`), deleted afterwards."""
+    vhost = f"clarion_tmp_{uuid.uuid4().hex[:12]}"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        base, _, _ = test_settings.amqp_url.rpartition("/")
+        yield f"{base}/{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)

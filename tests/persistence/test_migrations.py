@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from clarion.config.settings import Settings
 from clarion.persistence import database
@@ -87,3 +90,36 @@ def test_two_racing_migrations_both_succeed_and_apply_each_file_once(
     assert sorted(results[0] + results[1]) == _migration_names()
     assert _applied(fresh_database_url) == _migration_names()
     assert TABLES <= _tables(fresh_database_url)
+
+
+def test_racing_ensure_database_calls_create_the_database_once_and_none_fails(
+    test_settings: Settings,
+) -> None:
+    admin_url = make_conninfo(test_settings.database_url, dbname="postgres")
+    for _ in range(3):  # the race is lost nearly every time; three rounds make it certain
+        name = f"clarion_mig_{uuid.uuid4().hex[:12]}"
+        url = make_conninfo(test_settings.database_url, dbname=name)
+        start = threading.Barrier(4, timeout=10)
+        results: list[bool] = []
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                start.wait()
+                results.append(database.ensure_database(url))
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+        finally:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                             .format(sql.Identifier(name)))
+
+        assert not errors, errors
+        assert sorted(results) == [False, False, False, True]

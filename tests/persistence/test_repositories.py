@@ -332,7 +332,7 @@ def test_two_channels_recorded_at_the_same_moment_never_leave_the_notification_q
         assert _status(db, nid) == expected
 
 
-def test_delivered_reports_only_pairs_that_reached_sent_or_failed(
+def test_still_queued_reports_only_pairs_still_waiting_for_delivery(
     db: psycopg.Connection,
 ) -> None:
     sent = _notification(("email", "queued"), ("push", "skipped"))
@@ -342,14 +342,15 @@ def test_delivered_reports_only_pairs_that_reached_sent_or_failed(
                               _outcome(failed.notification_id, "email", False)])
     unknown = str(uuid.uuid4())
 
-    found = repo.delivered(db, [
+    found = repo.still_queued(db, [
         (sent.notification_id, "email"), (sent.notification_id, "push"),
         (failed.notification_id, "email"), (failed.notification_id, "push"),
         (unknown, "email"),
     ])
 
-    assert found == {(sent.notification_id, "email"), (failed.notification_id, "email")}
-    assert repo.delivered(db, []) == set()
+    # Sent, failed, skipped and unknown (withdrawn) deliveries are never sent again.
+    assert found == {(failed.notification_id, "push")}
+    assert repo.still_queued(db, []) == set()
 
 
 def test_a_duplicate_idempotency_key_rolls_back_the_whole_batch(db: psycopg.Connection) -> None:
@@ -401,6 +402,23 @@ def test_delete_removes_notifications_with_their_deliveries(db: psycopg.Connecti
     assert not _exists(db, gone.notification_id)
     assert _deliveries(db, gone.notification_id) == {}
     assert _exists(db, kept.notification_id)
+
+
+def test_an_outcome_for_a_deleted_notification_does_not_block_the_rest_of_its_run(
+    db: psycopg.Connection,
+) -> None:
+    orphan = _notification(("email", "queued"))
+    live = _notification(("email", "queued"))
+    repo.insert_batch(db, [orphan, live])
+    # The gateway deletes a batch the publisher reported as failed, though messages of it may
+    # already be in the queue (an UnroutableError, or a commit whose commit-ok was lost).
+    repo.delete(db, [orphan.notification_id])
+
+    repo.record_outcomes(db, [_outcome(orphan.notification_id, "email", True),
+                              _outcome(live.notification_id, "email", True)])
+
+    assert _status(db, live.notification_id) == "sent"
+    assert not _exists(db, orphan.notification_id)
 
 
 # API keys
