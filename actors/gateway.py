@@ -24,8 +24,6 @@ import redis
 
 from clarion.actors.base import ClarionActor
 from clarion.actors.messages import (
-    CreateTemplate,
-    CreateUser,
     NotificationRequest,
     Peers,
     PublishBatch,
@@ -37,7 +35,6 @@ from clarion.actors.messages import (
     Replies,
     Reply,
     SendBatch,
-    StatusRequest,
     UsersResolved,
     ResolveUsers,
 )
@@ -164,22 +161,20 @@ class Gateway(ClarionActor):
 
     def receiveMsg_SendBatch(self, message: SendBatch, sender: Any) -> None:
         notifications = [i for i in message.items if isinstance(i, NotificationRequest)]
-        commands = {
-            "users": [i for i in message.items if isinstance(i, CreateUser)],
-            "templates": [i for i in message.items if isinstance(i, CreateTemplate)],
-        }
-        status = [i for i in message.items if isinstance(i, StatusRequest)]
-        if status:
-            self.send(self.parent, SendBatch(message.batch_id, tuple(status), message.reply_to))
-        peers = self._peers
+        commands: dict[str, list[Any]] = {}
+        for item in message.items:
+            owner = getattr(type(item), "OWNER", None)
+            if owner is not None:
+                commands.setdefault(owner, []).append(item)
+            elif not isinstance(item, NotificationRequest):
+                self.log.warning("unroutable item dropped",
+                                 extra={"item_type": type(item).__name__})
         for owner, items in commands.items():
-            if not items:
-                continue
-            if peers is None:
+            target = self.parent if owner == "supervisor" else getattr(self._peers, owner, None)
+            if target is None:
                 self._unavailable(message, items)
             else:
-                self.send(getattr(peers, owner),
-                          SendBatch(message.batch_id, tuple(items), message.reply_to))
+                self.send(target, SendBatch(message.batch_id, tuple(items), message.reply_to))
         if notifications:
             self._start(message, notifications)
 

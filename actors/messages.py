@@ -19,7 +19,7 @@ the Gateway hands each to the actor that owns it, which answers the bridge direc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from clarion.config.settings import Settings
 from clarion.persistence.broker import Outgoing
@@ -89,8 +89,13 @@ class NotificationRequest:
     idempotency_key: str | None = None
 
 
+# Management commands name the actor that owns them (`OWNER`): the Gateway hands each one there,
+# and that actor answers the bridge directly. A new command needs no change in the Gateway.
+
+
 @dataclass(frozen=True, slots=True)
 class CreateUser:
+    OWNER: ClassVar[str] = "users"
     correlation_id: str
     user: User
 
@@ -99,6 +104,7 @@ class CreateUser:
 class CreateTemplate:
     """Create version 1 of a key in a language, or (`new_version`) the next version."""
 
+    OWNER: ClassVar[str] = "templates"
     correlation_id: str
     template: Template
     new_version: bool = False
@@ -108,6 +114,7 @@ class CreateTemplate:
 class StatusRequest:
     """Ask the Supervisor for the actor tree (names, pids, restarts)."""
 
+    OWNER: ClassVar[str] = "supervisor"
     correlation_id: str
 
 
