@@ -9,9 +9,14 @@ Each delivery actor consumes its own queue straight from RabbitMQ, inside the ac
 * The actor returns `ThespianWatch([amqp_fd, wake_fd])` after every message, so it is woken when
   the broker sends something and when a provider call finishes, and never blocks its mailbox.
 * Provider calls have real latency, so up to `delivery_concurrency` run at once on a thread pool.
-* Only the actor's own thread touches pika (its connections are not thread-safe): it acks after
-  the outcome is committed to PostgreSQL, so a crash in between redelivers the message, and the
-  `still_queued` check keeps a redelivered message from reaching the provider twice.
+* Only the actor's own thread touches pika (its connections are not thread-safe).
+* After an attempt: a passing failure is republished to a delay queue (attempt + 1), a final one
+  to failed.queue and the dead letters; the outcome is committed to PostgreSQL; then the message
+  is acked. A crash anywhere in between redelivers it, and the `pending_attempts` check keeps an
+  attempt already recorded from reaching the provider twice. Nothing is lost; in the narrow window
+  between a republish and its record an attempt can repeat.
+* A circuit breaker per provider: after repeated passing failures the actor stops consuming (the
+  messages wait in the queue, their attempts unspent) and tries one message after the timeout.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from clarion.actors.providers.base import DeliveryResult, Provider
 from clarion.persistence import broker, database
 from clarion.persistence import notifications as notification_repo
 from clarion.persistence.notifications import Outcome
+from clarion.supervision.breaker import CLOSED, OPEN, CircuitBreaker
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,17 +72,23 @@ class ChannelDelivery(ClarionActor):
         self._provider = self.make_provider()
         self._pool = ThreadPoolExecutor(self.settings.delivery_concurrency,
                                         thread_name_prefix=f"{self.CHANNEL}-send")
+        self._breaker = CircuitBreaker(
+            self._provider.name, self.settings.breaker_failure_threshold,
+            self.settings.breaker_reset_timeout, on_change=self._breaker_changed)
         # Worker threads report completions here and write a byte to wake the actor.
         self._finished: deque[Finished] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._wake_lock = threading.Lock()
         self._arrived: list[tuple[int, bytes]] = []
         self._in_flight = 0
-        self._unrecorded: list[Finished] = []  # outcomes not yet committed (database down)
+        self._unsettled: list[Finished] = []  # outcomes not yet committed (broker/db down)
         self._db: psycopg.Connection | None = None
         self._amqp: pika.BlockingConnection | None = None
-        self._channel: Any = None
+        self._channel: Any = None  # consumes and acks
+        self._republish: Any = None  # confirm mode: retries and dead letters
+        self._consumer_tag: str | None = None
         # Delivery tags restart at 1 on every connection: never ack an old tag on a new one.
         self._generation = 0
         self._connect_broker()
@@ -96,19 +108,47 @@ class ChannelDelivery(ClarionActor):
             self._amqp = broker.connect(self.settings.amqp_url, f"clarion-{self.CHANNEL}-delivery")
             channel = self._amqp.channel()
             broker.declare_topology(channel)
-            channel.basic_qos(prefetch_count=self.settings.delivery_prefetch)
-            channel.basic_consume(broker.WORK_QUEUES[self.CHANNEL], self._on_delivery)
-            self._channel = channel
+            republish = self._amqp.channel()
+            republish.confirm_delivery()
+            self._channel, self._republish = channel, republish
             self._generation += 1
-            self.log.info("consuming", extra={"actor": self.name,
-                                              "queue": broker.WORK_QUEUES[self.CHANNEL]})
+            if self._breaker.state != OPEN:
+                self._consume()
         except pika.exceptions.AMQPError as exc:
             self.log.error("broker connection failed", extra={"actor": self.name,
                                                               "error": repr(exc)})
             self._close_broker()
 
+    def _consume(self) -> None:
+        assert self.settings is not None
+        # While the breaker is half-open, one message at a time: that one is the trial.
+        prefetch = 1 if self._breaker.state != CLOSED else self.settings.delivery_prefetch
+        self._channel.basic_qos(prefetch_count=prefetch)
+        self._consumer_tag = self._channel.basic_consume(broker.WORK_QUEUES[self.CHANNEL],
+                                                         self._on_delivery)
+        self.log.info("consuming", extra={"actor": self.name, "prefetch": prefetch,
+                                          "queue": broker.WORK_QUEUES[self.CHANNEL]})
+
+    def _pause(self) -> None:
+        """Stop taking messages (the breaker opened): they wait in the queue, attempts unspent."""
+        if self._channel is None or self._consumer_tag is None:
+            return
+        try:
+            # pika nacks (requeues) whatever it had not handed to our callback yet.
+            self._channel.basic_cancel(self._consumer_tag)
+            for tag, _ in self._arrived:
+                self._channel.basic_nack(tag, requeue=True)
+        except pika.exceptions.AMQPError:
+            self._close_broker()
+        self._arrived.clear()
+        self._consumer_tag = None
+        self.log.warning("paused: provider breaker open", extra={
+            "actor": self.name, "retry_after": round(self._breaker.retry_after(), 1)})
+
     def _close_broker(self) -> None:
-        conn, self._amqp, self._channel = self._amqp, None, None
+        conn, self._amqp, self._channel, self._republish = self._amqp, None, None, None
+        self._consumer_tag = None
+        self._arrived.clear()  # unacked: the broker gives them to a consumer again
         if conn is not None and conn.is_open:
             try:
                 conn.close()
@@ -131,6 +171,11 @@ class ChannelDelivery(ClarionActor):
                 pass
         return filenos
 
+    def _breaker_changed(self, name: str, old: str, new: str) -> None:
+        log = self.log.warning if new == OPEN else self.log.info
+        log("breaker state changed", extra={"actor": self.name, "dependency": name,
+                                            "from": old, "to": new})
+
     # -- events -------------------------------------------------------------------------------
 
     def receiveMsg_WatchMessage(self, message: Any, sender: Any) -> None:
@@ -139,6 +184,11 @@ class ChannelDelivery(ClarionActor):
     def on_tick(self) -> None:
         if self._amqp is None:
             self._connect_broker()
+        elif self._consumer_tag is None and self._breaker.retry_after() == 0:
+            try:
+                self._consume()  # the breaker's timeout passed: take one message as the trial
+            except pika.exceptions.AMQPError:
+                self._close_broker()
         self._pump()  # also serves AMQP heartbeats while idle
 
     def _pump(self) -> None:
@@ -149,9 +199,7 @@ class ChannelDelivery(ClarionActor):
             except pika.exceptions.AMQPError as exc:
                 self.log.error("broker connection lost", extra={"actor": self.name,
                                                                 "error": repr(exc)})
-                # Whatever was in flight will be redelivered to a consumer; drop our tags.
                 self._close_broker()
-                self._arrived.clear()
         self._start_arrived()
         self._drain_wakeups()
         self._complete()
@@ -162,7 +210,7 @@ class ChannelDelivery(ClarionActor):
 
     def _start_arrived(self) -> None:
         arrived, self._arrived = self._arrived, []
-        if not arrived:
+        if not arrived or self._channel is None:
             return
         parsed: list[tuple[int, dict[str, Any]]] = []
         for tag, body in arrived:
@@ -175,21 +223,27 @@ class ChannelDelivery(ClarionActor):
                 continue
             parsed.append((tag, message))
         try:
-            waiting = notification_repo.still_queued(
+            pending = notification_repo.pending_attempts(
                 self._conn(), [(m["notification_id"], self.CHANNEL) for _, m in parsed])
         except psycopg.Error as exc:
             # Cannot tell what was delivered already: hand the messages back and try later.
             self.log.error("delivery check failed", extra={"actor": self.name, "error": str(exc)})
             for tag, _ in parsed:
-                self._channel.basic_reject(tag, requeue=True)
+                self._channel.basic_nack(tag, requeue=True)
             return
-        for tag, message in parsed:
-            if (message["notification_id"], self.CHANNEL) not in waiting:
-                # Already recorded (a redelivery after a crash before the ack), or withdrawn.
-                self.log.info("not queued any more; acked without sending", extra={
+        for i, (tag, message) in enumerate(parsed):
+            done = pending.get((message["notification_id"], self.CHANNEL))
+            if done is None or int(message.get("attempt", 1)) <= done:
+                # Recorded already (a redelivery after a crash before the ack), or withdrawn.
+                self.log.info("not pending any more; acked without sending", extra={
                     "actor": self.name, "notification_id": message["notification_id"]})
                 self._channel.basic_ack(tag)
                 continue
+            if not self._breaker.allow():
+                for later_tag, _ in parsed[i:]:
+                    self._channel.basic_nack(later_tag, requeue=True)
+                self._pause()
+                return
             self._in_flight += 1
             work = InFlight(tag, self._generation, message, time.time())
             self._pool.submit(self._send, work)
@@ -216,59 +270,112 @@ class ChannelDelivery(ClarionActor):
         except (BlockingIOError, OSError):
             pass
 
+    # -- finishing attempts -------------------------------------------------------------------
+
+    def _outcome(self, f: Finished) -> Outcome:
+        """What to record for a finished attempt, and whether it is retried."""
+        assert self.settings is not None
+        attempt = int(f.message.get("attempt", 1))
+        result = f.result
+        retry_in = None
+        dead = None
+        if not result.ok:
+            if not result.permanent and attempt < self.settings.delivery_max_attempts:
+                wanted = max(broker.RETRY_DELAYS[min(attempt, len(broker.RETRY_DELAYS)) - 1],
+                             result.retry_after or 0)
+                retry_in = float(broker.ladder_delay(wanted))
+            else:
+                dead = f.message
+        return Outcome(
+            f.message["notification_id"], self.CHANNEL, attempt, result.ok,
+            self._provider.name, f.started_at, result.provider_message_id, result.error_code,
+            result.error, retry_in, dead,
+        )
+
     def _complete(self) -> None:
         while self._finished:
-            self._unrecorded.append(self._finished.popleft())
-        if not self._unrecorded:
+            f = self._finished.popleft()
+            self._in_flight -= 1
+            self._judge(f.result)
+            self._unsettled.append(f)
+        if not self._unsettled:
             return
-        finished = self._unrecorded
-        outcomes = [
-            Outcome(
-                f.message["notification_id"], self.CHANNEL, int(f.message.get("attempt", 1)),
-                f.result.ok, self.provider_name, f.started_at, f.result.provider_message_id,
-                f.result.error_code, f.result.error,
-            )
-            for f in finished
-        ]
+        finished, self._unsettled = self._unsettled, []
+        outcomes = [self._outcome(f) for f in finished]
         try:
+            # 1. The retry copies and dead letters, confirmed by the broker first: if we crash
+            #    after this, the original is redelivered (a repeat, never a loss).
+            for f, o in zip(finished, outcomes):
+                if not o.ok:
+                    self._republish_copy(f, o)
+            # 2. The outcomes, in one transaction.
             notification_repo.record_outcomes(self._conn(), outcomes)
-        except psycopg.Error as exc:
-            # Keep them (and their unacked messages) until the database is back.
-            self.log.error("recording outcomes failed", extra={"actor": self.name,
-                                                               "error": str(exc)})
+        except (pika.exceptions.AMQPError, psycopg.Error) as exc:
+            self.log.error("settling outcomes failed; will retry", extra={
+                "actor": self.name, "error": repr(exc)})
+            if isinstance(exc, pika.exceptions.AMQPError):
+                self._close_broker()
+            self._unsettled = finished + self._unsettled
             return
-        self._unrecorded = []
-        self._in_flight -= len(finished)
-        for f in finished:
-            self._log_outcome(f)
+        # 3. The acks.
+        for f, o in zip(finished, outcomes):
+            self._log_outcome(f, o)
             if self._channel is None or f.generation != self._generation:
                 continue  # its connection went: the message comes back, and the check acks it
             try:
-                if f.result.ok:
-                    self._channel.basic_ack(f.tag)
-                else:
-                    # Retries with backoff come with the resilience work; for now a failed
-                    # delivery goes to the dead-letter queue with its reason in the database.
-                    self._channel.basic_reject(f.tag, requeue=False)
+                self._channel.basic_ack(f.tag)
             except pika.exceptions.AMQPError:
                 self._close_broker()
 
-    def _log_outcome(self, f: Finished) -> None:
-        fields = {"actor": self.name, "channel": self.CHANNEL,
-                  "notification_id": f.message["notification_id"],
-                  "request_id": f.message.get("request_id"),
-                  "provider": self.provider_name,
-                  "latency_ms": round((time.time() - f.started_at) * 1000, 1)}
-        if f.result.ok:
-            self.log.info("delivered", extra=fields)
-        else:
-            self.log.warning("delivery failed", extra={**fields, "error_code": f.result.error_code,
-                                                       "error": f.result.error})
+    def _judge(self, result: DeliveryResult) -> None:
+        """Feed the breaker: only passing failures say the provider is unwell."""
+        if result.ok or result.permanent:
+            was = self._breaker.state
+            self._breaker.success()
+            if was != CLOSED and self._channel is not None and self._consumer_tag is not None:
+                assert self.settings is not None
+                self._channel.basic_qos(prefetch_count=self.settings.delivery_prefetch)
+            return
+        self._breaker.failure()
+        if self._breaker.state == OPEN:
+            self._pause()
 
-    @property
-    def provider_name(self) -> str:
-        return self._provider.name
+    def _republish_copy(self, f: Finished, o: Outcome) -> None:
+        if self._republish is None:
+            raise pika.exceptions.AMQPConnectionError("no broker connection")
+        if o.retry_in is not None:
+            queue = broker.retry_queue(self.CHANNEL, int(o.retry_in))
+            body = {**f.message, "attempt": o.attempt + 1}
+            headers = {"x-attempt": o.attempt + 1, "x-last-error": o.error_code or ""}
+        else:
+            queue = broker.FAILED_QUEUE
+            body = f.message
+            headers = {"x-attempts": o.attempt, "x-error-code": o.error_code or "",
+                       "x-error": (o.error or "")[:500], "x-channel": self.CHANNEL}
+        headers["x-notification-id"] = f.message["notification_id"]
+        headers["x-request-id"] = f.message.get("request_id") or ""
+        self._republish.basic_publish(
+            "", queue, json.dumps(body).encode(),
+            pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent,
+                                 content_type="application/json", headers=headers),
+            mandatory=True,
+        )
+
+    def _log_outcome(self, f: Finished, o: Outcome) -> None:
+        fields = {"actor": self.name, "channel": self.CHANNEL,
+                  "notification_id": o.notification_id, "request_id": f.message.get("request_id"),
+                  "provider": o.provider, "attempt": o.attempt,
+                  "latency_ms": round((time.time() - f.started_at) * 1000, 1)}
+        if o.ok:
+            self.log.info("delivered", extra=fields)
+        elif o.retry_in is not None:
+            self.log.warning("delivery failed; will retry", extra={
+                **fields, "error_code": o.error_code, "retry_in": o.retry_in})
+        else:
+            self.log.error("delivery failed for good; dead-lettered", extra={
+                **fields, "error_code": o.error_code, "error": o.error})
 
     def status(self) -> dict[str, Any]:
-        return {"in_flight": self._in_flight, "consuming": self._amqp is not None,
-                "pid": os.getpid(), "provider": self.provider_name}
+        return {"in_flight": self._in_flight, "consuming": self._consumer_tag is not None,
+                "pid": os.getpid(), "provider": self._provider.name,
+                "breaker": self._breaker.snapshot()}

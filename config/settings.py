@@ -70,6 +70,19 @@ class Settings(BaseSettings):
     delivery_concurrency: int = Field(32, ge=1, le=512)
     # Messages RabbitMQ hands a delivery actor before it acks: enough to keep every slot busy.
     delivery_prefetch: int = Field(64, ge=1, le=10_000)
+    # Attempts per delivery before it becomes a dead letter (passing failures only; a
+    # permanent one, such as an invalid address, is a dead letter at once).
+    delivery_max_attempts: int = Field(3, ge=1, le=20)
+
+    # Circuit breakers (per actor, per dependency): open after this many consecutive failures,
+    # let one trial call through after the timeout.
+    breaker_failure_threshold: int = Field(5, ge=1, le=1000)
+    breaker_reset_timeout: float = Field(60.0, gt=0, le=3600)
+
+    # Supervisor restart intensity: at most this many restarts of one child in the window,
+    # then it is left down and reported failed.
+    restart_max: int = Field(10, ge=1, le=1000)
+    restart_window: float = Field(60.0, gt=0, le=86_400)
 
     @field_validator("default_language")
     @classmethod

@@ -3,6 +3,11 @@
     exchange `notifications` (direct, durable)
       ├─ routing key "email" → email.queue ─┐ dead-letters (rejected, not requeued)
       └─ routing key "push"  → push.queue  ─┴→ failed.queue  (the DLQ: 24 h TTL, 10,000 max)
+
+    email.retry.1s, email.retry.5s, ... push.retry.600s   (the delay ladder)
+      a delivery that failed for a passing reason is published to the shortest delay queue
+      that waits long enough; when its TTL expires it dead-letters back to the exchange with
+      its channel's routing key, into the work queue again, with its attempt count in a header.
 """
 
 from __future__ import annotations
@@ -22,6 +27,19 @@ CHANNELS = tuple(WORK_QUEUES)
 
 DLQ_TTL_MS = 24 * 3600 * 1000
 DLQ_MAX_LENGTH = 10_000
+
+# One queue per delay: RabbitMQ expires messages only at the head of a queue, so a queue must
+# hold one TTL (a 1 s message behind a 600 s one would wait 600 s).
+RETRY_DELAYS = (1, 5, 30, 120, 600)
+
+
+def retry_queue(channel: str, delay: int) -> str:
+    return f"{channel}.retry.{delay}s"
+
+
+def ladder_delay(seconds: float) -> int:
+    """The shortest delay of the ladder that waits at least `seconds` (the longest if none)."""
+    return next((d for d in RETRY_DELAYS if d >= seconds), RETRY_DELAYS[-1])
 
 
 def connection_parameters(url: str, name: str) -> pika.URLParameters:
@@ -65,6 +83,17 @@ def declare_topology(channel: BlockingChannel) -> None:
             },
         )
         channel.queue_bind(queue, EXCHANGE, routing_key=routing_key)
+        for delay in RETRY_DELAYS:
+            channel.queue_declare(
+                retry_queue(routing_key, delay),
+                durable=True,
+                arguments={
+                    # This HAS to be one value per queue: messages expire in order.
+                    "x-message-ttl": delay * 1000,
+                    "x-dead-letter-exchange": EXCHANGE,
+                    "x-dead-letter-routing-key": routing_key,
+                },
+            )
 
 
 @dataclass(frozen=True, slots=True)

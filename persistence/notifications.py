@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 # Notification status, derived from its deliveries:
-#   queued          some channel is still on its way
+#   queued          some channel is still on its way (queued, or retrying after a passing failure)
 #   sent            every channel that was not skipped was delivered
 #   failed          no channel was delivered
 #   partially_sent  some channels delivered, others failed
@@ -24,7 +24,7 @@ _DERIVE_STATUS = """
 UPDATE notifications AS n
    SET status = d.status, updated_at = now()
   FROM (SELECT notification_id,
-               CASE WHEN bool_or(status = 'queued') THEN 'queued'
+               CASE WHEN bool_or(status IN ('queued', 'retrying')) THEN 'queued'
                     WHEN bool_and(status IN ('sent', 'skipped')) AND bool_or(status = 'sent')
                          THEN 'sent'
                     WHEN bool_or(status = 'sent') THEN 'partially_sent'
@@ -65,7 +65,11 @@ class NewNotification:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How one delivery attempt ended, as a delivery actor reports it."""
+    """How one delivery attempt ended, as a delivery actor reports it.
+
+    A failed attempt is either retried (`retry_in` seconds later) or final: then `dead_message`
+    (the broker message) is kept as a dead letter for operators.
+    """
 
     notification_id: str
     channel: str
@@ -76,6 +80,14 @@ class Outcome:
     provider_message_id: str | None = None
     error_code: str | None = None
     error: str | None = None
+    retry_in: float | None = None
+    dead_message: dict[str, Any] | None = None
+
+    @property
+    def delivery_status(self) -> str:
+        if self.ok:
+            return "sent"
+        return "retrying" if self.retry_in is not None else "failed"
 
 
 class DuplicateIdempotencyKey(Exception):
@@ -143,24 +155,25 @@ def delete(conn: psycopg.Connection, notification_ids: Iterable[str]) -> None:
                      (list(notification_ids),))
 
 
-def still_queued(conn: psycopg.Connection,
-                 keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which (notification_id, channel) pairs are still waiting for delivery.
+def pending_attempts(conn: psycopg.Connection,
+                     keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """For the (notification_id, channel) pairs still waiting for delivery: attempts made so far.
 
-    A delivery actor sends only these. A message redelivered after a crash between the provider
-    call and the ack is already final, and one whose notification was withdrawn (the broker
-    failed the batch, the caller got a 503) has no row: neither may reach the provider.
+    A delivery actor sends a message only if its pair is here and the message's attempt is
+    beyond the attempts recorded. So a message redelivered after a crash between the provider
+    call and the ack (its outcome already recorded) does not reach the provider twice, and a
+    withdrawn notification (the broker failed its batch, the caller got a 503) has no row.
     """
     pairs = list(keys)
     if not pairs:
-        return set()
+        return {}
     rows = conn.execute(
-        "SELECT notification_id::text, channel FROM deliveries"
+        "SELECT notification_id::text, channel, attempts FROM deliveries"
         " WHERE (notification_id, channel) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))"
-        " AND status = 'queued'",
+        " AND status IN ('queued', 'retrying')",
         ([p[0] for p in pairs], [p[1] for p in pairs]),
     )
-    return {(row[0], row[1]) for row in rows}
+    return {(row[0], row[1]): int(row[2]) for row in rows}
 
 
 def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> None:
@@ -197,15 +210,27 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> No
             ],
         )
         cur.executemany(
-            "UPDATE deliveries SET status = %s, attempts = attempts + 1, provider = %s,"
-            " provider_message_id = %s, error_code = %s, error = %s, finished_at = now()"
+            # attempts = the attempt's number, not +1: recording one twice changes nothing.
+            "UPDATE deliveries SET status = %s, attempts = GREATEST(attempts, %s), provider = %s,"
+            " provider_message_id = %s, error_code = %s, error = %s,"
+            " next_attempt_at = now() + make_interval(secs => %s),"
+            " finished_at = CASE WHEN %s = 'retrying' THEN NULL ELSE now() END"
             " WHERE notification_id = %s AND channel = %s",
             [
                 (
-                    "sent" if o.ok else "failed", o.provider, o.provider_message_id,
-                    o.error_code, o.error, o.notification_id, o.channel,
+                    o.delivery_status, o.attempt, o.provider, o.provider_message_id,
+                    o.error_code, o.error, o.retry_in, o.delivery_status,
+                    o.notification_id, o.channel,
                 )
                 for o in outcomes
             ],
         )
+        dead = [o for o in outcomes if o.dead_message is not None]
+        if dead:
+            cur.executemany(
+                "INSERT INTO dead_letters (notification_id, channel, message, attempts,"
+                " error_code, error) VALUES (%s, %s, %s, %s, %s, %s)",
+                [(o.notification_id, o.channel, Jsonb(o.dead_message), o.attempt, o.error_code,
+                  o.error) for o in dead],
+            )
         cur.execute(_DERIVE_STATUS, (sorted(present),))

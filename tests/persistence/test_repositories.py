@@ -332,7 +332,7 @@ def test_two_channels_recorded_at_the_same_moment_never_leave_the_notification_q
         assert _status(db, nid) == expected
 
 
-def test_still_queued_reports_only_pairs_still_waiting_for_delivery(
+def test_pending_attempts_reports_only_pairs_still_waiting_for_delivery(
     db: psycopg.Connection,
 ) -> None:
     sent = _notification(("email", "queued"), ("push", "skipped"))
@@ -342,15 +342,15 @@ def test_still_queued_reports_only_pairs_still_waiting_for_delivery(
                               _outcome(failed.notification_id, "email", False)])
     unknown = str(uuid.uuid4())
 
-    found = repo.still_queued(db, [
+    found = repo.pending_attempts(db, [
         (sent.notification_id, "email"), (sent.notification_id, "push"),
         (failed.notification_id, "email"), (failed.notification_id, "push"),
         (unknown, "email"),
     ])
 
     # Sent, failed, skipped and unknown (withdrawn) deliveries are never sent again.
-    assert found == {(failed.notification_id, "push")}
-    assert repo.still_queued(db, []) == set()
+    assert found == {(failed.notification_id, "push"): 0}
+    assert repo.pending_attempts(db, []) == {}
 
 
 def test_a_duplicate_idempotency_key_rolls_back_the_whole_batch(db: psycopg.Connection) -> None:
