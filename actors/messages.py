@@ -148,6 +148,82 @@ class Replies:
     replies: tuple[Reply, ...]
 
 
+# Users and templates management (the users and templates API), owned as `OWNER` says.
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateUser:
+    """Change some of a user's fields (`PATCH`): `changes` holds only those, None clearing an
+    optional one; its `preferences` are merged into the stored ones key by key."""
+
+    OWNER: ClassVar[str] = "users"
+    correlation_id: str
+    user_id: str
+    changes: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteUser:
+    """Delete a user's profile; the notifications sent to them keep their history."""
+
+    OWNER: ClassVar[str] = "users"
+    correlation_id: str
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddPushToken:
+    """Register a push token for a user (idempotent)."""
+
+    OWNER: ClassVar[str] = "users"
+    correlation_id: str
+    user_id: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemovePushToken:
+    OWNER: ClassVar[str] = "users"
+    correlation_id: str
+    user_id: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreateTemplateVersion:
+    """`CreateTemplate` with the variables the template declares (None: it declares none): the
+    Templates actor refuses a template that uses a variable outside the declared ones."""
+
+    OWNER: ClassVar[str] = "templates"
+    correlation_id: str
+    template: Template
+    variables: tuple[str, ...] | None = None
+    new_version: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RetireTemplate:
+    """Retire every version of a key: nothing renders it any more; sent notifications keep
+    their rendered content."""
+
+    OWNER: ClassVar[str] = "templates"
+    correlation_id: str
+    template_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewTemplate:
+    """Render a template without sending anything: in `language`, its base (pt-BR → pt), or
+    the default language, whichever exists first; the latest version unless `version`."""
+
+    OWNER: ClassVar[str] = "templates"
+    correlation_id: str
+    template_key: str
+    variables: dict[str, Any]
+    language: str | None = None
+    version: int | None = None
+
+
 # --- the Gateway's pipeline -----------------------------------------------------------------
 
 
@@ -216,3 +292,28 @@ class Published:
     batch_id: str
     ok: bool
     error: str | None = None
+
+
+# --- dead letters (owned by the Publisher: it holds the broker connection) -----------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayDeadLetters:
+    """Put dead letters back on their work queue with a fresh attempt count.
+
+    `ids` None: every dead letter matching `channel` and `error_code` (up to `limit`).
+    """
+
+    OWNER: ClassVar[str] = "publisher"
+    correlation_id: str
+    ids: tuple[int, ...] | None = None
+    channel: str | None = None
+    error_code: str | None = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardDeadLetter:
+    OWNER: ClassVar[str] = "publisher"
+    correlation_id: str
+    dead_letter_id: int

@@ -2,41 +2,129 @@
 
 Takes:   PublishBatch → answers Published (the sender: the Gateway) once the broker committed
          the whole batch, or refused it.
+         SendBatch of ReplayDeadLetters / DiscardDeadLetter (operators, via the Gateway) →
+         answers Replies to the batch's `reply_to`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+
 from clarion.actors.base import ClarionActor
-from clarion.actors.messages import PublishBatch, Published
-from clarion.persistence.broker import BatchPublisher, PublishError, UnroutableError
+from clarion.actors.messages import (
+    DiscardDeadLetter,
+    PublishBatch,
+    Published,
+    Replies,
+    ReplayDeadLetters,
+    Reply,
+    SendBatch,
+)
+from clarion.persistence import database, dead_letters
+from clarion.persistence.broker import BatchPublisher, Outgoing, PublishError, UnroutableError
 
 
 class Publisher(ClarionActor):
     def setup(self) -> None:
         assert self.settings is not None
         self._publisher = BatchPublisher(self.settings.amqp_url, "clarion-publisher")
+        self._db: psycopg.Connection | None = None
 
     def teardown(self) -> None:
         if hasattr(self, "_publisher"):
             self._publisher.close()
+        if getattr(self, "_db", None) is not None:
+            self._db.close()
+
+    def _conn(self) -> psycopg.Connection:
+        assert self.settings is not None
+        if self._db is None or self._db.closed or self._db.broken:
+            self._db = database.connect(self.settings.database_url, autocommit=True)
+        return self._db
 
     def on_tick(self) -> None:
         self._publisher.keep_alive()
 
     def receiveMsg_PublishBatch(self, message: PublishBatch, sender: Any) -> None:
+        error = self._publish(message.messages)
+        self.send(sender, Published(message.batch_id, error is None, error=error))
+
+    def _publish(self, messages: tuple[Outgoing, ...] | list[Outgoing]) -> str | None:
+        """Publish and commit; the error if the broker did not take them."""
+        error = "not attempted"
         # One retry on a fresh connection: the usual failure is a connection the broker closed
         # while we were idle, which a reconnect cures at once.
         for attempt in (1, 2):
             try:
-                self._publisher.publish(message.messages)
+                self._publisher.publish(messages)
             except PublishError as exc:
                 self.log.warning("publish failed", extra={"attempt": attempt, "error": str(exc)})
                 error = str(exc)
                 if isinstance(exc, UnroutableError):
                     break  # committed already: publishing again would duplicate the rest
                 continue
-            self.send(sender, Published(message.batch_id, True))
-            return
-        self.send(sender, Published(message.batch_id, False, error=error))
+            return None
+        return error
+
+    # -- dead letters -------------------------------------------------------------------------
+
+    def receiveMsg_SendBatch(self, message: SendBatch, sender: Any) -> None:
+        replies = []
+        for item in message.items:
+            if isinstance(item, ReplayDeadLetters):
+                replies.append(self._replay(item))
+            elif isinstance(item, DiscardDeadLetter):
+                replies.append(self._discard(item))
+        self.send(message.reply_to, Replies(message.batch_id, tuple(replies)))
+
+    def _replay(self, command: ReplayDeadLetters) -> Reply:
+        # The reset is committed before the messages are published: a delivery actor that got a
+        # replayed message before the commit would find the attempts of the dead delivery and
+        # drop it. If the broker then refuses them, the reset is undone.
+        try:
+            conn = self._conn()
+            with conn.transaction():
+                taken = dead_letters.take_for_replay(
+                    conn, list(command.ids) if command.ids is not None else None,
+                    command.channel, command.error_code, command.limit)
+        except psycopg.Error as exc:
+            self.log.error("replay failed", extra={"error": str(exc)})
+            return Reply(command.correlation_id, 503, error_code="storage_unavailable",
+                         message="storage is unavailable; nothing was replayed")
+        if command.ids is not None and len(command.ids) == 1 and not taken:
+            return Reply(command.correlation_id, 404, error_code="dead_letter_not_found",
+                         message=f"no dead letter {command.ids[0]} waiting for replay")
+        messages = [
+            Outgoing(body["channel"], {**body, "attempt": 1}, {
+                "x-request-id": body.get("request_id") or "",
+                "x-notification-id": body["notification_id"], "x-attempt": 1,
+                "x-replayed-from": dead_letter_id})
+            for dead_letter_id, body in taken
+        ]
+        ids = [dead_letter_id for dead_letter_id, _ in taken]
+        if messages and self._publish(messages) is not None:
+            try:
+                dead_letters.undo_replay(self._conn(), ids)
+            except psycopg.Error as exc:
+                self.log.error("undoing a failed replay failed", extra={
+                    "error": str(exc), "dead_letter_ids": ids})
+            return Reply(command.correlation_id, 503, error_code="broker_unavailable",
+                         message="the message broker is unavailable; nothing was replayed")
+        self.log.info("dead letters replayed", extra={"count": len(ids)})
+        return Reply(command.correlation_id, 200, data={"replayed": ids, "count": len(ids)},
+                     message=f"{len(ids)} dead letter(s) replayed")
+
+    def _discard(self, command: DiscardDeadLetter) -> Reply:
+        try:
+            found = dead_letters.discard(self._conn(), command.dead_letter_id)
+        except psycopg.Error as exc:
+            self.log.error("discard failed", extra={"error": str(exc)})
+            return Reply(command.correlation_id, 503, error_code="storage_unavailable",
+                         message="storage is unavailable, retry")
+        if not found:
+            return Reply(command.correlation_id, 404, error_code="dead_letter_not_found",
+                         message=f"no dead letter {command.dead_letter_id} waiting")
+        return Reply(command.correlation_id, 200, data={"discarded": command.dead_letter_id},
+                     message="dead letter discarded")

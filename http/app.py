@@ -25,7 +25,7 @@ from clarion.config.settings import Settings, load_settings
 from clarion.http.bridge import ActorBridge
 from clarion.http.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
 from clarion.http.responses import failure
-from clarion.http.routes import health, notifications, outbox, templates, users
+from clarion.http.routes import dlq, health, notifications, outbox, templates, users
 from clarion.persistence import queries
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> Starlette:
     secret = settings.internal_secret.get_secret_value() if settings.internal_secret else None
     return Starlette(
         routes=[*health.routes, *notifications.routes, *users.routes, *templates.routes,
-                *outbox.routes],
+                *outbox.routes, *dlq.routes],
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),

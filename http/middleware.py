@@ -113,7 +113,7 @@ class _TooLarge(Exception):
 
 
 # Management routes that other services may call with the shared service secret instead.
-_INTERNAL_ROUTES = ("/v1/users", "/v1/templates", "/v1/system", "/admin")
+_INTERNAL_ROUTES = ("/v1/users", "/v1/templates", "/v1/system", "/v1/dlq", "/admin")
 
 
 class ApiKeyMiddleware:

@@ -176,6 +176,33 @@ def pending_attempts(conn: psycopg.Connection,
     return {(row[0], row[1]): int(row[2]) for row in rows}
 
 
+def reset_for_replay(conn: psycopg.Connection, pairs: Sequence[tuple[str, str]]) -> None:
+    """Put failed deliveries back to `queued` with no attempts spent (their log stays)."""
+    if not pairs:
+        return
+    conn.execute(
+        "UPDATE deliveries SET status = 'queued', attempts = 0, error_code = NULL, error = NULL,"
+        " finished_at = NULL, next_attempt_at = NULL"
+        " WHERE (notification_id, channel) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))",
+        ([p[0] for p in pairs], [p[1] for p in pairs]),
+    )
+    conn.execute(_DERIVE_STATUS, (sorted({p[0] for p in pairs}),))
+
+
+def restore_failed(conn: psycopg.Connection,
+                   rows: Sequence[tuple[Any, ...]]) -> None:
+    """Undo `reset_for_replay`: (notification_id, channel, attempts, error_code, error) each."""
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE deliveries SET status = 'failed', attempts = %s, error_code = %s, error = %s,"
+            " finished_at = now() WHERE notification_id = %s AND channel = %s",
+            [(r[2], r[3], r[4], r[0], r[1]) for r in rows],
+        )
+        cur.execute(_DERIVE_STATUS, (sorted({r[0] for r in rows}),))
+
+
 def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> None:
     """Record a run of attempts, update their deliveries and derive the notifications' status."""
     if not outcomes:
