@@ -192,6 +192,15 @@ class ChannelDelivery(ClarionActor):
         self._pump()  # also serves AMQP heartbeats while idle
 
     def _pump(self) -> None:
+        try:
+            self._pump_once()
+        except Exception:  # noqa: BLE001 - a bug must not wedge the consumer; say so and recover
+            # Dropping the connection hands every unacked message back to the broker, so
+            # nothing is lost; the tick reconnects.
+            self.log.exception("delivery loop failed; reconnecting", extra={"actor": self.name})
+            self._close_broker()
+
+    def _pump_once(self) -> None:
         """Read what the broker sent, start deliveries, finish completed ones."""
         if self._amqp is not None:
             try:

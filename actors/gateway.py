@@ -65,9 +65,10 @@ class PendingBatch:
     def open_items(self) -> list[NotificationRequest]:
         return [i for i in self.items if i.correlation_id not in self.replies]
 
-    def refuse(self, item: NotificationRequest, status: int, code: str, message: str) -> None:
+    def refuse(self, item: NotificationRequest, status: int, code: str, message: str,
+               retry_after: float | None = None) -> None:
         self.replies[item.correlation_id] = Reply(item.correlation_id, status, error_code=code,
-                                                  message=message)
+                                                  message=message, retry_after=retry_after)
 
 
 def fingerprint(item: NotificationRequest) -> str:
@@ -335,16 +336,7 @@ class Gateway(ClarionActor):
         if batch is None or batch.stage != "publish":
             return
         if not message.ok:
-            # Not accepted, so not kept: the caller is told to retry, and a retry must not
-            # find a half-made notification under its idempotency key.
-            try:
-                notification_repo.delete(
-                    self._conn(), [n.notification_id for n in batch.accepted.values()])
-            except psycopg.Error as exc:
-                self.log.error("cleanup of unpublished notifications failed",
-                               extra={"error": str(exc)})
-            self._fail_open(batch, 503, "broker_unavailable",
-                            "the message broker is unavailable, retry")
+            self._withdraw(batch, message.retry_after)
             return
         for correlation_id, n in batch.accepted.items():
             batch.replies[correlation_id] = Reply(
@@ -365,9 +357,22 @@ class Gateway(ClarionActor):
 
     # -- endings ------------------------------------------------------------------------------
 
-    def _fail_open(self, batch: PendingBatch, status: int, code: str, message: str) -> None:
+    def _withdraw(self, batch: PendingBatch, retry_after: float | None = None) -> None:
+        """The broker did not take the batch: not accepted, so not kept. The caller is told to
+        retry; a message that got through anyway finds no row and is never delivered."""
+        try:
+            notification_repo.delete(
+                self._conn(), [n.notification_id for n in batch.accepted.values()])
+        except psycopg.Error as exc:
+            self.log.error("cleanup of unpublished notifications failed",
+                           extra={"error": str(exc)})
+        self._fail_open(batch, 503, "broker_unavailable",
+                        "the message broker is unavailable, retry", retry_after)
+
+    def _fail_open(self, batch: PendingBatch, status: int, code: str, message: str,
+                   retry_after: float | None = None) -> None:
         for item in batch.open_items():
-            batch.refuse(item, status, code, message)
+            batch.refuse(item, status, code, message, retry_after)
         self._finish(batch)
 
     def _finish(self, batch: PendingBatch) -> None:
@@ -412,5 +417,10 @@ class Gateway(ClarionActor):
 
     def on_poison(self, message: Any, receiver: Any) -> None:
         batch = self._pending.get(getattr(message, "batch_id", ""))
-        if batch is not None:
-            self._fail_open(batch, 500, "internal_error", "an internal actor failed on this request")
+        if batch is None:
+            return
+        if batch.stage == "publish":
+            self._withdraw(batch)  # its rows are written: take them back, never leave them queued
+        else:
+            self._fail_open(batch, 500, "internal_error",
+                            "an internal actor failed on this request")

@@ -140,6 +140,7 @@ class Reply:
     error_code: str | None = None
     message: str = ""
     replayed: bool = False  # the stored answer to an earlier request with the same idempotency key
+    retry_after: float | None = None  # for 429/503: seconds before trying again is worthwhile
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +293,7 @@ class Published:
     batch_id: str
     ok: bool
     error: str | None = None
+    retry_after: float = 0.0  # the broker's breaker is open: when to try again
 
 
 # --- dead letters (owned by the Publisher: it holds the broker connection) -----------------

@@ -8,6 +8,7 @@ Takes:   PublishBatch → answers Published (the sender: the Gateway) once the b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -24,6 +25,17 @@ from clarion.actors.messages import (
 )
 from clarion.persistence import database, dead_letters
 from clarion.persistence.broker import BatchPublisher, Outgoing, PublishError, UnroutableError
+from clarion.supervision.backoff import backoff_delay
+from clarion.supervision.breaker import CircuitBreaker
+
+MAX_ATTEMPTS = 5  # per batch, then the Gateway answers 503
+
+
+@dataclass
+class _Retry:
+    message: PublishBatch
+    sender: Any
+    attempt: int
 
 
 class Publisher(ClarionActor):
@@ -31,6 +43,14 @@ class Publisher(ClarionActor):
         assert self.settings is not None
         self._publisher = BatchPublisher(self.settings.amqp_url, "clarion-publisher")
         self._db: psycopg.Connection | None = None
+        self._breaker = CircuitBreaker("rabbitmq", self.settings.breaker_failure_threshold,
+                                       self.settings.breaker_reset_timeout,
+                                       on_change=self._breaker_changed)
+        self._retries: dict[str, _Retry] = {}
+
+    def _breaker_changed(self, name: str, old: str, new: str) -> None:
+        self.log.warning("breaker state changed", extra={
+            "actor": self.name, "dependency": name, "from": old, "to": new})
 
     def teardown(self) -> None:
         if hasattr(self, "_publisher"):
@@ -48,25 +68,51 @@ class Publisher(ClarionActor):
         self._publisher.keep_alive()
 
     def receiveMsg_PublishBatch(self, message: PublishBatch, sender: Any) -> None:
-        error = self._publish(message.messages)
-        self.send(sender, Published(message.batch_id, error is None, error=error))
+        self._attempt(_Retry(message, sender, 1))
+
+    def _attempt(self, work: _Retry) -> None:
+        """Publish a batch; on failure retry with backoff on a timer, never blocking."""
+        batch_id = work.message.batch_id
+        if not self._breaker.allow():
+            # Fail fast: the broker has been failing, and the caller should hear it now.
+            self._retries.pop(batch_id, None)
+            self.send(work.sender, Published(batch_id, False, "broker_unavailable",
+                                             retry_after=self._breaker.retry_after()))
+            return
+        error = self._publish(work.message.messages)
+        if error is None:
+            self._breaker.success()
+            self._retries.pop(batch_id, None)
+            self.send(work.sender, Published(batch_id, True))
+            return
+        self._breaker.failure()
+        if work.attempt >= MAX_ATTEMPTS or error.startswith("unroutable"):
+            self._retries.pop(batch_id, None)
+            self.send(work.sender, Published(batch_id, False, error,
+                                             retry_after=self._breaker.retry_after()))
+            return
+        work.attempt += 1
+        self._retries[batch_id] = work
+        self.wakeupAfter(backoff_delay(work.attempt - 1), payload=("publish", batch_id))
+
+    def on_wakeup(self, payload: Any) -> None:
+        if isinstance(payload, tuple) and payload[0] == "publish":
+            work = self._retries.get(payload[1])
+            if work is not None:
+                self._attempt(work)
 
     def _publish(self, messages: tuple[Outgoing, ...] | list[Outgoing]) -> str | None:
-        """Publish and commit; the error if the broker did not take them."""
-        error = "not attempted"
-        # One retry on a fresh connection: the usual failure is a connection the broker closed
-        # while we were idle, which a reconnect cures at once.
-        for attempt in (1, 2):
-            try:
-                self._publisher.publish(messages)
-            except PublishError as exc:
-                self.log.warning("publish failed", extra={"attempt": attempt, "error": str(exc)})
-                error = str(exc)
-                if isinstance(exc, UnroutableError):
-                    break  # committed already: publishing again would duplicate the rest
-                continue
-            return None
-        return error
+        """Publish and commit once; the error if the broker did not take them."""
+        try:
+            self._publisher.publish(messages)
+        except UnroutableError as exc:
+            # Committed already: publishing again would duplicate the routed ones.
+            self.log.error("unroutable messages", extra={"error": str(exc)})
+            return f"unroutable: {exc}"
+        except PublishError as exc:
+            self.log.warning("publish failed", extra={"error": str(exc)})
+            return str(exc)
+        return None
 
     # -- dead letters -------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -40,5 +41,7 @@ def from_reply(reply: Reply) -> EnvelopeResponse:
     if reply.status < 400:
         headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
         return success(reply.data, reply.status, reply.message, headers=headers)
-    headers = {"Retry-After": "1"} if reply.status == 503 else None
+    headers = None
+    if reply.status in (429, 503):
+        headers = {"Retry-After": str(max(1, math.ceil(reply.retry_after or 1)))}
     return failure(reply.status, reply.error_code or "error", reply.message, reply.data, headers)

@@ -75,7 +75,12 @@ class Child:
 
 class Supervisor(ClarionActor):
     def setup(self) -> None:
-        self._children = {spec.name: Child(spec) for spec in CHILDREN}
+        assert self.settings is not None
+        self._children = {
+            spec.name: Child(spec, intensity=RestartIntensity(self.settings.restart_max,
+                                                              self.settings.restart_window))
+            for spec in CHILDREN
+        }
         self._launcher = self.parent
         self._announced = False
         for child in self._children.values():
@@ -125,8 +130,9 @@ class Supervisor(ClarionActor):
             return
         if not child.intensity.allow():
             child.state = "failed"
-            self.log.error("restart intensity exceeded; child left down", extra={
-                "actor": self.name, "child": child.spec.name, "restarts": child.restarts})
+            self.log.error("ALERT restart intensity exceeded; child left down", extra={
+                "actor": self.name, "child": child.spec.name, "restarts": child.restarts,
+                "alert": "actor_down"})
             return
         child.restarts += 1
         child.state = "restarting"
