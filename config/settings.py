@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     # permanent one, such as an invalid address, is a dead letter at once).
     delivery_max_attempts: int = Field(3, ge=1, le=20)
 
+    # Rate limit per API key (token bucket shared by every worker and host): a sustained rate
+    # in requests per second and a burst. 0 turns it off.
+    rate_limit_per_second: float = Field(5000.0, ge=0, le=1_000_000)
+    rate_limit_burst: int = Field(10000, ge=1, le=10_000_000)
+
     # Circuit breakers (per actor, per dependency): open after this many consecutive failures,
     # let one trial call through after the timeout.
     breaker_failure_threshold: int = Field(5, ge=1, le=1000)

@@ -24,6 +24,7 @@ from clarion.config.logging import configure_logging
 from clarion.config.settings import Settings, load_settings
 from clarion.http.bridge import ActorBridge
 from clarion.http.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+from clarion.http.ratelimit import RateLimitMiddleware
 from clarion.http.responses import failure
 from clarion.http.routes import dlq, health, notifications, outbox, templates, users
 from clarion.persistence import queries
@@ -77,6 +78,8 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(RequestIdMiddleware),
             Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
             Middleware(ApiKeyMiddleware, lookup=api_key_name, internal_secret=secret),
+            Middleware(RateLimitMiddleware, redis_url=settings.redis_url,
+                       rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
         lifespan=lifespan,

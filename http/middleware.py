@@ -26,7 +26,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _send_error(send: Send, status: int, code: str, message: str,
+async def send_error(send: Send, status: int, code: str, message: str,
                       headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"success": False, "data": None, "error": code, "message": message,
                        "meta": None}).encode()
@@ -77,7 +77,7 @@ class BodySizeLimitMiddleware:
             return
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_error(send, 413, "payload_too_large",
+            await send_error(send, 413, "payload_too_large",
                               f"the request body exceeds {self.max_bytes} bytes")
             return
         received = 0
@@ -104,7 +104,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await _send_error(send, 413, "payload_too_large",
+                await send_error(send, 413, "payload_too_large",
                                   f"the request body exceeds {self.max_bytes} bytes")
 
 
@@ -140,7 +140,7 @@ class ApiKeyMiddleware:
         principal = await self._authenticate(scope)
         if principal is None:
             # One answer for every failure: no hint of which part was wrong.
-            await _send_error(send, 401, "unauthorized", "missing or invalid credentials",
+            await send_error(send, 401, "unauthorized", "missing or invalid credentials",
                               [(b"www-authenticate", b'Bearer realm="clarion"')])
             return
         scope.setdefault("state", {})["principal"] = principal
