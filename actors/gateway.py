@@ -302,9 +302,14 @@ class Gateway(ClarionActor):
             self._fail_open(batch, 409, "idempotency_in_progress",
                             "a request with this idempotency key is being processed")
             return
-        except psycopg.Error as exc:
+        except psycopg.OperationalError as exc:
             self.log.error("notification insert failed", extra={"error": str(exc)})
             self._fail_open(batch, 503, "storage_unavailable", "storage is unavailable, retry")
+            return
+        except psycopg.Error as exc:
+            # Not the database being away: a bug or a schema out of date. Say so in the log.
+            self.log.error("notification insert refused", extra={"error": repr(exc)})
+            self._fail_open(batch, 500, "internal_error", "the notification could not be stored")
             return
         if not batch.accepted:
             self._finish(batch)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 _MAX_BATCH = 500  # items per SendBatch: keeps one message well under Thespian's comfort size
 # Ask the Supervisor where the Gateway is this often: after a Gateway restart, sends to the old
 # address vanish silently, so a stale address must not live long.
-_RELOCATE_EVERY = 2.0
+_RELOCATE_EVERY = 0.5
 
 
 class BridgeUnavailable(Exception):
@@ -143,7 +143,7 @@ class ActorBridge:
 
     def _send(self) -> None:
         with self._system.private() as endpoint:
-            gateway = None
+            targets: tuple[Any, Any] | None = None  # (supervisor, gateway)
             while not self._stop.is_set():
                 first = self._outbox.get()
                 if first is None:
@@ -161,25 +161,36 @@ class ActorBridge:
                 stale = time.monotonic() - self._located_at > _RELOCATE_EVERY
                 if stale or self._relocate.is_set():
                     self._relocate.clear()
-                    gateway = None
+                    targets = None
+                # Status questions go to the Supervisor itself, so they are answered even
+                # while the Gateway restarts; everything else goes through the Gateway.
+                for_supervisor = [i for i in items if _owner(i) == "supervisor"]
+                for_gateway = [i for i in items if _owner(i) != "supervisor"]
                 try:
-                    gateway = gateway or self._locate_gateway(endpoint)
-                    endpoint.tell(gateway, SendBatch(uuid.uuid4().hex, tuple(items),
-                                                     self._reply_to))
+                    targets = targets or self._locate(endpoint)
+                    for target, batch in zip(targets, (for_supervisor, for_gateway)):
+                        if batch:
+                            endpoint.tell(target, SendBatch(uuid.uuid4().hex, tuple(batch),
+                                                            self._reply_to))
                 except Exception as exc:  # noqa: BLE001 - answer every item, then re-locate
                     log.error("bridge send failed", extra={"error": repr(exc)})
-                    gateway = None
+                    targets = None
                     self._resolve(tuple(
                         Reply(i.correlation_id, 503, error_code="actors_unavailable",
-                              message="Clarion's actors are unavailable, retry") for i in items))
+                              message="Clarion's actors are unavailable, retry",
+                              retry_after=1) for i in items))
 
-    def _locate_gateway(self, endpoint: Any) -> Any:
+    def _locate(self, endpoint: Any) -> tuple[Any, Any]:
         supervisor = endpoint.createActor(SUPERVISOR_CLASS, globalName=GLOBAL_NAME)
         answer = endpoint.ask(supervisor, LocateGateway(), 5)
         if not isinstance(answer, GatewayLocated) or answer.address is None:
             raise BridgeUnavailable("the Supervisor did not say where the Gateway is")
         self._located_at = time.monotonic()
-        return answer.address
+        return supervisor, answer.address
+
+
+def _owner(item: Any) -> str:
+    return str(getattr(type(item), "OWNER", ""))
 
 
 def _set_result(future: asyncio.Future[Reply], reply: Reply) -> None:

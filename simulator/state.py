@@ -9,6 +9,7 @@ thread, so every access goes through one lock.
 from __future__ import annotations
 
 import copy
+import random
 import secrets
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import Any
 CHANNELS = ("email", "push")
 
 # Keys accepted by PUT /_sim/config; anything else is a typo in a test and is rejected.
-CONFIG_KEYS = ("latency_ms", "fail_next", "fail_status", "rate_limit_next")
+CONFIG_KEYS = ("latency_ms", "fail_next", "fail_status", "rate_limit_next", "fail_ratio")
 
 
 class ConfigError(ValueError):
@@ -30,6 +31,8 @@ def _default_config() -> dict[str, Any]:
         "fail_next": {channel: 0 for channel in CHANNELS},
         "fail_status": 503,
         "rate_limit_next": {channel: 0 for channel in CHANNELS},
+        # Probability (0..1) that a call fails with fail_status, per channel: a flaky provider.
+        "fail_ratio": {channel: 0.0 for channel in CHANNELS},
     }
 
 
@@ -65,6 +68,7 @@ class SimulatorState:
         self._rejected: list[dict[str, Any]] = []
         self._tokens: set[str] = set()
         self._config = _default_config()
+        self._random = random.Random(20261123)  # seeded: a flaky run is repeatable
 
     # -- fault injection -------------------------------------------------
 
@@ -94,6 +98,13 @@ class SimulatorState:
         for key in ("fail_next", "rate_limit_next"):
             if key in update:
                 checked[key] = _channel_counts(update[key], key)
+        if "fail_ratio" in update:
+            ratios = update["fail_ratio"]
+            if not isinstance(ratios, dict) or set(ratios) - set(CHANNELS) or any(
+                    isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1
+                    for r in ratios.values()):
+                raise ConfigError('fail_ratio must be like {"email": 0.5} with values in 0..1')
+            checked["fail_ratio"] = {c: float(r) for c, r in ratios.items()}
         with self._lock:
             for key, value in checked.items():
                 if isinstance(value, dict):
@@ -120,6 +131,8 @@ class SimulatorState:
                 return ("rate_limit", 429)
             if self._config["fail_next"].get(channel, 0) > 0:
                 self._config["fail_next"][channel] -= 1
+                return ("fail", self._config["fail_status"])
+            if self._random.random() < self._config["fail_ratio"].get(channel, 0.0):
                 return ("fail", self._config["fail_status"])
             return None
 
