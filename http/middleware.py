@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
                                                                              default=None)
@@ -137,7 +140,14 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or not path.startswith(("/v1/", "/admin")):
             await self.app(scope, receive, send)
             return
-        principal = await self._authenticate(scope)
+        try:
+            principal = await self._authenticate(scope)
+        except Exception:  # noqa: BLE001 - the key store is unreachable: say so, briefly
+            log.warning("api key lookup failed", exc_info=True)
+            await send_error(send, 503, "auth_unavailable",
+                             "credentials cannot be checked right now, retry",
+                             [(b"retry-after", b"1")])
+            return
         if principal is None:
             # One answer for every failure: no hint of which part was wrong.
             await send_error(send, 401, "unauthorized", "missing or invalid credentials",
