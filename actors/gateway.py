@@ -17,12 +17,14 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
 import redis
 
 from clarion.actors.base import ClarionActor
+from clarion.actors.preferences import blocked, quiet_hours_end
 from clarion.actors.messages import (
     NotificationRequest,
     Peers,
@@ -75,7 +77,7 @@ def fingerprint(item: NotificationRequest) -> str:
     """What makes two requests "the same" for an idempotency key."""
     canonical = json.dumps(
         [item.user_id, item.template_key, item.message_data, item.channels, item.language,
-         item.template_version, item.priority],
+         item.template_version, item.priority, item.category],
         sort_keys=True, separators=(",", ":"), default=str,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -91,15 +93,24 @@ def language_candidates(requested: str | None, user: User, default: str) -> tupl
 
 
 def plan_deliveries(item: NotificationRequest, user: User, rendering: Rendering,
-                    notification_id: str) -> tuple[tuple[NewDelivery, ...], list[Outgoing]]:
-    """Which channels this notification goes out on, and the broker message for each."""
+                    notification_id: str, now: datetime | None = None,
+                    ) -> tuple[tuple[NewDelivery, ...], list[Outgoing]]:
+    """Which channels this notification goes out on, and the broker message for each.
+
+    A channel the user cannot receive or does not want is skipped with the reason; inside the
+    user's quiet hours (unless the priority is high) a channel is scheduled for their end, its
+    message kept until then.
+    """
+    now = now or datetime.now(timezone.utc)
     wanted = item.channels or CHANNELS
-    deliveries: list[NewDelivery] = []
-    outgoing: list[Outgoing] = []
+    preferences = user.preferences or {}
+    quiet_until = None if item.priority == "high" else quiet_hours_end(preferences, now)
     headers = {"x-request-id": item.request_id or "", "x-notification-id": notification_id,
                "x-attempt": 1}
     common = {"notification_id": notification_id, "user_id": user.user_id,
-              "request_id": item.request_id, "attempt": 1}
+              "request_id": item.request_id, "attempt": 1, "accepted_at": now.timestamp()}
+    planned: list[tuple[str, str | None, dict[str, Any], dict[str, Any]]] = []
+    deliveries: list[NewDelivery] = []
     if "email" in wanted:
         if not user.email_address:
             deliveries.append(NewDelivery("email", "skipped", None, error_code="no_email_address",
@@ -107,9 +118,8 @@ def plan_deliveries(item: NotificationRequest, user: User, rendering: Rendering,
         else:
             content = {"subject": rendering.subject, "body": rendering.body,
                        "html_body": rendering.html_body}
-            deliveries.append(NewDelivery("email", "queued", user.email_address, content))
-            outgoing.append(Outgoing("email", {**common, "channel": "email",
-                                               "to": user.email_address, **content}, headers))
+            planned.append(("email", user.email_address, content,
+                            {**common, "channel": "email", "to": user.email_address, **content}))
     if "push" in wanted:
         if not user.push_tokens:
             deliveries.append(NewDelivery("push", "skipped", None, error_code="no_push_tokens",
@@ -118,11 +128,22 @@ def plan_deliveries(item: NotificationRequest, user: User, rendering: Rendering,
             content = {"title": rendering.push_title, "body": rendering.push_body,
                        "data": {"notification_id": notification_id,
                                 "template_key": item.template_key}}
-            deliveries.append(NewDelivery("push", "queued", f"{len(user.push_tokens)} token(s)",
-                                          content))
-            outgoing.append(Outgoing("push", {**common, "channel": "push",
-                                              "tokens": list(user.push_tokens), **content},
-                                     headers))
+            planned.append(("push", f"{len(user.push_tokens)} token(s)", content,
+                            {**common, "channel": "push", "tokens": list(user.push_tokens),
+                             **content}))
+    outgoing: list[Outgoing] = []
+    for channel, recipient, content, body in planned:
+        refusal = blocked(preferences, channel, item.category)
+        if refusal is not None:
+            deliveries.append(NewDelivery(channel, "skipped", None, error_code=refusal[0],
+                                          error=refusal[1]))
+        elif quiet_until is not None:
+            deliveries.append(NewDelivery(
+                channel, "scheduled", recipient, content, scheduled_for=quiet_until,
+                pending_message={"channel": channel, "body": body, "headers": headers}))
+        else:
+            deliveries.append(NewDelivery(channel, "queued", recipient, content))
+            outgoing.append(Outgoing(channel, body, headers))
     return tuple(deliveries), outgoing
 
 
@@ -272,7 +293,7 @@ class Gateway(ClarionActor):
             notification_id = str(uuid.uuid4())
             user = batch.users[item.user_id]
             deliveries, messages = plan_deliveries(item, user, rendering, notification_id)
-            if not messages:
+            if not any(d.status in ("queued", "scheduled") for d in deliveries):
                 batch.refuse(item, 422, "no_deliverable_channel",
                              "the user can receive none of the requested channels: "
                              + "; ".join(d.error or d.channel for d in deliveries))
@@ -315,8 +336,11 @@ class Gateway(ClarionActor):
             self._finish(batch)
             return
         assert self._peers is not None
-        batch.stage = "publish"
         outgoing = tuple(m for cid in batch.accepted for m in batch.outgoing[cid])
+        if not outgoing:  # every channel is held for quiet hours: accepted as it is
+            self._accept(batch)
+            return
+        batch.stage = "publish"
         self.send(self._peers.publisher, PublishBatch(batch.batch_id, outgoing))
 
     def _answer_known_keys(self, batch: PendingBatch) -> None:
@@ -343,12 +367,17 @@ class Gateway(ClarionActor):
         if not message.ok:
             self._withdraw(batch, message.retry_after)
             return
+        self._accept(batch)
+
+    def _accept(self, batch: PendingBatch) -> None:
         for correlation_id, n in batch.accepted.items():
+            scheduled = [d.scheduled_for for d in n.deliveries if d.scheduled_for is not None]
             batch.replies[correlation_id] = Reply(
                 correlation_id, 202, message="notification accepted",
                 data={
                     "notification_id": n.notification_id,
-                    "status": "queued",
+                    "status": n.status,
+                    "scheduled_for": min(scheduled).isoformat() if scheduled else None,
                     "channels": {d.channel: d.status for d in n.deliveries},
                     "language": n.language,
                     "template_version": n.template_version,

@@ -87,6 +87,7 @@ class NotificationRequest:
     priority: str = "normal"
     request_id: str | None = None
     idempotency_key: str | None = None
+    category: str | None = None  # e.g. "marketing": users can opt out of a category
 
 
 # Management commands name the actor that owns them (`OWNER`): the Gateway hands each one there,

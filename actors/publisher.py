@@ -24,6 +24,7 @@ from clarion.actors.messages import (
     SendBatch,
 )
 from clarion.persistence import database, dead_letters
+from clarion.persistence import notifications as notification_repo
 from clarion.persistence.broker import BatchPublisher, Outgoing, PublishError, UnroutableError
 from clarion.supervision.backoff import backoff_delay
 from clarion.supervision.breaker import CircuitBreaker
@@ -66,6 +67,36 @@ class Publisher(ClarionActor):
 
     def on_tick(self) -> None:
         self._publisher.keep_alive()
+        self._release_due()
+
+    def _release_due(self) -> None:
+        """Publish the deliveries held for quiet hours whose time has come.
+
+        Taken, published and committed in one database transaction: if the broker refuses
+        them, they stay scheduled for the next tick. (SKIP LOCKED: several hosts' Publishers
+        share the work without taking the same delivery.)
+        """
+        if self._breaker.retry_after() > 0:
+            return  # the broker is failing: leave them scheduled until its breaker lets us try
+        due: list = []
+        try:
+            conn = self._conn()
+            with conn.transaction():
+                due = notification_repo.take_due(conn)
+                if due:
+                    error = self._publish([Outgoing(m["channel"], m["body"], m["headers"])
+                                           for m in due])
+                    if error is not None:
+                        raise PublishError(error)
+        except PublishError:
+            self._breaker.failure()
+            return
+        except psycopg.Error as exc:
+            self.log.error("releasing scheduled deliveries failed", extra={"error": str(exc)})
+            return
+        if due:
+            self._breaker.success()
+            self.log.info("scheduled deliveries released", extra={"count": len(due)})
 
     def receiveMsg_PublishBatch(self, message: PublishBatch, sender: Any) -> None:
         self._attempt(_Retry(message, sender, 1))

@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 
 # Notification status, derived from its deliveries:
 #   queued          some channel is still on its way (queued, or retrying after a passing failure)
+#   scheduled       nothing on its way yet: held for the user's quiet hours
 #   sent            every channel that was not skipped was delivered
 #   failed          no channel was delivered
 #   partially_sent  some channels delivered, others failed
@@ -25,6 +26,7 @@ UPDATE notifications AS n
    SET status = d.status, updated_at = now()
   FROM (SELECT notification_id,
                CASE WHEN bool_or(status IN ('queued', 'retrying')) THEN 'queued'
+                    WHEN bool_or(status = 'scheduled') THEN 'scheduled'
                     WHEN bool_and(status IN ('sent', 'skipped')) AND bool_or(status = 'sent')
                          THEN 'sent'
                     WHEN bool_or(status = 'sent') THEN 'partially_sent'
@@ -37,11 +39,13 @@ UPDATE notifications AS n
 @dataclass(frozen=True, slots=True)
 class NewDelivery:
     channel: str
-    status: str  # "queued", or "skipped" with a reason in error_code/error
+    status: str  # "queued"; "scheduled" (quiet hours); or "skipped" with a reason
     recipient: str | None
     content: dict[str, Any] = field(default_factory=dict)
     error_code: str | None = None
     error: str | None = None
+    scheduled_for: datetime | None = None
+    pending_message: dict[str, Any] | None = None  # published when it falls due
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +64,10 @@ class NewNotification:
 
     @property
     def status(self) -> str:
-        return "queued" if any(d.status == "queued" for d in self.deliveries) else "failed"
+        statuses = {d.status for d in self.deliveries}
+        if "queued" in statuses:
+            return "queued"
+        return "scheduled" if "scheduled" in statuses else "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +123,15 @@ def insert_batch(conn: psycopg.Connection, batch: Sequence[NewNotification]) -> 
             )
             cur.executemany(
                 "INSERT INTO deliveries (notification_id, channel, status, recipient, content,"
-                " error_code, error, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+                " error_code, error, next_attempt_at, pending_message, finished_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
                 " CASE WHEN %s = 'skipped' THEN now() END)",
                 [
                     (
                         n.notification_id, d.channel, d.status, d.recipient, Jsonb(d.content),
-                        d.error_code, d.error, d.status,
+                        d.error_code, d.error, d.scheduled_for,
+                        Jsonb(d.pending_message) if d.pending_message is not None else None,
+                        d.status,
                     )
                     for n in batch
                     for d in n.deliveries
@@ -170,10 +180,31 @@ def pending_attempts(conn: psycopg.Connection,
     rows = conn.execute(
         "SELECT notification_id::text, channel, attempts FROM deliveries"
         " WHERE (notification_id, channel) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))"
-        " AND status IN ('queued', 'retrying')",
+        # 'scheduled' too: a released delivery's message can arrive before its release commits.
+        " AND status IN ('queued', 'retrying', 'scheduled')",
         ([p[0] for p in pairs], [p[1] for p in pairs]),
     )
     return {(row[0], row[1]): int(row[2]) for row in rows}
+
+
+def take_due(conn: psycopg.Connection, limit: int = 500) -> list[dict[str, Any]]:
+    """Scheduled deliveries whose time has come, marked queued (call inside a transaction, and
+    commit it only once their messages are published). Returns their stored messages."""
+    rows = conn.execute(
+        "SELECT notification_id::text, channel, pending_message FROM deliveries"
+        " WHERE status = 'scheduled' AND next_attempt_at <= now()"
+        " ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
+        (limit,),
+    ).fetchall()
+    if not rows:
+        return []
+    conn.execute(
+        "UPDATE deliveries SET status = 'queued', next_attempt_at = NULL, pending_message = NULL"
+        " WHERE (notification_id, channel) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))",
+        ([r[0] for r in rows], [r[1] for r in rows]),
+    )
+    conn.execute(_DERIVE_STATUS, (sorted({r[0] for r in rows}),))
+    return [r[2] for r in rows]
 
 
 def reset_for_replay(conn: psycopg.Connection, pairs: Sequence[tuple[str, str]]) -> None:

@@ -3,6 +3,7 @@ sendgrid and firebase-admin clients talking to the provider simulator."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -280,3 +281,66 @@ def test_the_database_refuses_a_second_notification_for_a_key_redis_forgot(
     assert again.status_code == 202, again.text
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json()["data"]["notification_id"] == first.json()["data"]["notification_id"]
+
+
+def test_a_channel_the_user_turned_off_is_skipped_with_the_reason(
+    stack: Stack, welcome_template: str
+) -> None:
+    user = make_user(stack, push_tokens=["tok-prefs"], preferences={"email_enabled": False})
+    reply = stack.client().post("/v1/notifications", json={
+        "user_id": user["user_id"], "template_key": welcome_template,
+        "message_data": {"name": "Pia", "code": "5"}})
+    assert reply.status_code == 202
+    assert reply.json()["data"]["channels"] == {"email": "skipped", "push": "queued"}
+    final = stack.wait_for_status(reply.json()["data"]["notification_id"], {"sent", "failed"})
+    assert final["status"] == "sent"
+    assert final["channels"]["email"]["error_code"] == "channel_disabled"
+    assert stack.simulator.state.messages("email") == []
+
+    only_email = stack.client().post("/v1/notifications", json={
+        "user_id": user["user_id"], "template_key": welcome_template, "channels": ["email"],
+        "message_data": {"name": "Pia", "code": "6"}})
+    assert only_email.status_code == 422
+    assert only_email.json()["error"] == "no_deliverable_channel"
+    assert "turned email notifications off" in only_email.json()["message"]
+
+
+def test_inside_quiet_hours_a_notification_is_scheduled_and_released_when_they_end(
+    stack: Stack, welcome_template: str
+) -> None:
+    import datetime as dt
+
+    from clarion.persistence import database
+
+    now = dt.datetime.now(dt.timezone.utc)
+    start = (now - dt.timedelta(hours=1)).strftime("%H:%M")
+    end = (now + dt.timedelta(hours=2)).strftime("%H:%M")
+    user = make_user(stack, preferences={
+        "quiet_hours": {"start": start, "end": end, "timezone": "UTC"}})
+    body = {"user_id": user["user_id"], "template_key": welcome_template,
+            "message_data": {"name": "Quinn", "code": "7"}}
+    reply = stack.client().post("/v1/notifications", json=body)
+    assert reply.status_code == 202, reply.text
+    data = reply.json()["data"]
+    assert data["status"] == "scheduled"
+    assert data["channels"] == {"email": "scheduled", "push": "skipped"}
+    scheduled_for = dt.datetime.fromisoformat(data["scheduled_for"])
+    assert dt.timedelta(hours=1, minutes=58) < scheduled_for - now < dt.timedelta(hours=2)
+
+    shown = stack.client().get(f"/v1/notifications/{data['notification_id']}").json()["data"]
+    assert shown["status"] == "scheduled"
+    time.sleep(1.5)
+    assert stack.simulator.state.messages("email") == []
+
+    # Move the clock: make the held delivery due now, as if the quiet hours had ended.
+    with database.connect(stack.settings.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE deliveries SET next_attempt_at = now() WHERE notification_id = %s",
+                     (data["notification_id"],))
+    final = stack.wait_for_status(data["notification_id"], {"sent", "failed"}, timeout=10)
+    assert final["status"] == "sent"
+    assert len(stack.simulator.state.messages("email")) == 1
+
+    urgent = stack.client().post("/v1/notifications", json={**body, "priority": "high"})
+    assert urgent.json()["data"]["status"] == "queued"
+    assert stack.wait_for_status(urgent.json()["data"]["notification_id"],
+                                 {"sent"})["status"] == "sent"
