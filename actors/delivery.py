@@ -39,6 +39,7 @@ from clarion.actors.providers.base import DeliveryResult, Provider
 from clarion.persistence import broker, database
 from clarion.persistence import notifications as notification_repo
 from clarion.persistence.notifications import Outcome
+from clarion.supervision import metrics
 from clarion.supervision.breaker import CLOSED, OPEN, CircuitBreaker
 
 
@@ -172,6 +173,7 @@ class ChannelDelivery(ClarionActor):
         return filenos
 
     def _breaker_changed(self, name: str, old: str, new: str) -> None:
+        metrics.BREAKER_STATE.labels(self.name, name).set(metrics.BREAKER_LEVEL[new])
         log = self.log.warning if new == OPEN else self.log.info
         log("breaker state changed", extra={"actor": self.name, "dependency": name,
                                             "from": old, "to": new})
@@ -329,6 +331,7 @@ class ChannelDelivery(ClarionActor):
         # 3. The acks.
         for f, o in zip(finished, outcomes):
             self._log_outcome(f, o)
+            self._count(f, o)
             if self._channel is None or f.generation != self._generation:
                 continue  # its connection went: the message comes back, and the check acks it
             try:
@@ -369,6 +372,14 @@ class ChannelDelivery(ClarionActor):
                                  content_type="application/json", headers=headers),
             mandatory=True,
         )
+
+    def _count(self, f: Finished, o: Outcome) -> None:
+        outcome = "sent" if o.ok else ("retried" if o.retry_in is not None else "dead_lettered")
+        metrics.DELIVERIES.labels(self.CHANNEL, o.provider, outcome).inc()
+        accepted_at = f.message.get("accepted_at")
+        if o.ok and isinstance(accepted_at, (int, float)):
+            metrics.DELIVERY_LATENCY.labels(self.CHANNEL).observe(max(0.0, time.time()
+                                                                       - accepted_at))
 
     def _log_outcome(self, f: Finished, o: Outcome) -> None:
         fields = {"actor": self.name, "channel": self.CHANNEL,

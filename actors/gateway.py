@@ -46,6 +46,7 @@ from clarion.persistence.idempotency import IdempotencyStore
 from clarion.persistence.broker import CHANNELS, Outgoing
 from clarion.persistence.notifications import NewDelivery, NewNotification
 from clarion.persistence.records import User
+from clarion.supervision import metrics
 
 # HTTP status for each way an item can be refused.
 _NOT_FOUND = {"user_not_found", "template_not_found"}
@@ -384,7 +385,9 @@ class Gateway(ClarionActor):
                     "request_id": n.request_id,
                 },
             )
-            self.log.info("notification queued", extra={
+            for d in n.deliveries:
+                metrics.NOTIFICATIONS_ACCEPTED.labels(d.channel, d.status).inc()
+            self.log.info("notification accepted", extra={
                 "notification_id": n.notification_id, "request_id": n.request_id,
                 "actor": self.name})
         self._finish(batch)
@@ -415,6 +418,9 @@ class Gateway(ClarionActor):
             batch.refuse(item, 500, "internal_error", "the request could not be completed")
         replies = tuple(batch.replies[i.correlation_id] for i in batch.items)
         self.send(batch.reply_to, Replies(batch.batch_id, replies))
+        for reply in replies:
+            if reply.status >= 400:
+                metrics.NOTIFICATIONS_REFUSED.labels(reply.error_code or "error").inc()
         self._settle_keys(batch)
 
     def _settle_keys(self, batch: PendingBatch) -> None:

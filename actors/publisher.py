@@ -26,6 +26,7 @@ from clarion.actors.messages import (
 from clarion.persistence import database, dead_letters
 from clarion.persistence import notifications as notification_repo
 from clarion.persistence.broker import BatchPublisher, Outgoing, PublishError, UnroutableError
+from clarion.supervision import metrics
 from clarion.supervision.backoff import backoff_delay
 from clarion.supervision.breaker import CircuitBreaker
 
@@ -50,6 +51,7 @@ class Publisher(ClarionActor):
         self._retries: dict[str, _Retry] = {}
 
     def _breaker_changed(self, name: str, old: str, new: str) -> None:
+        metrics.BREAKER_STATE.labels(self.name, name).set(metrics.BREAKER_LEVEL[new])
         self.log.warning("breaker state changed", extra={
             "actor": self.name, "dependency": name, "from": old, "to": new})
 

@@ -56,7 +56,16 @@ def _apikey(settings: Settings, action: str, name: str | None) -> None:
 
 
 def _serve(settings: Settings) -> None:
+    import os
+
     import uvicorn
+
+    from clarion.supervision.launcher import metrics_dir
+
+    # Before any worker imports prometheus_client: its samples go where /metrics adds them up.
+    folder = metrics_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
     uvicorn.run(
         "clarion.http.app:app_factory", factory=True, host=settings.http_host,

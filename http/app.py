@@ -23,10 +23,15 @@ from starlette.responses import Response
 from clarion.config.logging import configure_logging
 from clarion.config.settings import Settings, load_settings
 from clarion.http.bridge import ActorBridge
-from clarion.http.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+from clarion.http.middleware import (
+    ApiKeyMiddleware,
+    BodySizeLimitMiddleware,
+    MetricsMiddleware,
+    RequestIdMiddleware,
+)
 from clarion.http.ratelimit import RateLimitMiddleware
 from clarion.http.responses import failure
-from clarion.http.routes import dlq, health, notifications, outbox, templates, users
+from clarion.http.routes import dlq, health, metrics, notifications, outbox, templates, users
 from clarion.persistence import queries
 
 log = logging.getLogger(__name__)
@@ -73,8 +78,9 @@ def create_app(settings: Settings) -> Starlette:
     secret = settings.internal_secret.get_secret_value() if settings.internal_secret else None
     return Starlette(
         routes=[*health.routes, *notifications.routes, *users.routes, *templates.routes,
-                *outbox.routes, *dlq.routes],
+                *outbox.routes, *dlq.routes, *metrics.routes],
         middleware=[
+            Middleware(MetricsMiddleware),
             Middleware(RequestIdMiddleware),
             Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
             Middleware(ApiKeyMiddleware, lookup=api_key_name, internal_secret=secret),

@@ -116,7 +116,8 @@ class _TooLarge(Exception):
 
 
 # Management routes that other services may call with the shared service secret instead.
-_INTERNAL_ROUTES = ("/v1/users", "/v1/templates", "/v1/system", "/v1/dlq", "/admin")
+_INTERNAL_ROUTES = ("/v1/users", "/v1/templates", "/v1/system", "/v1/dlq", "/admin",
+                    "/metrics")
 
 
 class ApiKeyMiddleware:
@@ -137,7 +138,7 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(("/v1/", "/admin")):
+        if scope["type"] != "http" or not path.startswith(("/v1/", "/admin", "/metrics")):
             await self.app(scope, receive, send)
             return
         try:
@@ -183,3 +184,35 @@ class ApiKeyMiddleware:
         return f"key:{name}"
 
 
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request and its duration by route template (never by raw path, which
+    would make one time series per notification id)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from clarion.supervision import metrics
+
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            metrics.HTTP_REQUESTS.labels(template, method, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(template, method).observe(time.perf_counter() - started)

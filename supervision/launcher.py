@@ -65,6 +65,21 @@ def _launch(settings: Settings, timeout: float) -> None:
     raise LauncherError(f"the actors did not report ready within {timeout:.0f} s")
 
 
+def metrics_dir(settings: Settings) -> Path:
+    """Where every Clarion process of this installation writes its metric samples."""
+    return (settings.state_dir / "metrics").resolve()
+
+
+def reset_metrics_dir(settings: Settings) -> Path:
+    """A fresh metrics folder for a new run (samples of old processes would count again)."""
+    import shutil
+
+    folder = metrics_dir(settings)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def start_actor_system(settings: Settings, timeout: float = 60.0) -> int:
     """Start the actor system; return the process group id of all its processes."""
     if admin_running(settings.actor_port):
@@ -78,6 +93,7 @@ def start_actor_system(settings: Settings, timeout: float = 60.0) -> int:
     # The launcher reads its settings from the environment: hand it exactly ours.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
     env.update(settings_to_env(settings))
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(reset_metrics_dir(settings))
     # Thespian's own diagnostics go to a file of ours instead of /tmp.
     env.setdefault("THESPLOG_FILE", str((settings.state_dir / "thespian.log").resolve()))
     env.setdefault("THESPLOG_THRESHOLD", "WARNING")

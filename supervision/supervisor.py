@@ -38,6 +38,7 @@ from clarion.actors.messages import (
     StatusRequest,
     SystemReady,
 )
+from clarion.supervision import metrics
 from clarion.supervision.restart import RestartIntensity
 
 GLOBAL_NAME = "clarion-supervisor"
@@ -136,6 +137,7 @@ class Supervisor(ClarionActor):
             return
         child.restarts += 1
         child.state = "restarting"
+        metrics.ACTOR_RESTARTS.labels(child.spec.name).inc()
         self.log.warning("child exited; restarting", extra={
             "actor": self.name, "child": child.spec.name, "restarts": child.restarts})
         self._start(child)

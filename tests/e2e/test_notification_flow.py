@@ -344,3 +344,33 @@ def test_inside_quiet_hours_a_notification_is_scheduled_and_released_when_they_e
     assert urgent.json()["data"]["status"] == "queued"
     assert stack.wait_for_status(urgent.json()["data"]["notification_id"],
                                  {"sent"})["status"] == "sent"
+
+
+def test_metrics_add_up_every_worker_and_actor_process(
+    stack: Stack, welcome_template: str
+) -> None:
+    import httpx
+
+    assert httpx.get(stack.base_url + "/metrics").status_code == 401
+    user = make_user(stack)
+    reply = stack.client().post("/v1/notifications", json={
+        "user_id": user["user_id"], "template_key": welcome_template,
+        "message_data": {"name": "Mo", "code": "11"}})
+    stack.wait_for_status(reply.json()["data"]["notification_id"], {"sent"})
+
+    text = stack.client().get("/metrics").text
+
+    def value(line_start: str) -> float:
+        lines = [line for line in text.splitlines() if line.startswith(line_start)]
+        assert lines, f"no sample {line_start!r}"
+        return float(lines[0].rsplit(" ", 1)[1])
+
+    assert value('clarion_http_requests_total{method="POST",route="/v1/notifications",'
+                 'status="202"}') >= 1
+    assert value('clarion_notifications_accepted_total{channel="email",status="queued"}') >= 1
+    # Counted in the delivery actor's own process, read through the shared files.
+    assert value('clarion_deliveries_total{channel="email",outcome="sent",'
+                 'provider="sendgrid"}') >= 1
+    assert value('clarion_delivery_latency_seconds_count{channel="email"}') >= 1
+    assert value('clarion_queue_depth{queue="email.queue"}') >= 0
+    assert "clarion_dlq_size" in text
