@@ -89,7 +89,7 @@ def start_stack(settings: Settings, simulator: Any, log_dir: Path) -> Stack:
     out.close()
     base_url = f"http://{settings.http_host}:{settings.http_port}"
     try:
-        _wait_http(base_url + "/health", http, 30)
+        _wait_http(base_url + "/health/ready", http, 30)
     except Exception:
         stop_stack_processes(http, settings, pgid)
         raise

@@ -1,4 +1,5 @@
-"""GET /health (each dependency and the actor tree) and GET /v1/system/actors (the tree, detailed)."""
+"""Health: GET /health (liveness: this process answers), GET /health/ready (each dependency and
+the actor tree, 503 naming what is down), and GET /v1/system/actors (the tree, detailed)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,11 @@ async def _timed(name: str, check: Any) -> tuple[str, dict[str, Any]]:
     return name, result
 
 
-async def health(request: Request) -> EnvelopeResponse:
+async def live(request: Request) -> EnvelopeResponse:
+    return success({"status": "ok"})
+
+
+async def ready(request: Request) -> EnvelopeResponse:
     state = request.app.state
 
     async def postgres() -> None:
@@ -66,6 +71,7 @@ async def actor_tree(request: Request) -> EnvelopeResponse:
 
 
 routes = [
-    Route("/health", health, methods=["GET"]),
+    Route("/health", live, methods=["GET"]),
+    Route("/health/ready", ready, methods=["GET"]),
     Route("/v1/system/actors", actor_tree, methods=["GET"]),
 ]

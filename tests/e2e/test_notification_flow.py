@@ -225,7 +225,8 @@ def test_an_unknown_notification_is_a_404(stack: Stack) -> None:
 def test_health_reports_each_dependency_and_the_actors(stack: Stack) -> None:
     import httpx
 
-    reply = httpx.get(stack.base_url + "/health")
+    assert httpx.get(stack.base_url + "/health").json()["data"] == {"status": "ok"}
+    reply = httpx.get(stack.base_url + "/health/ready")
     assert reply.status_code == 200
     checks = reply.json()["data"]["checks"]
     assert set(checks) == {"postgres", "redis", "rabbitmq", "actors"}
