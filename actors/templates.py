@@ -1,7 +1,13 @@
 """Templates actor: versions x languages, rendered in a Jinja2 sandbox, cached in Redis.
 
 Takes:   RenderBatch → answers Rendered (the sender: the Gateway)
-         SendBatch of CreateTemplate → answers Replies to the batch's `reply_to`
+         SendBatch of CreateTemplate, CreateTemplateVersion, RetireTemplate, PreviewTemplate
+                     → answers Replies, one Reply per item, to the batch's `reply_to`
+
+This actor is the only writer of the template cache (one entry per key: the latest version of
+each language): a new version or a retirement invalidates the key before the batch is answered,
+so the next render, from the Gateway or a preview, uses what was just written. Cache hits and
+misses are counted in Redis (`clarion:stats`, `cache:template:hit` / `cache:template:miss`).
 """
 
 from __future__ import annotations
@@ -10,16 +16,21 @@ from typing import Any
 
 import psycopg
 import redis
+from jinja2 import TemplateError, meta
+from jinja2.sandbox import SandboxedEnvironment
 
 from clarion.actors.base import ClarionActor
 from clarion.actors.messages import (
     CreateTemplate,
+    CreateTemplateVersion,
+    PreviewTemplate,
     RenderBatch,
     Rendered,
     Rendering,
     RenderItem,
     Replies,
     Reply,
+    RetireTemplate,
     SendBatch,
 )
 from clarion.actors.rendering import Renderer, RenderError, check_syntax
@@ -28,6 +39,10 @@ from clarion.persistence import database
 from clarion.persistence import templates as template_repo
 from clarion.persistence.records import Template
 
+_FIELDS = ("subject", "body", "html_body", "push_title", "push_body")
+# Names every template may use without declaring them: the sandbox's own globals.
+_GLOBALS = frozenset(SandboxedEnvironment().globals)
+
 
 def _pack(languages: dict[str, Template]) -> dict[str, Any]:
     return {lang: t.to_json() for lang, t in languages.items()}
@@ -35,6 +50,37 @@ def _pack(languages: dict[str, Template]) -> dict[str, Any]:
 
 def _unpack(data: dict[str, Any]) -> dict[str, Template]:
     return {lang: Template.from_json(t) for lang, t in data.items()}
+
+
+def preview_languages(requested: str | None, default: str) -> tuple[str, ...]:
+    """The requested language, its base (pt-BR → pt), then the default language and its base."""
+    ordered: list[str] = []
+    for tag in (requested, default):
+        if tag:
+            ordered += [tag, tag.split("-")[0]]
+    return tuple(dict.fromkeys(ordered))
+
+
+def undeclared_variables(template: Template, declared: tuple[str, ...]) -> dict[str, list[str]]:
+    """The variables each field uses outside `declared`, by field (only fields that do)."""
+    env = SandboxedEnvironment()
+    found: dict[str, list[str]] = {}
+    for name in _FIELDS:
+        source = getattr(template, name)
+        if source is None:
+            continue
+        try:
+            used = meta.find_undeclared_variables(env.parse(source))
+        except TemplateError:
+            continue  # a syntax error is reported on its own, with its line
+        extra = sorted(used - set(declared) - _GLOBALS)
+        if extra:
+            found[name] = extra
+    return found
+
+
+def _status(code: str) -> int:
+    return 404 if code == "template_not_found" else 422
 
 
 class Templates(ClarionActor):
@@ -49,6 +95,7 @@ class Templates(ClarionActor):
             cache_mod.TEMPLATE_TTL,
             _pack,
             _unpack,
+            stats="template",
         )
 
     def teardown(self) -> None:
@@ -65,15 +112,18 @@ class Templates(ClarionActor):
 
     def receiveMsg_RenderBatch(self, message: RenderBatch, sender: Any) -> None:
         try:
-            latest = self._latest({item.template_key for item in message.items})
+            latest = self._latest({item.template_key for item in message.items
+                                   if item.version is None})
+            results = tuple(self._render_item(item, latest) for item in message.items)
         except (psycopg.Error, OSError) as exc:
             self.log.error("template lookup failed", extra={"error": str(exc)})
             self.send(sender, Rendered(message.batch_id, (), error="storage_unavailable"))
             return
-        results = tuple(self._render_item(item, latest) for item in message.items)
         self.send(sender, Rendered(message.batch_id, results))
 
     def _latest(self, keys: set[str]) -> dict[str, dict[str, Template]]:
+        if not keys:
+            return {}
         try:
             found = self._cache.get_many(keys)
         except redis.RedisError as exc:
@@ -127,37 +177,122 @@ class Templates(ClarionActor):
     # -- management ---------------------------------------------------------------------------
 
     def receiveMsg_SendBatch(self, message: SendBatch, sender: Any) -> None:
-        replies = [self.create(i) for i in message.items if isinstance(i, CreateTemplate)]
-        self.send(message.reply_to, Replies(message.batch_id, tuple(replies)))
+        replies: dict[str, Reply] = {}
+        stale: set[str] = set()
+        previews: list[PreviewTemplate] = []
+        for item in message.items:
+            if isinstance(item, PreviewTemplate):
+                previews.append(item)
+                continue
+            reply, changed = self._write(item)
+            replies[reply.correlation_id] = reply
+            if changed:
+                stale.add(changed)
+        # Invalidate before previewing: a preview in the same batch as a write sees the write.
+        self._invalidate(stale)
+        replies.update(self.preview(previews))
+        self.send(message.reply_to, Replies(
+            message.batch_id,
+            tuple(replies[getattr(i, "correlation_id", "")] for i in message.items)))
 
-    def create(self, command: CreateTemplate) -> Reply:
+    def _write(self, item: Any) -> tuple[Reply, str | None]:
+        """Carry out one write command: its reply, and the key it changed (if it did)."""
+        correlation_id = getattr(item, "correlation_id", "")
+        try:
+            if isinstance(item, (CreateTemplate, CreateTemplateVersion)):
+                reply = self.create(item)
+                return reply, item.template.template_key if reply.status == 201 else None
+            if isinstance(item, RetireTemplate):
+                reply = self.retire(item)
+                return reply, item.template_key if reply.status == 200 else None
+        except psycopg.Error as exc:
+            self.log.error("template write failed", extra={"error": str(exc)})
+            return Reply(correlation_id, 503, error_code="storage_unavailable",
+                         message="template storage is unavailable, try again"), None
+        self.log.warning("unknown templates command", extra={"item_type": type(item).__name__})
+        return Reply(correlation_id, 500, error_code="internal_error",
+                     message="the templates actor does not know this command"), None
+
+    def _invalidate(self, keys: set[str]) -> None:
+        try:
+            self._cache.invalidate(keys)
+        except redis.RedisError as exc:
+            # The cache remembers them and deletes them before its next read.
+            self.log.warning("template cache invalidation deferred", extra={"error": str(exc)})
+
+    def create(self, command: CreateTemplate | CreateTemplateVersion) -> Reply:
         template = command.template
-        for field, source, html in (
-            ("subject", template.subject, False), ("body", template.body, False),
-            ("html_body", template.html_body, True), ("push_title", template.push_title, False),
-            ("push_body", template.push_body, False),
-        ):
-            problem = check_syntax(source, html)
+        declared = getattr(command, "variables", None)
+        for field, html in (("subject", False), ("body", False), ("html_body", True),
+                            ("push_title", False), ("push_body", False)):
+            problem = check_syntax(getattr(template, field), html)
             if problem:
                 return Reply(command.correlation_id, 422, error_code="template_syntax_error",
                              message=f"{field}: {problem}", data={"field": field})
+        if declared is not None:
+            extra = undeclared_variables(template, declared)
+            if extra:
+                names = sorted({name for names in extra.values() for name in names})
+                return Reply(command.correlation_id, 422,
+                             error_code="template_variable_undeclared",
+                             message="the template uses variables it does not declare: "
+                             + ", ".join(names),
+                             data={"variables": names, "fields": extra})
+        conn = self._conn()
         try:
-            conn = self._conn()
             if command.new_version:
-                version = template_repo.next_version(conn, template.template_key,
-                                                     template.language)
-                template = Template(**{**template.to_json(), "version": version})
-            stored = template_repo.create_template(conn, template)
+                stored = template_repo.create_next(conn, template, declared)
+            else:
+                stored = template_repo.create_first(conn, template, declared)
         except template_repo.DuplicateTemplate:
             return Reply(command.correlation_id, 409, error_code="template_exists",
                          message=f"template '{template.template_key}' already exists in"
                          f" '{template.language}'; PUT creates a new version")
-        except psycopg.Error as exc:
-            self.log.error("template create failed", extra={"error": str(exc)})
-            return Reply(command.correlation_id, 503, error_code="storage_unavailable",
-                         message="template storage is unavailable, try again")
+        except template_repo.UnknownTemplate:
+            return Reply(command.correlation_id, 404, error_code="template_not_found",
+                         message=f"no template '{template.template_key}'; POST creates it")
+        data = {**stored.to_json(), "variables": None if declared is None else list(declared)}
+        return Reply(command.correlation_id, 201, data=data,
+                     message=f"template version {stored.version} created")
+
+    def retire(self, command: RetireTemplate) -> Reply:
+        retired = template_repo.retire(self._conn(), command.template_key)
+        if not retired:
+            return Reply(command.correlation_id, 404, error_code="template_not_found",
+                         message=f"no template '{command.template_key}'")
+        return Reply(command.correlation_id, 200,
+                     data={"template_key": command.template_key, "retired": True,
+                           "versions_retired": retired},
+                     message="template retired; notifications already sent keep their content")
+
+    def preview(self, items: list[PreviewTemplate]) -> dict[str, Reply]:
+        """Render each item as the Gateway would, without sending: one cache read for all."""
+        if not items:
+            return {}
+        assert self.settings is not None
         try:
-            self._cache.invalidate([stored.template_key])
-        except redis.RedisError:
-            pass
-        return Reply(command.correlation_id, 201, data=stored.to_json(), message="template created")
+            latest = self._latest({i.template_key for i in items if i.version is None})
+            renderings = [self._render_item(RenderItem(
+                i.correlation_id, i.template_key,
+                preview_languages(i.language, self.settings.default_language),
+                i.variables, i.version), latest) for i in items]
+        except (psycopg.Error, OSError) as exc:
+            self.log.error("template lookup failed", extra={"error": str(exc)})
+            return {i.correlation_id: Reply(i.correlation_id, 503,
+                                            error_code="storage_unavailable",
+                                            message="template storage is unavailable, try again")
+                    for i in items}
+        replies = {}
+        for item, r in zip(items, renderings, strict=True):
+            if not r.ok:
+                code = r.error_code or "template_render_error"
+                replies[item.correlation_id] = Reply(item.correlation_id, _status(code),
+                                                     error_code=code, message=r.error or "")
+                continue
+            data = {"template_key": item.template_key, "language": r.language,
+                    "version": r.template_version, "subject": r.subject, "body": r.body,
+                    "html_body": r.html_body, "push_title": r.push_title,
+                    "push_body": r.push_body}
+            replies[item.correlation_id] = Reply(item.correlation_id, 200, data=data,
+                                                 message="rendered, not sent")
+        return replies

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
+
+from clarion.persistence.users import MAX_PUSH_TOKENS
 
 _KEY = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 _LANGUAGE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+_HH_MM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+_VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 
 
 class _Strict(BaseModel):
@@ -34,38 +47,159 @@ class NotificationIn(_Strict):
         return value
 
 
+# --- users -----------------------------------------------------------------------------------
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError("not an email address")
+    return value.lower()
+
+
+def _push_tokens(value: list[str]) -> list[str]:
+    if any(not t or len(t) > 4096 for t in value):
+        raise ValueError("each push token must be 1 to 4096 characters")
+    return list(dict.fromkeys(value))
+
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("not an IANA time zone name (such as 'Europe/Lisbon')") from None
+    return value
+
+
+Email = Annotated[str, Field(max_length=254), AfterValidator(_email)]
+Phone = Annotated[str, Field(pattern=r"^\+[1-9][0-9]{6,14}$")]  # E.164
+Language = Annotated[str, Field(pattern=_LANGUAGE)]  # BCP 47, such as "pt-BR"
+PushTokens = Annotated[list[str], Field(max_length=MAX_PUSH_TOKENS), AfterValidator(_push_tokens)]
+Category = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class QuietHours(_Strict):
+    """A daily window (local time in `timezone`) in which nothing should be pushed."""
+
+    start: str = Field(pattern=_HH_MM)
+    end: str = Field(pattern=_HH_MM)  # earlier than `start`: the window spans midnight
+    timezone: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_time_zone)]
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        return self
+
+
+class Preferences(_Strict):
+    """A user's notification preferences: exactly this shape, stored as JSONB."""
+
+    email_enabled: StrictBool = True
+    push_enabled: StrictBool = True
+    quiet_hours: QuietHours | None = None
+    opt_outs: list[Category] = Field(default_factory=list, max_length=50)  # categories
+
+    @field_validator("opt_outs")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+
 class UserIn(_Strict):
     user_id: str | None = Field(default=None, pattern=_KEY)
-    email_address: str | None = Field(default=None, max_length=254)
-    phone_number: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{6,14}$")
-    preferred_language: str = Field(default="en", pattern=_LANGUAGE)
-    preferences: dict[str, Any] = Field(default_factory=dict)
-    push_tokens: list[str] = Field(default_factory=list, max_length=20)
+    email_address: Email | None = None
+    phone_number: Phone | None = None
+    preferred_language: Language = "en"
+    preferences: Preferences = Field(default_factory=Preferences)
+    push_tokens: PushTokens = Field(default_factory=list)
 
-    @field_validator("email_address")
-    @classmethod
-    def _email(cls, value: str | None) -> str | None:
-        if value is not None and not _EMAIL.match(value):
-            raise ValueError("not an email address")
-        return value.lower() if value else value
 
-    @field_validator("push_tokens")
-    @classmethod
-    def _tokens(cls, value: list[str]) -> list[str]:
-        if any(not t or len(t) > 4096 for t in value):
-            raise ValueError("each push token must be 1 to 4096 characters")
-        return list(dict.fromkeys(value))
+class UserPatch(_Strict):
+    """A partial update: a field left out stays as it is, `null` clears an optional one
+    (email_address, phone_number, preferences.quiet_hours), and `preferences` is merged key by
+    key (JSON Merge Patch). `push_tokens`, when given, replaces the whole list."""
+
+    email_address: Email | None = None
+    phone_number: Phone | None = None
+    preferred_language: Language = "en"
+    preferences: Preferences = Field(default_factory=Preferences)
+    push_tokens: PushTokens = Field(default_factory=list)
+
+    def changes(self) -> dict[str, Any]:
+        """Only what the request set (nested too), as JSON."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class PushTokenIn(_Strict):
+    token: str = Field(min_length=1, max_length=4096)
+
+
+# --- templates -------------------------------------------------------------------------------
 
 
 class TemplateIn(_Strict):
     template_key: str = Field(pattern=_KEY)
-    language: str = Field(default="en", pattern=_LANGUAGE)
+    language: Language = "en"
     subject: str = Field(min_length=1, max_length=1000)
     body: str = Field(min_length=1, max_length=100_000)
     html_body: str | None = Field(default=None, max_length=200_000)
     push_title: str | None = Field(default=None, max_length=1000)
     push_body: str | None = Field(default=None, max_length=4000)
     description: str | None = Field(default=None, max_length=1000)
+    # The variables the template expects. Given, the template may use no other (checked when it
+    # is created); left out, it is not checked.
+    variables: list[Annotated[str, Field(pattern=_VARIABLE)]] | None = Field(
+        default=None, max_length=100)
+
+    @field_validator("variables")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else list(dict.fromkeys(value))
+
+
+class RenderIn(_Strict):
+    """POST /v1/templates/render: a preview, nothing is sent."""
+
+    template_key: str = Field(pattern=_KEY)
+    message_data: dict[str, Any] = Field(default_factory=dict)
+    language: Language | None = None
+    version: int | None = Field(default=None, ge=1)
+
+
+# --- query strings ---------------------------------------------------------------------------
+
+
+class PageQuery(BaseModel):
+    """`?page=&limit=`; other parameters are ignored."""
+
+    page: int = Field(default=1, ge=1, le=1_000_000)
+    limit: int = Field(default=20, ge=1, le=100)
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.limit
+
+    def meta(self, total: int) -> dict[str, Any]:
+        """The pagination `meta` of a list response."""
+        pages = -(-total // self.limit)
+        return {"total": total, "limit": self.limit, "page": self.page, "total_pages": pages,
+                "has_next": self.page < pages, "has_previous": self.page > 1}
+
+
+class UserQuery(PageQuery):
+    email: Annotated[str, Field(max_length=254)] | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.strip().lower() if value else None
+
+
+class TemplateQuery(BaseModel):
+    """`GET /v1/templates/{key}?language=&version=`."""
+
+    language: Language | None = None
+    version: int | None = Field(default=None, ge=1)
 
 
 def field_errors(exc: Any) -> list[dict[str, str]]:

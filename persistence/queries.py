@@ -77,14 +77,64 @@ async def user(conn: AsyncConnection, user_id: str) -> User | None:
     return user_repo.row_to_user(row) if row else None
 
 
-async def template_versions(
-    conn: AsyncConnection, key: str, language: str | None, version: int | None
-) -> list[Template]:
-    """A key's templates, newest version first, optionally only one language or version."""
+async def users_page(
+    conn: AsyncConnection, email: str | None, limit: int, offset: int
+) -> tuple[int, list[User]]:
+    """(how many users match, one page of them in creation order), optionally by email address."""
+    where = "WHERE (%(email)s::text IS NULL OR email_address = %(email)s::text)"
+    cur = await conn.execute(f"SELECT count(*) FROM users {where}", {"email": email})
+    row = await cur.fetchone()
+    total = int(row[0]) if row else 0
     cur = await conn.execute(
-        f"SELECT {template_repo.COLUMNS} FROM templates WHERE template_key = %s"
+        f"SELECT {user_repo.COLUMNS} FROM users {where}"
+        " ORDER BY created_at, user_id LIMIT %(limit)s OFFSET %(offset)s",
+        {"email": email, "limit": limit, "offset": offset},
+    )
+    return total, [user_repo.row_to_user(r) for r in await cur.fetchall()]
+
+
+async def template_versions(
+    conn: AsyncConnection, key: str, language: str | None = None, version: int | None = None
+) -> list[dict[str, Any]]:
+    """A live key's templates with their declared variables, newest version first, optionally
+    only one language or version. Empty for an unknown or retired key."""
+    cur = await conn.execute(
+        f"SELECT {template_repo.COLUMNS}, variables, created_at FROM templates"
+        " WHERE template_key = %s AND retired_at IS NULL"
         " AND (%s::text IS NULL OR language = %s::text)"
         " AND (%s::int IS NULL OR version = %s::int) ORDER BY version DESC, language",
         (key, language, language, version, version),
     )
-    return [Template(*row) for row in await cur.fetchall()]
+    return [
+        {**Template(*row[:-2]).to_json(), "variables": row[-2], "created_at": row[-1]}
+        for row in await cur.fetchall()
+    ]
+
+
+async def template_keys_page(
+    conn: AsyncConnection, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """(how many live keys there are, one page of them by key): each key's languages with the
+    latest version of each, and when its newest version was created."""
+    cur = await conn.execute(
+        "SELECT count(DISTINCT template_key) FROM templates WHERE retired_at IS NULL"
+    )
+    row = await cur.fetchone()
+    total = int(row[0]) if row else 0
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT template_key, jsonb_object_agg(language, version) AS versions,"
+        " max(version) AS latest_version, max(created_at) AS updated_at"
+        " FROM (SELECT DISTINCT ON (template_key, language) template_key, language, version,"
+        "        created_at FROM templates WHERE retired_at IS NULL"
+        "        ORDER BY template_key, language, version DESC) AS latest"
+        " GROUP BY template_key ORDER BY template_key LIMIT %s OFFSET %s",
+        (limit, offset),
+    )
+    keys = []
+    for found in await cur.fetchall():
+        versions = dict(sorted(found.pop("versions").items()))
+        keys.append({"template_key": found["template_key"], "languages": list(versions),
+                     "latest_version": found["latest_version"], "versions": versions,
+                     "updated_at": found["updated_at"]})
+    return total, keys

@@ -51,8 +51,11 @@ class Stack:
                         timeout: float = 20.0) -> dict[str, Any]:
         client = self.client()
         deadline = time.monotonic() + timeout
+        data: dict[str, Any] = {"status": "unknown"}
         while True:
-            data = client.get(f"/v1/notifications/{notification_id}").json()["data"]
+            reply = client.get(f"/v1/notifications/{notification_id}")
+            if reply.status_code == 200:  # not while storage is away (an outage test)
+                data = reply.json()["data"]
             if data["status"] in wanted or time.monotonic() > deadline:
                 return data
             time.sleep(0.05)

@@ -183,6 +183,13 @@ def every_field_changed(tmp_path: Path) -> Settings:
         provider_timeout=2.5,
         delivery_concurrency=8,
         delivery_prefetch=16,
+        delivery_max_attempts=4,
+        rate_limit_per_second=10.5,
+        rate_limit_burst=20,
+        breaker_failure_threshold=3,
+        breaker_reset_timeout=7.5,
+        restart_max=4,
+        restart_window=30.0,
     )
 
 
