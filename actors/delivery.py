@@ -33,10 +33,12 @@ from typing import Any
 
 import pika
 import psycopg
+import redis
 
 from clarion.actors.base import ClarionActor
 from clarion.actors.providers.base import DeliveryResult, Provider
-from clarion.persistence import broker, database
+from clarion.persistence import broker, cache, database
+from clarion.persistence import users as user_repo
 from clarion.persistence import notifications as notification_repo
 from clarion.persistence.notifications import Outcome
 from clarion.supervision import metrics
@@ -71,6 +73,7 @@ class ChannelDelivery(ClarionActor):
     def setup(self) -> None:
         assert self.settings is not None
         self._provider = self.make_provider()
+        self._redis = cache.connect(self.settings.redis_url)
         self._pool = ThreadPoolExecutor(self.settings.delivery_concurrency,
                                         thread_name_prefix=f"{self.CHANNEL}-send")
         self._breaker = CircuitBreaker(
@@ -328,6 +331,7 @@ class ChannelDelivery(ClarionActor):
                 self._close_broker()
             self._unsettled = finished + self._unsettled
             return
+        self._forget_unregistered_tokens(finished)
         # 3. The acks.
         for f, o in zip(finished, outcomes):
             self._log_outcome(f, o)
@@ -338,6 +342,26 @@ class ChannelDelivery(ClarionActor):
                 self._channel.basic_ack(f.tag)
             except pika.exceptions.AMQPError:
                 self._close_broker()
+
+    def _forget_unregistered_tokens(self, finished: list[Finished]) -> None:
+        """FCM said UNREGISTERED: that device is gone for good; take its token off the user
+        (and out of the user cache) so no later notification tries it again."""
+        for f in finished:
+            tokens = [d["full_token"] for d in f.result.details
+                      if isinstance(d, dict) and d.get("unregistered") and d.get("full_token")]
+            user_id = f.message.get("user_id")
+            if not tokens or not user_id:
+                continue
+            try:
+                for token in tokens:
+                    user_repo.remove_push_token(self._conn(), user_id, token)
+                self._redis.delete(f"{cache.USER_PREFIX}:{user_id}")
+            except (psycopg.Error, redis.RedisError) as exc:
+                self.log.warning("could not remove unregistered push tokens", extra={
+                    "actor": self.name, "user_id": user_id, "error": str(exc)})
+                continue
+            self.log.info("unregistered push tokens removed", extra={
+                "actor": self.name, "user_id": user_id, "count": len(tokens)})
 
     def _judge(self, result: DeliveryResult) -> None:
         """Feed the breaker: only passing failures say the provider is unwell."""

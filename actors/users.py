@@ -55,7 +55,7 @@ class Users(ClarionActor):
         self._db: psycopg.Connection | None = None
         self._cache = cache_mod.RecordCache[User](
             cache_mod.connect(self.settings.redis_url),
-            "clarion:user",
+            cache_mod.USER_PREFIX,
             cache_mod.USER_TTL,
             User.to_json,
             User.from_json,

@@ -38,6 +38,8 @@ class NotificationIn(_Strict):
     template_version: int | None = Field(default=None, ge=1)
     priority: Literal["low", "normal", "high"] = "normal"
     request_id: str | None = Field(default=None, max_length=128)
+    # What kind of message this is ("marketing", "security", ...): users can opt out of one.
+    category: str | None = Field(default=None, min_length=1, max_length=64)
 
     @field_validator("channels")
     @classmethod

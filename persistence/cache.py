@@ -40,6 +40,9 @@ return values
 """
 
 
+USER_PREFIX = "clarion:user"  # the Users actor's cache; others only ever delete from it
+
+
 def connect(url: str) -> redis.Redis:
     # Bounded timeouts: a Redis that hangs must not hang the actor that asked.
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)

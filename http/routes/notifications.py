@@ -40,6 +40,7 @@ async def create_notification(request: Request) -> EnvelopeResponse:
         priority=body.priority,
         request_id=body.request_id or request_id(request),
         idempotency_key=key,
+        category=body.category,
     )
     return from_reply(await bridge(request).request(item))
 

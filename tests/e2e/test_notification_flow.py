@@ -19,8 +19,11 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def stack(provider_settings: Any, simulator: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(new_stack_settings(provider_settings), simulator,
-                          Path(tmp_path_factory.mktemp("stack-logs")))
+    from pydantic import SecretStr
+
+    settings = new_stack_settings(provider_settings).model_copy(
+        update={"internal_secret": SecretStr("service-secret-for-tests")})
+    running = start_stack(settings, simulator, Path(tmp_path_factory.mktemp("stack-logs")))
     yield running
     stop_stack(running)
 
@@ -140,6 +143,11 @@ def test_an_unregistered_push_token_fails_that_channel_with_the_providers_reason
     assert final["channels"]["email"]["status"] == "sent"
     assert final["channels"]["push"]["status"] == "failed"
     assert final["channels"]["push"]["error_code"] == "fcm_unregistered"
+    # The dead device's token is taken off the user.
+    deadline = time.monotonic() + 5
+    while stack.client().get(f"/v1/users/{user['user_id']}").json()["data"]["push_tokens"]:
+        assert time.monotonic() < deadline, "the unregistered token is still on the user"
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(
@@ -375,3 +383,33 @@ def test_metrics_add_up_every_worker_and_actor_process(
     assert value('clarion_delivery_latency_seconds_count{channel="email"}') >= 1
     assert value('clarion_queue_depth{queue="email.queue"}') >= 0
     assert "clarion_dlq_size" in text
+
+
+def test_a_category_the_user_opted_out_of_is_not_sent(stack: Stack, welcome_template: str) -> None:
+    user = make_user(stack, preferences={"opt_outs": ["marketing"]})
+    body = {"user_id": user["user_id"], "template_key": welcome_template,
+            "message_data": {"name": "Oz", "code": "12"}}
+    refused = stack.client().post("/v1/notifications", json={**body, "category": "marketing"})
+    assert refused.status_code == 422
+    assert refused.json()["error"] == "no_deliverable_channel"
+    assert "opted out of 'marketing'" in refused.json()["message"]
+    allowed = stack.client().post("/v1/notifications", json={**body, "category": "security"})
+    assert allowed.status_code == 202
+
+
+def test_management_routes_take_the_internal_secret_and_public_ones_do_not(
+    stack: Stack,
+) -> None:
+    import httpx
+
+    secret = stack.settings.internal_secret.get_secret_value()
+    good = {"X-Internal-Secret": secret}
+    created = httpx.post(stack.base_url + "/v1/users", headers=good,
+                         json={"user_id": f"svc-{uuid.uuid4().hex[:8]}"})
+    assert created.status_code == 201
+    wrong = httpx.post(stack.base_url + "/v1/users", headers={"X-Internal-Secret": "nope"},
+                       json={"user_id": f"svc-{uuid.uuid4().hex[:8]}"})
+    assert wrong.status_code == 401
+    public = httpx.post(stack.base_url + "/v1/notifications", headers=good,
+                        json={"user_id": "x", "template_key": "y"})
+    assert public.status_code == 401
