@@ -27,6 +27,7 @@ from clarion.http.middleware import (
     ApiKeyMiddleware,
     BodySizeLimitMiddleware,
     MetricsMiddleware,
+    RequestIdLogFilter,
     RequestIdMiddleware,
 )
 from clarion.http.ratelimit import RateLimitMiddleware
@@ -96,4 +97,6 @@ def app_factory() -> Starlette:
     """Entry point for uvicorn workers: settings from the environment."""
     settings = load_settings()
     configure_logging(settings.log_level)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdLogFilter())
     return create_app(settings)

@@ -39,6 +39,15 @@ async def send_error(send: Send, status: int, code: str, message: str,
     await send({"type": "http.response.body", "body": body})
 
 
+class RequestIdLogFilter(logging.Filter):
+    """Puts the current request's id on every log record made while handling it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get()
+        return True
+
+
 class RequestIdMiddleware:
     """Accepts a well-formed `X-Request-ID` or makes one; returns it on every response."""
 
