@@ -23,7 +23,7 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from clarion.actors.messages import ChildReady, Configure
+from clarion.actors.messages import BreakerChanged, ChildReady, Configure
 from clarion.config.settings import Settings
 
 _TICK = "clarion.tick"
@@ -105,6 +105,18 @@ class ClarionActor(ActorTypeDispatcher):
             self.log.exception("teardown failed", extra={"actor": self.name})
         if request:
             self.send(self.myAddress, ActorExitRequest())
+
+    def breaker_changed(self, dependency: str, old: str, new: str) -> None:
+        """The `on_change` of every breaker an actor holds: log, count, tell the Supervisor."""
+        from clarion.supervision import metrics
+        from clarion.supervision.breaker import OPEN
+
+        metrics.BREAKER_STATE.labels(self.name, dependency).set(metrics.BREAKER_LEVEL[new])
+        log = self.log.warning if new == OPEN else self.log.info
+        log("breaker state changed", extra={"actor": self.name, "dependency": dependency,
+                                            "from": old, "to": new})
+        if self.parent is not None:
+            self.send(self.parent, BreakerChanged(self.name, dependency, new))
 
     # -- for subclasses ----------------------------------------------------------------------
 

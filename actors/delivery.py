@@ -78,7 +78,7 @@ class ChannelDelivery(ClarionActor):
                                         thread_name_prefix=f"{self.CHANNEL}-send")
         self._breaker = CircuitBreaker(
             self._provider.name, self.settings.breaker_failure_threshold,
-            self.settings.breaker_reset_timeout, on_change=self._breaker_changed)
+            self.settings.breaker_reset_timeout, on_change=self.breaker_changed)
         # Worker threads report completions here and write a byte to wake the actor.
         self._finished: deque[Finished] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -174,12 +174,6 @@ class ChannelDelivery(ClarionActor):
             except AttributeError:
                 pass
         return filenos
-
-    def _breaker_changed(self, name: str, old: str, new: str) -> None:
-        metrics.BREAKER_STATE.labels(self.name, name).set(metrics.BREAKER_LEVEL[new])
-        log = self.log.warning if new == OPEN else self.log.info
-        log("breaker state changed", extra={"actor": self.name, "dependency": name,
-                                            "from": old, "to": new})
 
     # -- events -------------------------------------------------------------------------------
 

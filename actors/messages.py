@@ -61,6 +61,25 @@ class Peers:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerChanged:
+    """A child tells the Supervisor one of its circuit breakers changed state."""
+
+    name: str  # the child
+    dependency: str
+    state: str  # closed, half_open, open
+    retry_after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Observations:
+    """The Monitor's latest look at the outside: for the Supervisor's alerts."""
+
+    dependencies: dict[str, bool]  # postgresql, redis, rabbitmq → answering
+    queues: dict[str, int]  # queue → messages waiting
+    delivery_attempts: tuple[int, int]  # (attempts, failures) in the last 5 minutes
+
+
+@dataclass(frozen=True, slots=True)
 class LocateGateway:
     """Asked of the Supervisor by each HTTP bridge."""
 

@@ -26,7 +26,6 @@ from clarion.actors.messages import (
 from clarion.persistence import database, dead_letters
 from clarion.persistence import notifications as notification_repo
 from clarion.persistence.broker import BatchPublisher, Outgoing, PublishError, UnroutableError
-from clarion.supervision import metrics
 from clarion.supervision.backoff import backoff_delay
 from clarion.supervision.breaker import CircuitBreaker
 
@@ -47,13 +46,8 @@ class Publisher(ClarionActor):
         self._db: psycopg.Connection | None = None
         self._breaker = CircuitBreaker("rabbitmq", self.settings.breaker_failure_threshold,
                                        self.settings.breaker_reset_timeout,
-                                       on_change=self._breaker_changed)
+                                       on_change=self.breaker_changed)
         self._retries: dict[str, _Retry] = {}
-
-    def _breaker_changed(self, name: str, old: str, new: str) -> None:
-        metrics.BREAKER_STATE.labels(self.name, name).set(metrics.BREAKER_LEVEL[new])
-        self.log.warning("breaker state changed", extra={
-            "actor": self.name, "dependency": name, "from": old, "to": new})
 
     def teardown(self) -> None:
         if hasattr(self, "_publisher"):

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     breaker_failure_threshold: int = Field(5, ge=1, le=1000)
     breaker_reset_timeout: float = Field(60.0, gt=0, le=3600)
 
+    # Alerts: a work queue above this many messages for this long raises `queue_backlog`;
+    # alerts are also POSTed as JSON to the webhook when one is set.
+    alert_backlog_threshold: int = Field(10_000, ge=1)
+    alert_backlog_window: float = Field(60.0, gt=0)
+    alert_webhook_url: str | None = None
+
     # Supervisor restart intensity: at most this many restarts of one child in the window,
     # then it is left down and reported failed.
     restart_max: int = Field(10, ge=1, le=1000)
@@ -117,7 +123,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with amqp:// or amqps://")
         return value
 
-    @field_validator("sendgrid_host", "fcm_endpoint")
+    @field_validator("sendgrid_host", "fcm_endpoint", "alert_webhook_url")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
         if value is None:

@@ -25,3 +25,8 @@ class RestartIntensity:
             return False
         self._recent.append(now)
         return True
+
+    def recent(self) -> int:
+        """Restarts within the window, as of now."""
+        now = self.clock()
+        return sum(1 for t in self._recent if now - t <= self.window)

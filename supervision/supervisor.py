@@ -6,7 +6,8 @@
     ├── publisher   Publisher
     ├── gateway     Gateway      (told where users, templates and publisher are: Peers)
     ├── email       EmailDelivery
-    └── push        PushDelivery
+    ├── push        PushDelivery
+    └── monitor     Monitor      (probes the services; its Observations feed the alerts)
 
 Every child is permanent: when one exits (`ChildActorExited`, also after `kill -9`) it is created
 again and configured, within the restart intensity (at most R restarts in T seconds; past that
@@ -27,10 +28,12 @@ from typing import Any
 
 from clarion.actors.base import ClarionActor
 from clarion.actors.messages import (
+    BreakerChanged,
     ChildReady,
     Configure,
     GatewayLocated,
     LocateGateway,
+    Observations,
     Peers,
     Replies,
     Reply,
@@ -39,9 +42,27 @@ from clarion.actors.messages import (
     SystemReady,
 )
 from clarion.supervision import metrics
+from clarion.supervision.alerts import Alert, AlertBook
 from clarion.supervision.restart import RestartIntensity
 
 GLOBAL_NAME = "clarion-supervisor"
+
+
+def post_webhook(url: str, payload: dict[str, Any]) -> None:
+    """POST an alert as JSON from a short-lived thread: a slow receiver never stalls us."""
+    import json
+    import threading
+    import urllib.request
+
+    def post() -> None:
+        request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - operator's URL
+        except OSError:
+            pass  # alerts are in the log and the API too; a webhook is best effort
+
+    threading.Thread(target=post, name="alert-webhook", daemon=True).start()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +79,7 @@ CHILDREN: tuple[ChildSpec, ...] = (
     ChildSpec("gateway", "clarion.actors.gateway.Gateway"),
     ChildSpec("email", "clarion.actors.email_delivery.EmailDelivery"),
     ChildSpec("push", "clarion.actors.push_delivery.PushDelivery"),
+    ChildSpec("monitor", "clarion.actors.monitor.Monitor"),
 )
 
 
@@ -72,6 +94,7 @@ class Child:
     started_at: float = field(default_factory=time.time)
     last_exit: float | None = None
     intensity: RestartIntensity = field(default_factory=RestartIntensity)
+    breakers: dict[str, str] = field(default_factory=dict)  # dependency → state
 
 
 class Supervisor(ClarionActor):
@@ -84,6 +107,10 @@ class Supervisor(ClarionActor):
         }
         self._launcher = self.parent
         self._announced = False
+        self._observations = Observations({}, {}, (0, 0))
+        self._alerts = AlertBook(self.settings.alert_backlog_threshold,
+                                 self.settings.alert_backlog_window,
+                                 on_change=self._alert_changed)
         for child in self._children.values():
             self._start(child)
 
@@ -98,6 +125,7 @@ class Supervisor(ClarionActor):
         child.address = self.createActor(child.spec.actor_class)
         child.ready = False
         child.pid = None
+        child.breakers = {}
         child.started_at = time.time()
         self.send(child.address, Configure(self.settings, child.spec.name))
 
@@ -142,6 +170,41 @@ class Supervisor(ClarionActor):
             "actor": self.name, "child": child.spec.name, "restarts": child.restarts})
         self._start(child)
 
+    def receiveMsg_Observations(self, message: Observations, sender: Any) -> None:
+        self._observations = message
+        self._evaluate_alerts()
+
+    def on_tick(self) -> None:
+        self._evaluate_alerts()
+
+    def _evaluate_alerts(self) -> None:
+        children = self.status()["children"]
+        for child in children:
+            child["recent_restarts"] = self._children[child["name"]].intensity.recent()
+        self._alerts.evaluate(children, {
+            "dependencies": self._observations.dependencies,
+            "queues": {q: n for q, n in self._observations.queues.items()
+                       if q != "failed.queue"},
+            "delivery_attempts": self._observations.delivery_attempts,
+        })
+
+    def _alert_changed(self, alert: Alert) -> None:
+        if alert.resolved_at is None:
+            self.log.error(f"ALERT {alert.kind}: {alert.message}", extra={
+                "actor": self.name, "alert": alert.kind, "alert_key": alert.key,
+                "severity": alert.severity})
+        else:
+            self.log.warning(f"alert resolved: {alert.kind}", extra={
+                "actor": self.name, "alert": alert.kind, "alert_key": alert.key})
+        assert self.settings is not None
+        if self.settings.alert_webhook_url:
+            post_webhook(self.settings.alert_webhook_url, alert.to_json())
+
+    def receiveMsg_BreakerChanged(self, message: BreakerChanged, sender: Any) -> None:
+        child = self._children.get(message.name)
+        if child is not None and child.address == sender:
+            child.breakers[message.dependency] = message.state
+
     def receiveMsg_LocateGateway(self, message: LocateGateway, sender: Any) -> None:
         gateway = self._children["gateway"] if hasattr(self, "_children") else None
         ready = gateway is not None and gateway.ready
@@ -157,10 +220,14 @@ class Supervisor(ClarionActor):
     def status(self) -> dict[str, Any]:
         return {
             "supervisor": {"pid": os.getpid(), "name": GLOBAL_NAME},
+            "alerts": self._alerts.snapshot(),
+            "observations": {"dependencies": self._observations.dependencies,
+                             "queues": self._observations.queues},
             "children": [
                 {"name": c.spec.name, "class": c.spec.actor_class.rsplit(".", 1)[1],
                  "state": c.state, "pid": c.pid, "restarts": c.restarts,
-                 "started_at": c.started_at, "last_exit": c.last_exit}
+                 "started_at": c.started_at, "last_exit": c.last_exit,
+                 "breakers": dict(c.breakers)}
                 for c in self._children.values()
             ],
         }

@@ -70,7 +70,15 @@ async def actor_tree(request: Request) -> EnvelopeResponse:
     return from_reply(await request.app.state.bridge.request(StatusRequest(uuid.uuid4().hex)))
 
 
+async def alerts(request: Request) -> EnvelopeResponse:
+    reply = await request.app.state.bridge.request(StatusRequest(uuid.uuid4().hex))
+    if reply.status != 200 or reply.data is None:
+        return from_reply(reply)
+    return success(reply.data["alerts"])
+
+
 routes = [
+    Route("/v1/alerts", alerts, methods=["GET"]),
     Route("/health", live, methods=["GET"]),
     Route("/health/ready", ready, methods=["GET"]),
     Route("/v1/system/actors", actor_tree, methods=["GET"]),

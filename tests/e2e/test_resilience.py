@@ -157,6 +157,11 @@ def test_while_the_provider_is_down_the_breaker_pauses_delivery_without_spending
     # Open: no call reaches the provider, though retries fall due after 1 s.
     time.sleep(2.5)
     assert len(rejected("email")) == calls_when_open
+    # The Supervisor knows, and says so: the breaker in its tree and an active alert.
+    assert stack.actors()["email"]["breakers"] == {"sendgrid": "open"}
+    active = stack.client().get("/v1/alerts").json()["data"]["active"]
+    assert [a["key"] for a in active if a["kind"] == "breaker_open"] == \
+        ["breaker:email:sendgrid"]
 
     stack.simulator.state.update_config({"fail_next": {"email": 0}})
     for notification_id in ids:
@@ -165,3 +170,8 @@ def test_while_the_provider_is_down_the_breaker_pauses_delivery_without_spending
         # One attempt at most was spent before the breaker stopped the calls.
         assert final["channels"]["email"]["attempts"] <= 2
         assert dead_letters_of(stack, notification_id) == []
+    assert stack.actors()["email"]["breakers"] == {"sendgrid": "closed"}
+    alerts = stack.client().get("/v1/alerts").json()["data"]
+    assert not [a for a in alerts["active"] if a["kind"] == "breaker_open"]
+    assert any(a["key"] == "breaker:email:sendgrid" and a["resolved_at"]
+               for a in alerts["recent"])
