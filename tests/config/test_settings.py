@@ -190,6 +190,9 @@ def every_field_changed(tmp_path: Path) -> Settings:
         breaker_reset_timeout=7.5,
         restart_max=4,
         restart_window=30.0,
+        alert_backlog_threshold=50,
+        alert_backlog_window=10.0,
+        alert_webhook_url="http://127.0.0.1:9998/hook",
     )
 
 
