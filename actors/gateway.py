@@ -63,6 +63,7 @@ class PendingBatch:
     replies: dict[str, Reply] = field(default_factory=dict)
     accepted: dict[str, NewNotification] = field(default_factory=dict)  # by correlation id
     outgoing: dict[str, list[Outgoing]] = field(default_factory=dict)  # by correlation id
+    hops: dict[str, float] = field(default_factory=dict)  # the batch's hop times
     reserved: set[str] = field(default_factory=set)  # items whose idempotency key we reserved
 
     def open_items(self) -> list[NotificationRequest]:
@@ -259,6 +260,7 @@ class Gateway(ClarionActor):
             self._fail_open(batch, 503, message.error, "user storage is unavailable, try again")
             return
         assert self.settings is not None and self._peers is not None
+        batch.hops["user_resolved"] = time.time()
         batch.users = message.users
         render: list[RenderItem] = []
         for item in batch.open_items():
@@ -284,6 +286,7 @@ class Gateway(ClarionActor):
         if message.error:
             self._fail_open(batch, 503, message.error, "template storage is unavailable")
             return
+        batch.hops["rendered"] = time.time()
         by_id = {i.correlation_id: i for i in batch.items}
         for rendering in message.results:
             item = by_id[rendering.correlation_id]
@@ -304,6 +307,7 @@ class Gateway(ClarionActor):
                 rendering.language, item.priority, item.request_id, item.idempotency_key,
                 item.message_data, deliveries,
                 fingerprint(item) if item.idempotency_key else None,
+                {"received": item.received_at or batch.hops["user_resolved"], **batch.hops},
             )
             batch.outgoing[item.correlation_id] = messages
         self._persist_and_publish(batch)
@@ -371,6 +375,13 @@ class Gateway(ClarionActor):
         self._accept(batch)
 
     def _accept(self, batch: PendingBatch) -> None:
+        queued_at = time.time()
+        try:
+            notification_repo.record_hop(self._conn(), [n.notification_id for n in
+                                                        batch.accepted.values()], "queued",
+                                         queued_at)
+        except psycopg.Error as exc:  # a missing timing is no reason to refuse the batch
+            self.log.warning("recording the queued hop failed", extra={"error": str(exc)})
         for correlation_id, n in batch.accepted.items():
             scheduled = [d.scheduled_for for d in n.deliveries if d.scheduled_for is not None]
             batch.replies[correlation_id] = Reply(

@@ -61,6 +61,7 @@ class NewNotification:
     message_data: dict[str, Any]
     deliveries: tuple[NewDelivery, ...]
     request_fingerprint: str | None = None
+    hops: dict[str, float] = field(default_factory=dict)  # hop → epoch seconds
 
     @property
     def status(self) -> str:
@@ -110,13 +111,13 @@ def insert_batch(conn: psycopg.Connection, batch: Sequence[NewNotification]) -> 
             cur.executemany(
                 "INSERT INTO notifications (notification_id, user_id, template_key,"
                 " template_version, language, status, priority, request_id, idempotency_key,"
-                " message_data, request_fingerprint)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " message_data, request_fingerprint, hops)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (
                         n.notification_id, n.user_id, n.template_key, n.template_version,
                         n.language, n.status, n.priority, n.request_id, n.idempotency_key,
-                        Jsonb(n.message_data), n.request_fingerprint,
+                        Jsonb(n.message_data), n.request_fingerprint, Jsonb(n.hops),
                     )
                     for n in batch
                 ],
@@ -141,6 +142,14 @@ def insert_batch(conn: psycopg.Connection, batch: Sequence[NewNotification]) -> 
         if exc.diag.constraint_name == "notifications_idempotency_key_key":
             raise DuplicateIdempotencyKey() from None
         raise
+
+
+def record_hop(conn: psycopg.Connection, notification_ids: Sequence[str], hop: str,
+               at: float) -> None:
+    """Note when a batch of notifications passed a hop."""
+    if notification_ids:
+        conn.execute("UPDATE notifications SET hops = hops || jsonb_build_object(%s, %s)"
+                     " WHERE notification_id = ANY(%s)", (hop, at, list(notification_ids)))
 
 
 def by_idempotency_keys(conn: psycopg.Connection,

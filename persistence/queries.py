@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -27,7 +28,7 @@ async def notification(conn: AsyncConnection, notification_id: str) -> dict[str,
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         "SELECT notification_id::text, user_id, template_key, template_version, language, status,"
-        " priority, request_id, created_at, updated_at FROM notifications"
+        " priority, request_id, created_at, updated_at, hops FROM notifications"
         " WHERE notification_id = %s",
         (notification_id,),
     )
@@ -50,7 +51,45 @@ async def notification(conn: AsyncConnection, notification_id: str) -> dict[str,
     for attempt in await cur.fetchall():
         deliveries[attempt.pop("channel")]["attempt_log"].append(attempt)
     found["channels"] = deliveries
+    found["hops"] = _hops(found.pop("hops") or {}, deliveries)
     return found
+
+
+def _hops(stored: dict[str, float], deliveries: dict[str, Any]) -> list[dict[str, Any]]:
+    """The notification's way, hop by hop, each with its time since it was received."""
+    events: list[tuple[float, str, str | None]] = [
+        (float(at), hop, None) for hop, at in stored.items()]
+    for channel, delivery in deliveries.items():
+        log = delivery["attempt_log"]
+        if log:
+            events.append((log[0]["started_at"].timestamp(), "consumed", channel))
+        sent = [a for a in log if a["outcome"] == "sent"]
+        if sent:
+            events.append((sent[-1]["finished_at"].timestamp(), "provider_accepted", channel))
+    events.sort()
+    start = float(stored.get("received", events[0][0] if events else 0.0))
+    return [
+        {"hop": hop, "channel": channel,
+         "at": datetime.fromtimestamp(at, tz=timezone.utc).isoformat(),
+         "ms_since_received": round((at - start) * 1000, 1)}
+        for at, hop, channel in events
+    ]
+
+
+async def notifications(conn: AsyncConnection, user_id: str | None, status: str | None,
+                        limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """Notifications, newest first, optionally of one user or in one status; and the total."""
+    cur = conn.cursor(row_factory=dict_row)
+    where = ("(%(user)s::text IS NULL OR user_id = %(user)s::text)"
+             " AND (%(status)s::text IS NULL OR status = %(status)s::text)")
+    params = {"user": user_id, "status": status, "limit": limit, "offset": offset}
+    await cur.execute(f"SELECT count(*) AS n FROM notifications WHERE {where}", params)
+    total = (await cur.fetchone() or {"n": 0})["n"]
+    await cur.execute(
+        "SELECT notification_id::text, user_id, template_key, template_version, language,"
+        f" status, priority, request_id, created_at, updated_at FROM notifications WHERE {where}"
+        " ORDER BY created_at DESC LIMIT %(limit)s OFFSET %(offset)s", params)
+    return await cur.fetchall(), int(total)
 
 
 async def outbox(

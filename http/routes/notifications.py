@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 from starlette.requests import Request
@@ -41,6 +42,7 @@ async def create_notification(request: Request) -> EnvelopeResponse:
         request_id=body.request_id or request_id(request),
         idempotency_key=key,
         category=body.category,
+        received_at=time.time(),
     )
     return from_reply(await bridge(request).request(item))
 
@@ -58,7 +60,30 @@ async def get_notification(request: Request) -> EnvelopeResponse:
     return success(found)
 
 
+_STATUSES = {"queued", "scheduled", "sent", "partially_sent", "failed"}
+
+
+async def list_notifications(request: Request) -> EnvelopeResponse:
+    params = request.query_params
+    page_text, limit_text = params.get("page", "1"), params.get("limit", "50")
+    status, user_id = params.get("status"), params.get("user_id")
+    if (not page_text.isdigit() or not limit_text.isdigit() or int(page_text) < 1
+            or not 1 <= int(limit_text) <= 200 or (status and status not in _STATUSES)
+            or (user_id is not None and not 1 <= len(user_id) <= 128)):
+        return failure(422, "validation_error",
+                       "page ≥ 1, 1 ≤ limit ≤ 200, status one of " + ", ".join(sorted(_STATUSES)))
+    page, limit = int(page_text), int(limit_text)
+    async with request.app.state.db.connection() as conn:
+        rows, total = await queries.notifications(conn, user_id, status, limit,
+                                                  (page - 1) * limit)
+    pages = max(1, -(-total // limit))
+    return success(rows, meta={"total": total, "limit": limit, "page": page,
+                               "total_pages": pages, "has_next": page < pages,
+                               "has_previous": page > 1})
+
+
 routes = [
     Route("/v1/notifications", create_notification, methods=["POST"]),
+    Route("/v1/notifications", list_notifications, methods=["GET"]),
     Route("/v1/notifications/{notification_id}", get_notification, methods=["GET"]),
 ]

@@ -414,3 +414,40 @@ def test_management_routes_take_the_internal_secret_and_public_ones_do_not(
     public = httpx.post(stack.base_url + "/v1/notifications", headers=good,
                         json={"user_id": "x", "template_key": "y"})
     assert public.status_code == 401
+
+
+def test_a_notification_shows_each_hop_of_its_way_with_timings(
+    stack: Stack, welcome_template: str
+) -> None:
+    user = make_user(stack, push_tokens=["tok-hops"])
+    reply = stack.client().post("/v1/notifications", json={
+        "user_id": user["user_id"], "template_key": welcome_template,
+        "message_data": {"name": "Hal", "code": "13"}})
+    final = stack.wait_for_status(reply.json()["data"]["notification_id"], {"sent"})
+    hops = [(h["hop"], h["channel"]) for h in final["hops"]]
+    assert hops[:3] == [("received", None), ("user_resolved", None), ("rendered", None)]
+    # "queued" is the broker's confirmation; a fast consumer may start before the Gateway hears.
+    assert ("queued", None) in hops
+    for channel in ("email", "push"):
+        assert hops.index(("consumed", channel)) < hops.index(("provider_accepted", channel))
+    times = [h["ms_since_received"] for h in final["hops"]]
+    assert times == sorted(times) and times[0] == 0
+
+
+def test_notifications_can_be_listed_by_user_and_status(
+    stack: Stack, welcome_template: str
+) -> None:
+    user = make_user(stack)
+    ids = []
+    for code in ("a", "b", "c"):
+        reply = stack.client().post("/v1/notifications", json={
+            "user_id": user["user_id"], "template_key": welcome_template,
+            "message_data": {"name": "Lu", "code": code}})
+        ids.append(reply.json()["data"]["notification_id"])
+    for notification_id in ids:
+        stack.wait_for_status(notification_id, {"sent"})
+    listed = stack.client().get("/v1/notifications", params={
+        "user_id": user["user_id"], "status": "sent", "limit": 2}).json()
+    assert listed["meta"]["total"] == 3 and listed["meta"]["has_next"] is True
+    assert [n["notification_id"] for n in listed["data"]] == ids[::-1][:2]
+    assert stack.client().get("/v1/notifications", params={"status": "bogus"}).status_code == 422
