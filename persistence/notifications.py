@@ -148,7 +148,7 @@ def record_hop(conn: psycopg.Connection, notification_ids: Sequence[str], hop: s
                at: float) -> None:
     """Note when a batch of notifications passed a hop."""
     if notification_ids:
-        conn.execute("UPDATE notifications SET hops = hops || jsonb_build_object(%s, %s)"
+        conn.execute("UPDATE notifications SET hops = hops || jsonb_build_object(%s::text, %s::float8)"
                      " WHERE notification_id = ANY(%s)", (hop, at, list(notification_ids)))
 
 
