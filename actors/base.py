@@ -14,6 +14,7 @@ import logging
 import os
 from typing import Any
 
+import psycopg
 from thespian.actors import (
     ActorExitRequest,
     ActorTypeDispatcher,
@@ -25,6 +26,7 @@ from thespian.actors import (
 
 from clarion.actors.messages import BreakerChanged, ChildReady, Configure
 from clarion.config.settings import Settings
+from clarion.persistence import database
 
 _TICK = "clarion.tick"
 
@@ -39,6 +41,7 @@ class ClarionActor(ActorTypeDispatcher):
         self.parent: Any = None
         self._ppid: int | None = None
         self._stopping = False
+        self._db: psycopg.Connection | None = None
         self.log = logging.getLogger(f"clarion.actors.{self.name.lower()}")
 
     # -- Thespian entry point ----------------------------------------------------------------
@@ -101,6 +104,8 @@ class ClarionActor(ActorTypeDispatcher):
         self._stopping = True
         try:
             self.teardown()
+            if self._db is not None:
+                self._db.close()
         except Exception:  # noqa: BLE001 - exiting anyway; say why
             self.log.exception("teardown failed", extra={"actor": self.name})
         if request:
@@ -117,6 +122,14 @@ class ClarionActor(ActorTypeDispatcher):
                                             "from": old, "to": new})
         if self.parent is not None:
             self.send(self.parent, BreakerChanged(self.name, dependency, new))
+
+    def _conn(self) -> psycopg.Connection:
+        """This actor's own PostgreSQL connection, opened again if it broke (a restarted
+        server, a network blip): the next message simply reconnects."""
+        assert self.settings is not None
+        if self._db is None or self._db.closed or self._db.broken:
+            self._db = database.connect(self.settings.database_url, autocommit=True)
+        return self._db
 
     # -- for subclasses ----------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ import redis
 
 from clarion.actors.base import ClarionActor
 from clarion.actors.providers.base import DeliveryResult, Provider
-from clarion.persistence import broker, cache, database
+from clarion.persistence import broker, cache
 from clarion.persistence import users as user_repo
 from clarion.persistence import notifications as notification_repo
 from clarion.persistence.notifications import Outcome
@@ -88,7 +88,6 @@ class ChannelDelivery(ClarionActor):
         self._arrived: list[tuple[int, bytes]] = []
         self._in_flight = 0
         self._unsettled: list[Finished] = []  # outcomes not yet committed (broker/db down)
-        self._db: psycopg.Connection | None = None
         self._amqp: pika.BlockingConnection | None = None
         self._channel: Any = None  # consumes and acks
         self._republish: Any = None  # confirm mode: retries and dead letters
@@ -103,8 +102,6 @@ class ChannelDelivery(ClarionActor):
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._close_broker()  # unacked messages go back to the queue for the next consumer
         self._provider.close()
-        if self._db is not None:
-            self._db.close()
 
     def _connect_broker(self) -> None:
         assert self.settings is not None
@@ -158,12 +155,6 @@ class ChannelDelivery(ClarionActor):
                 conn.close()
             except pika.exceptions.AMQPError:
                 pass
-
-    def _conn(self) -> psycopg.Connection:
-        assert self.settings is not None
-        if self._db is None or self._db.closed or self._db.broken:
-            self._db = database.connect(self.settings.database_url, autocommit=True)
-        return self._db
 
     def watched_filenos(self) -> list[int]:
         filenos = [self._wake_r.fileno()] if hasattr(self, "_wake_r") else []

@@ -40,7 +40,7 @@ from clarion.actors.messages import (
     UsersResolved,
     ResolveUsers,
 )
-from clarion.persistence import cache, database
+from clarion.persistence import cache
 from clarion.persistence import notifications as notification_repo
 from clarion.persistence.idempotency import IdempotencyStore
 from clarion.persistence.broker import CHANNELS, Outgoing
@@ -151,21 +151,10 @@ def plan_deliveries(item: NotificationRequest, user: User, rendering: Rendering,
 
 class Gateway(ClarionActor):
     def setup(self) -> None:
-        self._db: psycopg.Connection | None = None
         self._peers: Peers | None = None
         self._pending: dict[str, PendingBatch] = {}
         assert self.settings is not None
         self._idempotency = IdempotencyStore(cache.connect(self.settings.redis_url))
-
-    def teardown(self) -> None:
-        if getattr(self, "_db", None) is not None:
-            self._db.close()
-
-    def _conn(self) -> psycopg.Connection:
-        assert self.settings is not None
-        if self._db is None or self._db.closed or self._db.broken:
-            self._db = database.connect(self.settings.database_url, autocommit=True)
-        return self._db
 
     # -- peers and routing --------------------------------------------------------------------
 

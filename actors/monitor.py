@@ -16,7 +16,7 @@ import redis
 
 from clarion.actors.base import ClarionActor
 from clarion.actors.messages import Observations
-from clarion.persistence import broker, cache, database
+from clarion.persistence import broker, cache
 
 PROBE_EVERY = 5  # ticks (seconds)
 QUEUES = (*broker.WORK_QUEUES.values(), broker.FAILED_QUEUE)
@@ -26,17 +26,16 @@ class Monitor(ClarionActor):
     def setup(self) -> None:
         assert self.settings is not None
         self._ticks = 0
-        self._db: psycopg.Connection | None = None
         self._redis = cache.connect(self.settings.redis_url)
         self._amqp: pika.BlockingConnection | None = None
 
     def teardown(self) -> None:
-        for closing in (getattr(self, "_db", None), getattr(self, "_amqp", None)):
+        amqp = getattr(self, "_amqp", None)
+        if amqp is not None and amqp.is_open:
             try:
-                if closing is not None:
-                    closing.close()
-            except Exception:  # noqa: BLE001 - closing on the way out
-                pass
+                amqp.close()
+            except pika.exceptions.AMQPError:
+                pass  # on the way out anyway
 
     def on_tick(self) -> None:
         self._ticks += 1
@@ -69,12 +68,6 @@ class Monitor(ClarionActor):
         except (pika.exceptions.AMQPError, OSError):
             self._amqp = None
         return Observations(dependencies, queues, attempts)
-
-    def _conn(self) -> psycopg.Connection:
-        assert self.settings is not None
-        if self._db is None or self._db.closed or self._db.broken:
-            self._db = database.connect(self.settings.database_url, autocommit=True)
-        return self._db
 
     def _broker(self) -> pika.BlockingConnection:
         assert self.settings is not None

@@ -23,7 +23,7 @@ from clarion.actors.messages import (
     Reply,
     SendBatch,
 )
-from clarion.persistence import database, dead_letters
+from clarion.persistence import dead_letters
 from clarion.persistence import notifications as notification_repo
 from clarion.persistence.broker import BatchPublisher, Outgoing, PublishError, UnroutableError
 from clarion.supervision.backoff import backoff_delay
@@ -43,7 +43,6 @@ class Publisher(ClarionActor):
     def setup(self) -> None:
         assert self.settings is not None
         self._publisher = BatchPublisher(self.settings.amqp_url, "clarion-publisher")
-        self._db: psycopg.Connection | None = None
         self._breaker = CircuitBreaker("rabbitmq", self.settings.breaker_failure_threshold,
                                        self.settings.breaker_reset_timeout,
                                        on_change=self.breaker_changed)
@@ -52,14 +51,6 @@ class Publisher(ClarionActor):
     def teardown(self) -> None:
         if hasattr(self, "_publisher"):
             self._publisher.close()
-        if getattr(self, "_db", None) is not None:
-            self._db.close()
-
-    def _conn(self) -> psycopg.Connection:
-        assert self.settings is not None
-        if self._db is None or self._db.closed or self._db.broken:
-            self._db = database.connect(self.settings.database_url, autocommit=True)
-        return self._db
 
     def on_tick(self) -> None:
         self._publisher.keep_alive()

@@ -35,7 +35,6 @@ from clarion.actors.messages import (
 )
 from clarion.actors.rendering import Renderer, RenderError, check_syntax
 from clarion.persistence import cache as cache_mod
-from clarion.persistence import database
 from clarion.persistence import templates as template_repo
 from clarion.persistence.records import Template
 
@@ -86,7 +85,6 @@ def _status(code: str) -> int:
 class Templates(ClarionActor):
     def setup(self) -> None:
         assert self.settings is not None
-        self._db: psycopg.Connection | None = None
         self._renderer = Renderer()
         # One cache entry per key: the latest version of each of its languages.
         self._cache = cache_mod.RecordCache[dict[str, Template]](
@@ -97,16 +95,6 @@ class Templates(ClarionActor):
             _unpack,
             stats="template",
         )
-
-    def teardown(self) -> None:
-        if getattr(self, "_db", None) is not None:
-            self._db.close()
-
-    def _conn(self) -> psycopg.Connection:
-        assert self.settings is not None
-        if self._db is None or self._db.closed or self._db.broken:
-            self._db = database.connect(self.settings.database_url, autocommit=True)
-        return self._db
 
     # -- rendering ----------------------------------------------------------------------------
 

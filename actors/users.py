@@ -32,7 +32,6 @@ from clarion.actors.messages import (
     UsersResolved,
 )
 from clarion.persistence import cache as cache_mod
-from clarion.persistence import database
 from clarion.persistence import users as user_repo
 from clarion.persistence.records import User
 
@@ -52,7 +51,6 @@ def _duplicate(correlation_id: str) -> Reply:
 class Users(ClarionActor):
     def setup(self) -> None:
         assert self.settings is not None
-        self._db: psycopg.Connection | None = None
         self._cache = cache_mod.RecordCache[User](
             cache_mod.connect(self.settings.redis_url),
             cache_mod.USER_PREFIX,
@@ -68,16 +66,6 @@ class Users(ClarionActor):
             AddPushToken: self.add_push_token,
             RemovePushToken: self.remove_push_token,
         }
-
-    def teardown(self) -> None:
-        if getattr(self, "_db", None) is not None:
-            self._db.close()
-
-    def _conn(self) -> psycopg.Connection:
-        assert self.settings is not None
-        if self._db is None or self._db.closed or self._db.broken:
-            self._db = database.connect(self.settings.database_url, autocommit=True)
-        return self._db
 
     # -- the Gateway's lookups ----------------------------------------------------------------
 
