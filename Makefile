@@ -9,6 +9,7 @@ run: install services
 	$(BIN)/clarion run --demo
 
 test: $(VENV)/.test-installed services
+	@bash scripts/install-browser.sh
 	$(BIN)/python -m pytest
 
 install: $(VENV)/.installed

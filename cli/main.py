@@ -95,6 +95,14 @@ def _run(settings: Settings, demo: bool) -> int:
 
     _migrate(settings)
     curl = None
+    if demo and settings.internal_secret is None:
+        # The console's sessions are signed with the internal secret: a demo gets a fresh one
+        # (processes started from here read it from the environment).
+        import os
+        import secrets
+
+        os.environ["CLARION_INTERNAL_SECRET"] = secrets.token_urlsafe(32)
+        settings = load_settings()
     if demo:
         _seed(settings)
         curl = _demo_curl(settings)
@@ -109,7 +117,9 @@ def _run(settings: Settings, demo: bool) -> int:
         if curl:
             print("Send the demo user a notification:\n" + curl)
             print("Then read it back: GET /v1/notifications/<notification_id>, GET /v1/outbox"
-                  " (same Authorization header). Ctrl-C stops Clarion.", flush=True)
+                  " (same Authorization header).")
+            print(f"Admin console: http://{settings.http_host}:{settings.http_port}/admin"
+                  " (sign in with that API key). Ctrl-C stops Clarion.", flush=True)
         _serve(settings)
     finally:
         stop_actor_system(settings, pgid)

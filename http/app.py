@@ -29,10 +29,21 @@ from clarion.http.middleware import (
     MetricsMiddleware,
     RequestIdLogFilter,
     RequestIdMiddleware,
+    UrlSanityMiddleware,
 )
 from clarion.http.ratelimit import RateLimitMiddleware
 from clarion.http.responses import failure
-from clarion.http.routes import dlq, health, metrics, notifications, outbox, templates, users
+from clarion.http.routes import (
+    admin,
+    dlq,
+    docs,
+    health,
+    metrics,
+    notifications,
+    outbox,
+    templates,
+    users,
+)
 from clarion.persistence import queries
 
 log = logging.getLogger(__name__)
@@ -79,10 +90,11 @@ def create_app(settings: Settings) -> Starlette:
     secret = settings.internal_secret.get_secret_value() if settings.internal_secret else None
     return Starlette(
         routes=[*health.routes, *notifications.routes, *users.routes, *templates.routes,
-                *outbox.routes, *dlq.routes, *metrics.routes],
+                *outbox.routes, *dlq.routes, *metrics.routes, *docs.routes, *admin.routes],
         middleware=[
             Middleware(MetricsMiddleware),
             Middleware(RequestIdMiddleware),
+            Middleware(UrlSanityMiddleware),
             Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
             Middleware(ApiKeyMiddleware, lookup=api_key_name, internal_secret=secret),
             Middleware(RateLimitMiddleware, redis_url=settings.redis_url,

@@ -76,6 +76,23 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+class UrlSanityMiddleware:
+    """422 for a URL carrying the NUL character: no stored id or key can contain one, and
+    PostgreSQL refuses it in text, so it would only turn a lookup into an error."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"").lower()
+            if "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query:
+                await send_error(send, 422, "validation_error",
+                                 "the URL must not contain the NUL character (%00)")
+                return
+        await self.app(scope, receive, send)
+
+
 class BodySizeLimitMiddleware:
     """413 for a body over the limit, whether announced by Content-Length or streamed."""
 
@@ -169,13 +186,19 @@ class ApiKeyMiddleware:
     async def _authenticate(self, scope: Scope) -> str | None:
         import hmac
 
+        from clarion.http.routes.admin import console_principal
+
         secret = _header(scope, b"x-internal-secret")
         internal_route = scope.get("path", "").startswith(_INTERNAL_ROUTES)
         if secret is not None and self.internal_secret and internal_route:
             if hmac.compare_digest(secret.encode(), self.internal_secret.encode()):
                 return "internal"
             return None
-        auth = _header(scope, b"authorization") or ""
+        auth = _header(scope, b"authorization")
+        if secret is None and auth is None:
+            # No API credentials: the admin console's session cookie, or its public pages.
+            return await console_principal(scope, self.internal_secret)
+        auth = auth or ""
         scheme, _, key = auth.partition(" ")
         if scheme.lower() != "bearer" or not key or len(key) > 256:
             return None

@@ -15,8 +15,11 @@ class EnvelopeResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         import json
 
-        return json.dumps(content, default=str, ensure_ascii=False,
-                          separators=(",", ":")).encode("utf-8")
+        text = json.dumps(content, default=str, ensure_ascii=False, separators=(",", ":"))
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate got in: escape it rather than fail
+            return json.dumps(content, default=str, separators=(",", ":")).encode("ascii")
 
 
 def success(data: Any, status: int = 200, message: str = "",

@@ -165,7 +165,7 @@ class RenderIn(_Strict):
     template_key: str = Field(pattern=_KEY)
     message_data: dict[str, Any] = Field(default_factory=dict)
     language: Language | None = None
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 # --- query strings ---------------------------------------------------------------------------
@@ -201,7 +201,7 @@ class TemplateQuery(BaseModel):
     """`GET /v1/templates/{key}?language=&version=`."""
 
     language: Language | None = None
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 def field_errors(exc: Any) -> list[dict[str, str]]:

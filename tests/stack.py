@@ -75,8 +75,23 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
     raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
 
 
-def start_stack(settings: Settings, simulator: Any, log_dir: Path) -> Stack:
-    """Start the actor system and `clarion serve` as a real deployment would."""
+def start_stack(settings: Settings, simulator: Any, log_dir: Path, tries: int = 3) -> Stack:
+    """Start the actor system and `clarion serve` as a real deployment would.
+
+    The ports come from `free_port()`, which another process can take before we bind them;
+    then the start is tried again on fresh ports.
+    """
+    for attempt in range(1, tries + 1):
+        try:
+            return _start_stack(settings, simulator, log_dir)
+        except Exception:
+            if attempt == tries:
+                raise
+            settings = new_stack_settings(settings)
+    raise AssertionError("unreachable")
+
+
+def _start_stack(settings: Settings, simulator: Any, log_dir: Path) -> Stack:
     from clarion.persistence import api_keys, database
     from clarion.supervision.launcher import start_actor_system
 

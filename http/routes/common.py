@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -27,9 +28,13 @@ async def parse(request: Request, model: type[M]) -> M:
                                  "send the body as application/json"))
     raw = await request.body()
     try:
-        data: Any = json.loads(raw or b"null")
-    except ValueError:
+        data: Any = json.loads(raw or b"null", parse_constant=_no_constant)
+    except (ValueError, RecursionError):
         raise BadRequest(failure(400, "invalid_json", "the body is not valid JSON")) from None
+    problem = _unstorable(data)
+    if problem:
+        raise BadRequest(failure(422, "validation_error", problem,
+                                 {"fields": [{"field": "body", "message": problem}]}))
     if not isinstance(data, dict):
         raise BadRequest(failure(422, "validation_error", "the body must be a JSON object",
                                  {"fields": [{"field": "body", "message": "expected an object"}]}))
@@ -37,6 +42,45 @@ async def parse(request: Request, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         return _raise_validation(exc)
+
+
+MAX_DEPTH = 32
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, though Python's parser takes them; PostgreSQL would not.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unstorable(data: Any, depth: int = 0) -> str | None:
+    """Why this parsed body cannot be stored and sent as it is, or None.
+
+    PostgreSQL text cannot hold U+0000, UTF-8 cannot carry a lone surrogate (`\ud800`), and a
+    structure nested deeper than any template reads is only a way to make us recurse.
+    """
+    if depth > MAX_DEPTH:
+        return f"the body is nested more than {MAX_DEPTH} levels deep"
+    if isinstance(data, str):
+        if "\x00" in data:
+            return "text must not contain the NUL character (U+0000)"
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            return "text must be valid Unicode (no lone surrogates)"
+        return None
+    if isinstance(data, float) and not math.isfinite(data):
+        return "numbers must be finite (1e400 overflows to infinity)"
+    if isinstance(data, dict):
+        for key, value in data.items():
+            problem = _unstorable(key, depth + 1) or _unstorable(value, depth + 1)
+            if problem:
+                return problem
+    elif isinstance(data, list):
+        for value in data:
+            problem = _unstorable(value, depth + 1)
+            if problem:
+                return problem
+    return None
 
 
 def _raise_validation(exc: ValidationError) -> Any:

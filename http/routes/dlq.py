@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -19,7 +19,8 @@ from clarion.persistence import dead_letters
 class ReplayFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] | None = Field(default=None, max_length=1000)
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None = Field(default=None,
+                                                                     max_length=1000)
     channel: Literal["email", "push"] | None = None
     error_code: str | None = Field(default=None, max_length=100)
     limit: int = Field(default=1000, ge=1, le=1000)

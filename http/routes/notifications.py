@@ -67,7 +67,8 @@ async def list_notifications(request: Request) -> EnvelopeResponse:
     params = request.query_params
     page_text, limit_text = params.get("page", "1"), params.get("limit", "50")
     status, user_id = params.get("status"), params.get("user_id")
-    if (not page_text.isdigit() or not limit_text.isdigit() or int(page_text) < 1
+    if (not page_text.isdigit() or not limit_text.isdigit()
+            or not 1 <= int(page_text) <= 1_000_000
             or not 1 <= int(limit_text) <= 200 or (status and status not in _STATUSES)
             or (user_id is not None and not 1 <= len(user_id) <= 128)):
         return failure(422, "validation_error",

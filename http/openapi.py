@@ -1,0 +1,634 @@
+"""The OpenAPI 3.1 description of Clarion's HTTP API, built from the app's own routes.
+
+Request bodies and query strings are described by the same pydantic models that validate them
+(`http/schemas.py`, `ReplayFilter`), so the document cannot drift from the validation. What a
+model cannot say (a summary, the success status, the stable error codes a route answers) lives in
+`OPERATIONS`, one row per (method, path); `build_openapi` refuses an app route missing from it
+(tests build it strictly, so a new route cannot ship undescribed; serving it only logs the gap).
+Who may call a route is derived by the rules `ApiKeyMiddleware` and the admin console apply.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+from starlette.routing import BaseRoute, Mount, Route
+
+from clarion.http.middleware import _INTERNAL_ROUTES
+from clarion.http.routes.admin import CONSOLE_CALLS, COOKIE, PUBLIC_CALLS
+from clarion.http.routes.dlq import ReplayFilter
+from clarion.http.schemas import (
+    NotificationIn,
+    PageQuery,
+    PushTokenIn,
+    RenderIn,
+    TemplateIn,
+    TemplateQuery,
+    UserIn,
+    UserPatch,
+    UserQuery,
+)
+from clarion.persistence.records import Template, User
+
+log = logging.getLogger(__name__)
+
+Schema = dict[str, Any]
+
+REF = "#/components/schemas/{model}"
+_SECURED = ("/v1/", "/admin", "/metrics")  # ApiKeyMiddleware: what needs credentials
+
+# Every stable error code: its one HTTP status and what it means.
+ERRORS: dict[str, tuple[int, str]] = {
+    "invalid_json": (400, "the body is not valid JSON"),
+    "unauthorized": (401, "missing or invalid credentials (one answer, whatever was wrong)"),
+    "not_found": (404, "no such route, or no such asset"),
+    "notification_not_found": (404, "no notification with this id"),
+    "user_not_found": (404, "no user with this id"),
+    "template_not_found": (404, "no live template with this key (or this version)"),
+    "push_token_not_found": (404, "the user has no such push token"),
+    "dead_letter_not_found": (404, "no dead letter with this id waiting for an operator"),
+    "method_not_allowed": (405, "the route does not take this method"),
+    "user_exists": (409, "a user with this user_id or email_address already exists"),
+    "template_exists": (409, "the key already exists in this language: PUT makes a new version"),
+    "idempotency_in_progress": (409, "a request with this idempotency key is still in flight"),
+    "payload_too_large": (413, "the body exceeds the configured limit (CLARION_MAX_BODY_BYTES)"),
+    "unsupported_media_type": (415, "send the body as application/json"),
+    "validation_error": (422, "invalid fields; `data.fields` lists each as {field, message}"),
+    "invalid_idempotency_key": (422, "the idempotency key is not 1-255 printable ASCII"),
+    "idempotency_key_reused": (422, "this idempotency key was used for a different request"),
+    "no_deliverable_channel": (422, "the user can receive none of the requested channels"),
+    "template_language_unavailable": (422, "the template exists, in none of the languages tried"),
+    "template_variable_missing": (422, "message_data lacks a variable the template uses"),
+    "template_render_error": (422, "the template failed to render"),
+    "template_output_too_large": (422, "the rendered output exceeds the limit"),
+    "template_unsafe": (422, "the template tried something the sandbox forbids"),
+    "template_syntax_error": (422, "the template does not parse; `data.field` names the field"),
+    "template_variable_undeclared": (422, "the template uses variables it does not declare"),
+    "push_token_limit_reached": (422, "the user already has the most push tokens allowed"),
+    "rate_limited": (429, "over this API key's rate limit; retry after `Retry-After` seconds"),
+    "internal_error": (500, "the request could not be completed (details are in the log)"),
+    "auth_unavailable": (503, "credentials cannot be checked right now; retry"),
+    "storage_unavailable": (503, "PostgreSQL is unavailable; nothing was kept, retry"),
+    "broker_unavailable": (503, "RabbitMQ is unavailable; nothing was kept, retry"),
+    "actors_unavailable": (503, "Clarion's actors are unavailable; retry"),
+    "actor_restarted": (503, "an internal actor restarted during the request; retry"),
+    "not_ready": (503, "Clarion is starting; retry"),
+    "shutting_down": (503, "Clarion is shutting down; retry elsewhere"),
+    "unhealthy": (503, "a dependency or an actor is down; `data.checks` says which"),
+    "timeout": (504, "no answer in time; the outcome is unknown: retry with the same key"),
+    "publish_unconfirmed": (504, "the broker did not confirm in time: retry with the same key"),
+}
+
+AUTH = ("unauthorized", "rate_limited", "auth_unavailable")  # added to every secured route
+BODY = ("invalid_json", "payload_too_large", "unsupported_media_type", "validation_error")
+ACTORS = ("actors_unavailable", "not_ready", "shutting_down", "timeout")  # via the bridge
+WRITE = (*ACTORS, "storage_unavailable")
+RENDER = ("template_not_found", "template_language_unavailable", "template_variable_missing",
+          "template_render_error", "template_output_too_large", "template_unsafe")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query parameter a handler parses by hand (no model describes it), or a header."""
+
+    name: str
+    schema: Schema
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the OpenAPI document says about one (method, path) beyond its models."""
+
+    summary: str
+    tag: str
+    status: int = 200
+    body: type[BaseModel] | None = None
+    form: Schema | None = None  # an application/x-www-form-urlencoded body (a browser's form)
+    query: type[BaseModel] | tuple[Param, ...] = ()
+    path: Mapping[str, Schema] = field(default_factory=dict)  # default: any string
+    errors: tuple[str, ...] = ()
+    data: Schema | None = None  # the success envelope's `data`; None: not described
+    meta: Schema | None = None
+    media_type: str | None = "application/json"  # of the success answer (None: no body)
+    enveloped: bool = True  # a JSON success answer is the envelope, `data` inside it
+    also: tuple[int, ...] = ()  # other success statuses
+    headers: tuple[Param, ...] = ()
+    example: Schema | None = None  # of the request body
+    description: str = ""
+
+
+def _field(model: type[BaseModel], name: str) -> Schema:
+    """One field's schema in `model`, without its `null` branch (a path or query string is
+    never null) and without pydantic's title."""
+    schema = dict(model.model_json_schema(ref_template=REF)["properties"][name])
+    branches = [b for b in schema.pop("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+    schema.pop("title", None)
+    if schema.get("default") is None:
+        schema.pop("default", None)
+    return schema
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": REF.format(model=name)}
+
+
+def _array(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+def _object(required: Iterable[str] = (), **properties: Schema) -> Schema:
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+STRING: Schema = {"type": "string"}
+USER_ID = {**_field(UserIn, "user_id"), "description": "a user id"}
+TEMPLATE_KEY = {**_field(TemplateIn, "template_key"), "description": "a template key"}
+DEAD_LETTER_ID = {"type": "integer", "format": "int64", "minimum": 0,
+                  "maximum": 2**63 - 1, "description": "a dead letter id"}
+CHANNEL = {"type": "string", "enum": ["email", "push"]}
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    # -- health and system ----------------------------------------------------------------------
+    ("GET", "/health"): Operation(
+        "Liveness: 200 while this process answers", "health",
+        data=_object(["status"], status={"const": "ok"})),
+    ("GET", "/health/ready"): Operation(
+        "Readiness: PostgreSQL, Redis, RabbitMQ and the actors, each up or down", "health",
+        errors=("unhealthy",), data=_ref("Readiness")),
+    ("GET", "/v1/alerts"): Operation(
+        "The Supervisor's alerts: active ones and recent ones", "system", errors=ACTORS,
+        data=_object(["active", "recent"], active=_array({"type": "object"}),
+                     recent=_array({"type": "object"}))),
+    ("GET", "/v1/system/actors"): Operation(
+        "The actor tree: each actor's pid, state, restarts and last exit", "system",
+        errors=ACTORS, data=_ref("ActorTree")),
+    ("GET", "/metrics"): Operation(
+        "Prometheus metrics of every worker and actor process", "system",
+        media_type="text/plain"),
+    # -- notifications --------------------------------------------------------------------------
+    ("POST", "/v1/notifications"): Operation(
+        "Send a notification: 202 once RabbitMQ committed its messages", "notifications",
+        status=202, body=NotificationIn,
+        errors=("invalid_idempotency_key", "user_not_found", *RENDER, "no_deliverable_channel",
+                "idempotency_in_progress", "idempotency_key_reused", "broker_unavailable",
+                "storage_unavailable", "actor_restarted", "publish_unconfirmed",
+                "internal_error", *ACTORS),
+        data=_ref("NotificationAccepted"),
+        headers=(
+            Param("X-Idempotency-Key", {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+                  "makes a retry safe: a repeat gets the first answer (24 hours, per API key)"),
+            Param("Idempotency-Key", {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+                  "the standard name of X-Idempotency-Key"),
+        ),
+        example={"user_id": "u-1001", "template_key": "welcome",
+                 "message_data": {"name": "Ada"}, "channels": ["email"], "language": "en",
+                 "priority": "normal"},
+        description="Errors: 503 and 504 carry `Retry-After`; after a 504 the outcome is"
+                    " unknown, retry with the same idempotency key."),
+    ("GET", "/v1/notifications"): Operation(
+        "Notifications, newest first, optionally of one user or in one status",
+        "notifications",
+        query=(Param("page", {"type": "integer", "minimum": 1, "default": 1}),
+               Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+               Param("status", {"type": "string", "enum": ["queued", "scheduled", "sent",
+                                                           "partially_sent", "failed"]}),
+               Param("user_id", {"type": "string", "minLength": 1, "maxLength": 128})),
+        errors=("validation_error",), data=_array({"type": "object"}), meta=_ref("PageMeta")),
+    ("GET", "/v1/notifications/{notification_id}"): Operation(
+        "A notification: its status and, per channel, status, recipient, provider and every"
+        " attempt", "notifications",
+        path={"notification_id": {"type": "string", "format": "uuid"}},
+        errors=("notification_not_found",), data=_ref("Notification")),
+    # -- users ----------------------------------------------------------------------------------
+    ("POST", "/v1/users"): Operation(
+        "Create a user (user_id given or generated)", "users", status=201, body=UserIn,
+        errors=("user_exists", *WRITE), data=_ref("User"),
+        example={"user_id": "u-1001", "email_address": "ada@example.com",
+                 "preferred_language": "en", "push_tokens": ["device-token-1"]}),
+    ("GET", "/v1/users"): Operation(
+        "A page of users in creation order, optionally by email address", "users",
+        query=UserQuery, data=_array(_ref("User")), meta=_ref("PageMeta")),
+    ("GET", "/v1/users/{user_id}"): Operation(
+        "A user", "users", path={"user_id": USER_ID}, errors=("user_not_found",),
+        data=_ref("User")),
+    ("PATCH", "/v1/users/{user_id}"): Operation(
+        "Update a user: fields left out stay, null clears, preferences merge key by key",
+        "users", path={"user_id": USER_ID}, body=UserPatch,
+        errors=("user_not_found", "user_exists", *WRITE), data=_ref("User")),
+    ("DELETE", "/v1/users/{user_id}"): Operation(
+        "Delete a user (notifications sent to them keep their history)", "users",
+        path={"user_id": USER_ID}, errors=("user_not_found", *WRITE),
+        data=_object(["user_id", "deleted"], user_id=STRING, deleted={"const": True})),
+    ("POST", "/v1/users/{user_id}/push-tokens"): Operation(
+        "Add a push token: 201 added, 200 already there", "users", status=201, also=(200,),
+        path={"user_id": USER_ID}, body=PushTokenIn,
+        errors=("user_not_found", "push_token_limit_reached", *WRITE), data=_ref("User")),
+    ("DELETE", "/v1/users/{user_id}/push-tokens/{token}"): Operation(
+        "Remove a push token", "users",
+        path={"user_id": USER_ID, "token": _field(PushTokenIn, "token")},
+        errors=("user_not_found", "push_token_not_found", *WRITE), data=_ref("User")),
+    # -- templates ------------------------------------------------------------------------------
+    ("POST", "/v1/templates"): Operation(
+        "Create version 1 of a template in a language", "templates", status=201,
+        body=TemplateIn, errors=("template_syntax_error", "template_variable_undeclared",
+                                 "template_exists", *WRITE),
+        data=_ref("TemplateVersion"),
+        example={"template_key": "welcome", "language": "en",
+                 "subject": "Welcome, {{ name }}!", "body": "Hello {{ name }}.",
+                 "variables": ["name"]}),
+    ("GET", "/v1/templates"): Operation(
+        "A page of template keys: their languages and latest versions", "templates",
+        query=PageQuery, data=_array({"type": "object"}), meta=_ref("PageMeta")),
+    ("POST", "/v1/templates/render"): Operation(
+        "Preview: render a template as a notification would, send nothing", "templates",
+        body=RenderIn, errors=(*RENDER, *WRITE), data={"type": "object"}),
+    ("PUT", "/v1/templates/{template_key}"): Operation(
+        "Create the next version of a template in a language", "templates", status=201,
+        path={"template_key": TEMPLATE_KEY}, body=TemplateIn,
+        errors=("template_syntax_error", "template_variable_undeclared", "template_not_found",
+                "template_exists", *WRITE),
+        data=_ref("TemplateVersion"),
+        description="`template_key` in the body must match the URL (else 422"
+                    " validation_error)."),
+    ("GET", "/v1/templates/{template_key}"): Operation(
+        "Each language's latest (or the given) version of a template", "templates",
+        path={"template_key": TEMPLATE_KEY}, query=TemplateQuery,
+        errors=("template_not_found",),
+        data=_object(["template_key", "languages"], template_key=STRING,
+                     languages={"type": "object",
+                                "additionalProperties": _ref("TemplateVersion")})),
+    ("DELETE", "/v1/templates/{template_key}"): Operation(
+        "Retire a template key (sent notifications keep their content)", "templates",
+        path={"template_key": TEMPLATE_KEY}, errors=("template_not_found", *WRITE),
+        data=_object(["template_key", "retired"], template_key=STRING,
+                     retired={"const": True}, versions_retired={"type": "integer"})),
+    ("GET", "/v1/templates/{template_key}/versions"): Operation(
+        "Every version x language of a template, newest first", "templates",
+        path={"template_key": TEMPLATE_KEY}, errors=("template_not_found",),
+        data=_array(_ref("TemplateVersion"))),
+    # -- outbox and dead letters ----------------------------------------------------------------
+    ("GET", "/v1/outbox"): Operation(
+        "What the local outbox received (no provider configured), newest first", "outbox",
+        query=(Param("notification_id", {"type": "string", "format": "uuid"}),
+               Param("channel", CHANNEL),
+               Param("limit", {"type": "integer", "minimum": 1, "maximum": 500,
+                               "default": 50})),
+        errors=("validation_error",), data=_array({"type": "object"})),
+    ("GET", "/v1/dlq"): Operation(
+        "Dead letters waiting for an operator, with their reason and attempts", "dead letters",
+        query=(Param("page", {"type": "integer", "minimum": 1, "maximum": 1_000_000,
+                              "default": 1}),
+               Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+               Param("channel", CHANNEL),
+               Param("error_code", STRING, "only dead letters with this error code")),
+        errors=("validation_error",), data=_array({"type": "object"}), meta=_ref("PageMeta")),
+    ("POST", "/v1/dlq/replay"): Operation(
+        "Replay every dead letter matching the filter (1,000 at most per call)",
+        "dead letters", body=ReplayFilter,
+        errors=("dead_letter_not_found", "broker_unavailable", *WRITE),
+        data=_ref("Replayed"), example={"channel": "email", "limit": 100}),
+    ("POST", "/v1/dlq/{dead_letter_id}/replay"): Operation(
+        "Put one dead letter back on its queue with a fresh attempt count", "dead letters",
+        path={"dead_letter_id": DEAD_LETTER_ID},
+        errors=("dead_letter_not_found", "broker_unavailable", *WRITE), data=_ref("Replayed")),
+    ("DELETE", "/v1/dlq/{dead_letter_id}"): Operation(
+        "Discard one dead letter", "dead letters", path={"dead_letter_id": DEAD_LETTER_ID},
+        errors=("dead_letter_not_found", *WRITE),
+        data=_object(["discarded"], discarded={"type": "integer"})),
+    # -- the admin console ----------------------------------------------------------------------
+    ("GET", "/admin"): Operation(
+        "The admin console: a sign-in form, or the console once signed in", "admin console",
+        media_type="text/html", query=(Param("notice", STRING, "a notice to show"),)),
+    ("POST", "/admin/login"): Operation(
+        "Sign in to the console with an API key or the internal secret: a session cookie",
+        "admin console", status=303, media_type=None,
+        form=_object(["credential"], credential={"type": "string", "maxLength": 4096})),
+    ("POST", "/admin/logout"): Operation(
+        "Sign out of the console", "admin console", status=303, media_type=None),
+    ("GET", "/admin/api/host"): Operation(
+        "Where this server runs, and its clock", "admin console",
+        data=_object(["hostname", "pid", "now"], hostname=STRING, pid={"type": "integer"},
+                     now={"type": "number"})),
+    ("GET", "/admin/assets/{name}"): Operation(
+        "The console's script and styles", "admin console", media_type="*/*",
+        path={"name": {"type": "string", "pattern": "^[A-Za-z0-9._-]+$"}},
+        errors=("not_found",)),
+    # -- this description -----------------------------------------------------------------------
+    ("GET", "/openapi.json"): Operation(
+        "This OpenAPI document", "docs", enveloped=False, data={"type": "object"}),
+    ("GET", "/docs"): Operation(
+        "A page that renders this document (Swagger UI, served from this app)", "docs",
+        media_type="text/html"),
+    ("GET", "/docs/assets/{path}"): Operation(
+        "Swagger UI's scripts and styles", "docs", media_type="*/*",
+        errors=("not_found",)),
+}
+
+# Schemas that are not a request model: the envelope and the shapes of some answers.
+_ENVELOPE: Schema = {
+    "type": "object",
+    "description": "Every JSON answer. An error has `success` false, a stable `error` code and"
+                   " a human `message`.",
+    "required": ["success", "data", "error", "message", "meta"],
+    "properties": {
+        "success": {"type": "boolean"},
+        "data": {"description": "the answer; on an error, details (or null)"},
+        "error": {"type": ["string", "null"], "description": "a stable code; null on success"},
+        "message": {"type": "string"},
+        "meta": {"type": ["object", "null"], "description": "pagination, counts"},
+    },
+}
+_SHAPES: dict[str, Schema] = {
+    "Envelope": _ENVELOPE,
+    "ErrorEnvelope": {
+        "allOf": [_ref("Envelope")],
+        "properties": {"success": {"const": False},
+                       "error": {"type": "string", "minLength": 1, "enum": sorted(ERRORS)}},
+    },
+    "FieldErrors": {
+        "description": "`data` of a 422 validation_error: one entry per bad field",
+        **_object(["fields"], fields=_array(_object(["field", "message"], field=STRING,
+                                                     message=STRING))),
+    },
+    "PageMeta": _object(["total", "limit", "page", "total_pages", "has_next", "has_previous"],
+                        total={"type": "integer"}, limit={"type": "integer"},
+                        page={"type": "integer"}, total_pages={"type": "integer"},
+                        has_next={"type": "boolean"}, has_previous={"type": "boolean"}),
+    "NotificationAccepted": _object(
+        ["notification_id", "status"], notification_id={"type": "string", "format": "uuid"},
+        status={"type": "string", "description": "queued, or scheduled (quiet hours)"},
+        scheduled_for={"type": ["string", "null"], "format": "date-time"},
+        channels={"type": "object", "additionalProperties": STRING,
+                  "description": "each channel's status: queued, scheduled or skipped"},
+        language=STRING, template_version={"type": "integer"},
+        request_id={"type": ["string", "null"]}),
+    "Notification": _object(
+        ["notification_id", "status", "channels"],
+        notification_id={"type": "string", "format": "uuid"}, user_id=STRING,
+        template_key=STRING, template_version={"type": "integer"}, language=STRING,
+        status={"type": "string",
+                "description": "queued, scheduled, sent, partially_sent or failed"},
+        priority=STRING, request_id={"type": ["string", "null"]},
+        channels={"type": "object", "additionalProperties": {"type": "object"},
+                  "description": "per channel: status, recipient, provider, provider message"
+                                 " id, error, and `attempt_log`"}),
+    "TemplateVersion": {"allOf": [_ref("Template")],
+                        "properties": {"variables": {"type": ["array", "null"],
+                                                     "items": STRING}}},
+    "Readiness": _object(["status", "checks"], status={"enum": ["ok", "degraded"]},
+                         checks={"type": "object", "additionalProperties": _object(
+                             ["status"], status={"enum": ["up", "down"]},
+                             latency_ms={"type": "number"}, error=STRING)}),
+    "ActorTree": _object(["children"], children=_array(_object(
+        ["name", "state"], name=STRING, state=STRING, pid={"type": ["integer", "null"]},
+        restarts={"type": "integer"}))),
+    "Replayed": _object(["replayed", "count"], replayed=_array({"type": "integer"}),
+                        count={"type": "integer"}),
+}
+_RECORDS = (User, Template)  # dataclasses answers are made of
+
+
+# -- walking the app ----------------------------------------------------------------------------
+
+
+def app_operations(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Every (method, path) the app routes, paths in OpenAPI form. HEAD, which Starlette adds
+    to every GET, is left out; a mounted app (static files) is `GET <mount>/{path}`."""
+    for route in routes:
+        if isinstance(route, Route):
+            for method in sorted((route.methods or set()) - {"HEAD"}):
+                yield method, prefix + route.path
+        elif isinstance(route, Mount):
+            inner = route.routes
+            if inner:
+                yield from app_operations(inner, prefix + route.path)
+            else:
+                yield "GET", f"{prefix}{route.path}/{{path}}"
+
+
+def missing_operations(routes: Iterable[BaseRoute]) -> list[tuple[str, str]]:
+    """App routes that `OPERATIONS` does not describe."""
+    return [key for key in app_operations(routes) if key not in OPERATIONS]
+
+
+# What a route gets while it has no row (only when the document is built with strict=False).
+_UNDESCRIBED = Operation("Not described yet", "undescribed", media_type="*/*",
+                         description="This route has no row in OPERATIONS (http/openapi.py).")
+
+
+# -- building the document ----------------------------------------------------------------------
+
+
+class _Components:
+    """Collects the schemas operations refer to: each model with its `$defs`, once."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Schema] = copy.deepcopy(_SHAPES)
+        for record in _RECORDS:
+            self.add(record.__name__, TypeAdapter(record).json_schema(
+                mode="serialization", ref_template=REF))
+
+    def add(self, name: str, schema: Schema) -> None:
+        schema = dict(schema)
+        for inner, definition in schema.pop("$defs", {}).items():
+            self.add(inner, definition)
+        known = self.schemas.get(name)
+        if known is not None and known != schema:
+            raise ValueError(f"two different schemas are both named {name!r}")
+        self.schemas[name] = schema
+
+    def model(self, model: type[BaseModel]) -> Schema:
+        self.add(model.__name__, model.model_json_schema(ref_template=REF))
+        return _ref(model.__name__)
+
+
+def _allowed(calls: Iterable[tuple[frozenset[str], re.Pattern[str]]], method: str,
+             path: str) -> bool:
+    # A path template stands for its concrete paths: "1" fits every parameter pattern used.
+    sample = re.sub(r"{[^}]+}", "1", path)
+    return any(method in methods and pattern.fullmatch(sample) for methods, pattern in calls)
+
+
+def _security(method: str, path: str) -> list[dict[str, list[str]]] | None:
+    """Who may call a route, by the rules of ApiKeyMiddleware and the console (None: anyone)."""
+    if not path.startswith(_SECURED) or _allowed(PUBLIC_CALLS, method, path):
+        return None
+    schemes: list[dict[str, list[str]]] = [{"bearer": []}]
+    if path.startswith(_INTERNAL_ROUTES):
+        schemes.append({"internalSecret": []})
+    if _allowed(CONSOLE_CALLS, method, path):
+        schemes.append({"consoleSession": []})
+    return schemes
+
+
+def _parameters(path: str, op: Operation) -> list[Schema]:
+    params: list[Schema] = []
+    for name in _path_names(path):
+        params.append({"name": name, "in": "path", "required": True,
+                       "schema": dict(op.path.get(name, STRING))})
+    if isinstance(op.query, type):
+        schema = op.query.model_json_schema(ref_template=REF)
+        for name in schema["properties"]:
+            params.append({"name": name, "in": "query",
+                           "required": name in schema.get("required", ()),
+                           "schema": _field(op.query, name)})
+    else:
+        params += [{"name": p.name, "in": "query", "required": False, "schema": p.schema,
+                    **({"description": p.description} if p.description else {})}
+                   for p in op.query]
+    params += [{"name": h.name, "in": "header", "required": False, "schema": h.schema,
+                "description": h.description} for h in op.headers]
+    params.append({"$ref": "#/components/parameters/RequestId"})
+    return params
+
+
+def _path_names(path: str) -> list[str]:
+    return [part[1:-1].split(":")[0] for part in path.split("/")
+            if part.startswith("{") and part.endswith("}")]
+
+
+def _success(op: Operation) -> Schema:
+    if op.media_type is None:
+        return {"headers": {"Location": {"schema": STRING}}} if 300 <= op.status < 400 else {}
+    if op.media_type != "application/json" or not op.enveloped:
+        return {"content": {op.media_type: {"schema": op.data or {}}}}
+    properties: Schema = {"success": {"const": True}, "error": {"type": "null"}}
+    if op.data is not None:
+        properties["data"] = op.data
+    if op.meta is not None:
+        properties["meta"] = op.meta
+    return {"content": {"application/json": {"schema": {
+        "allOf": [_ref("Envelope")], "properties": properties}}}}
+
+
+def _errors(codes: Iterable[str]) -> dict[str, Schema]:
+    by_status: dict[int, list[str]] = {}
+    for code in dict.fromkeys(codes):
+        by_status.setdefault(ERRORS[code][0], []).append(code)
+    responses: dict[str, Schema] = {}
+    for status, found in sorted(by_status.items()):
+        response: Schema = {
+            "description": "\n".join(f"- `{c}`: {ERRORS[c][1]}" for c in found),
+            "content": {"application/json": {"schema": {
+                "allOf": [_ref("ErrorEnvelope")], "properties": {"error": {"enum": found}}}}},
+        }
+        if status in (429, 503):
+            response["headers"] = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}
+        if status == 401:
+            response["headers"] = {"WWW-Authenticate": {"schema": STRING}}
+        responses[str(status)] = response
+    return responses
+
+
+def _operation(method: str, path: str, op: Operation, components: _Components) -> Schema:
+    security = _security(method, path)
+    codes = [*op.errors]
+    if op.body is not None:
+        codes = [*BODY, *codes]
+    if security is not None:
+        codes = [*AUTH, *codes]
+    if "validation_error" not in codes:
+        # The query model refused a parameter, or the URL carried a NUL (UrlSanityMiddleware).
+        codes.append("validation_error")
+    if op.form is not None:
+        codes.insert(0, "payload_too_large")
+    responses = {str(s): {"description": op.summary, **_success(op)}
+                 for s in (op.status, *op.also)}
+    responses.update(_errors(codes))
+    operation: Schema = {
+        "operationId": _operation_id(method, path),
+        "summary": op.summary,
+        "tags": [op.tag],
+        "parameters": _parameters(path, op),
+        "responses": responses,
+        "security": security if security is not None else [],
+    }
+    if op.description:
+        operation["description"] = op.description
+    if op.body is not None:
+        media: Schema = {"schema": components.model(op.body)}
+        if op.example is not None:
+            media["example"] = op.example
+        operation["requestBody"] = {"required": True, "content": {"application/json": media}}
+    if op.form is not None:
+        operation["requestBody"] = {"required": True, "content": {
+            "application/x-www-form-urlencoded": {"schema": op.form}}}
+    return operation
+
+
+def _operation_id(method: str, path: str) -> str:
+    words = [w.strip("{}").replace("-", "_").replace(".", "_") for w in path.split("/") if w]
+    return "_".join([method.lower(), *words])
+
+
+def build_openapi(app_routes: Iterable[BaseRoute], strict: bool = True) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of an app with these routes.
+
+    A route missing from OPERATIONS is a ValueError; with strict=False (serving the document)
+    it is logged and listed as not described yet, so a new route never breaks /openapi.json.
+    """
+    routes = list(app_routes)
+    missing = missing_operations(routes)
+    if missing:
+        names = ", ".join(f"{m} {p}" for m, p in missing)
+        if strict:
+            raise ValueError(f"routes missing from clarion.http.openapi.OPERATIONS: {names}")
+        log.warning("routes missing from the OpenAPI document", extra={"routes": names})
+    components = _Components()
+    paths: dict[str, dict[str, Schema]] = {}
+    for method, path in app_operations(routes):
+        paths.setdefault(path, {})[method.lower()] = _operation(
+            method, path, OPERATIONS.get((method, path), _UNDESCRIBED), components)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Clarion",
+            "version": "1",
+            "description": (
+                "One HTTP API for email and push notifications. Every JSON answer is the"
+                " envelope `{success, data, error, message, meta}`; an error has a stable"
+                " `error` code. Routes under /v1 and /metrics need `Authorization: Bearer"
+                " <api key>`; management routes also take `X-Internal-Secret`. Answers to"
+                " an API key carry `RateLimit-Limit`, `RateLimit-Remaining` and"
+                " `RateLimit-Reset`. `X-Request-ID` is accepted (or made) and returned."),
+        },
+        "tags": [{"name": t} for t in dict.fromkeys(  # in the table's order
+            [o.tag for o in OPERATIONS.values()] + [_UNDESCRIBED.tag])
+            if any(op["tags"] == [t] for item in paths.values() for op in item.values())],
+        "paths": paths,
+        "components": {
+            "schemas": components.schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "an API key (`clarion keys create`)"},
+                "consoleSession": {"type": "apiKey", "in": "cookie", "name": COOKIE,
+                                   "description": "the admin console's session (POST"
+                                                  " /admin/login), on the calls the console"
+                                                  " makes; its writes also need"
+                                                  " `X-Clarion-Console: 1`"},
+                "internalSecret": {"type": "apiKey", "in": "header",
+                                   "name": "X-Internal-Secret",
+                                   "description": "the shared service secret"
+                                                  " (CLARION_INTERNAL_SECRET), management"
+                                                  " routes only"},
+            },
+            "parameters": {"RequestId": {
+                "name": "X-Request-ID", "in": "header", "required": False,
+                "description": "your id for this request, returned and logged (1-128 of"
+                               " A-Z a-z 0-9 . _ : -; another value is replaced)",
+                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:-]{1,128}$"}}},
+            "headers": {"RetryAfter": {"description": "seconds to wait before retrying",
+                                       "schema": {"type": "integer", "minimum": 1}}},
+        },
+    }
