@@ -7,7 +7,11 @@ autoescaped: text bodies, subjects and push texts are not HTML. Compiled templat
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +22,33 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from clarion.persistence.records import Template
 
 MAX_OUTPUT_CHARS = 256 * 1024
+# Loops in the sandbox are bounded (range() stops at 100,000), but nested ones multiply: a
+# template may spend at most this long, so a hostile one cannot hold the Templates actor.
+MAX_RENDER_SECONDS = 1.0
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the block after `seconds` of wall time (SIGALRM; main thread only, which is
+    where an actor handles its messages). Elsewhere the block simply runs unbounded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum: int, _frame: Any) -> None:
+        raise _OutOfTime()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 _CACHE_SIZE = 2048
 
 
@@ -85,6 +116,10 @@ class Renderer:
             return None
         try:
             out = self._compile(template, field, source, html).render(variables)
+        except _OutOfTime:
+            raise RenderError("template_render_timeout",
+                              f"{field}: rendering took longer than {MAX_RENDER_SECONDS} s"
+                              ) from None
         except UndefinedError as exc:
             raise RenderError("template_variable_missing",
                               f"{field}: {exc.message}") from None
@@ -109,6 +144,10 @@ class Renderer:
         return out
 
     def render(self, template: Template, variables: dict[str, Any]) -> RenderedContent:
+        with time_limit(MAX_RENDER_SECONDS):
+            return self._render_all(template, variables)
+
+    def _render_all(self, template: Template, variables: dict[str, Any]) -> RenderedContent:
         subject = self._render(template, "subject", template.subject, variables) or ""
         body = self._render(template, "body", template.body, variables) or ""
         html = self._render(template, "html_body", template.html_body, variables, html=True)

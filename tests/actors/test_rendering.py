@@ -269,3 +269,19 @@ def test_any_failure_of_a_template_comes_back_as_a_render_error(
     assert raised.value.code in {"template_render_error", "template_output_too_large",
                                  "template_unsafe"}
     assert raised.value.message.startswith("body: ")
+
+
+def test_a_template_that_would_loop_for_ever_is_stopped_with_a_clear_error(
+        renderer: Renderer) -> None:
+    import time
+
+    hostile = ("{% for i in range(100000) %}{% for j in range(100000) %}"
+               "{% endfor %}{% endfor %}done")
+    started = time.monotonic()
+    with pytest.raises(RenderError) as raised:
+        renderer.render(template(body=hostile), {"name": "Ada"})
+    assert raised.value.code == "template_render_timeout"
+    assert time.monotonic() - started < 5
+    # The renderer is fine afterwards.
+    assert renderer.render(template(body="Hi {{ name }}", version=2),
+                           {"name": "Ada"}).body == "Hi Ada"
