@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
     http_workers: int = Field(1, ge=1, le=64)
-    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Large enough for a batch of 1,000 notifications; a single one is far smaller.
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=16 * 1024 * 1024)
     # Answer 504 if the actors have not answered a request in this many seconds.
     request_timeout: float = Field(10.0, gt=0, le=120)
 

@@ -24,6 +24,7 @@ from clarion.http.middleware import _INTERNAL_ROUTES
 from clarion.http.routes.admin import CONSOLE_CALLS, COOKIE, PUBLIC_CALLS
 from clarion.http.routes.dlq import ReplayFilter
 from clarion.http.schemas import (
+    NotificationBatchIn,
     NotificationIn,
     PageQuery,
     PushTokenIn,
@@ -177,6 +178,13 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Prometheus metrics of every worker and actor process", "system",
         media_type="text/plain"),
     # -- notifications --------------------------------------------------------------------------
+    ("POST", "/v1/notifications/batch"): Operation(
+        "Send up to 1,000 notifications in one request; each item gets its own result",
+        "notifications", status=200, body=NotificationBatchIn,
+        description="Items are answered in order with {index, status, success, data, error,"
+                    " message}; an item refused does not refuse the others. `meta` counts"
+                    " accepted and refused items.",
+    ),
     ("POST", "/v1/notifications"): Operation(
         "Send a notification: 202 once RabbitMQ committed its messages", "notifications",
         status=202, body=NotificationIn,

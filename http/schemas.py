@@ -107,6 +107,12 @@ class Preferences(_Strict):
         return list(dict.fromkeys(value))
 
 
+class NotificationBatchIn(_Strict):
+    """`POST /v1/notifications/batch`: many notifications in one request, each answered alone."""
+
+    notifications: list[NotificationIn] = Field(min_length=1, max_length=1000)
+
+
 class UserIn(_Strict):
     user_id: str | None = Field(default=None, pattern=_KEY)
     email_address: Email | None = None

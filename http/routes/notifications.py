@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -12,7 +13,7 @@ from starlette.routing import Route
 from clarion.actors.messages import NotificationRequest
 from clarion.http.responses import EnvelopeResponse, failure, from_reply, success
 from clarion.http.routes.common import BadRequest, bridge, parse, request_id
-from clarion.http.schemas import NotificationIn
+from clarion.http.schemas import NotificationBatchIn, NotificationIn
 from clarion.persistence import queries
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
@@ -45,6 +46,35 @@ async def create_notification(request: Request) -> EnvelopeResponse:
         received_at=time.time(),
     )
     return from_reply(await bridge(request).request(item))
+
+
+async def create_batch(request: Request) -> EnvelopeResponse:
+    """Up to 1,000 notifications in one request. They reach the Gateway together (the bridge
+    coalesces them into as few messages as it can) and each gets its own result: one bad item
+    does not refuse the others. The answer is 207-style: 200 with a result per item, in order."""
+    try:
+        body = await parse(request, NotificationBatchIn)
+    except BadRequest as exc:
+        return exc.response
+    received, rid = time.time(), request_id(request)
+    items = [
+        NotificationRequest(
+            correlation_id=uuid.uuid4().hex, user_id=n.user_id, template_key=n.template_key,
+            message_data=n.message_data, channels=tuple(n.channels) if n.channels else None,
+            language=n.language, template_version=n.template_version, priority=n.priority,
+            request_id=n.request_id or f"{rid}-{i}", category=n.category, received_at=received,
+        )
+        for i, n in enumerate(body.notifications)
+    ]
+    replies = await asyncio.gather(*(bridge(request).request(item) for item in items))
+    results = [
+        {"index": i, "status": r.status, "success": r.status < 400, "data": r.data,
+         "error": r.error_code, "message": r.message}
+        for i, r in enumerate(replies)
+    ]
+    accepted = sum(1 for r in replies if r.status < 400)
+    return success(results, message=f"{accepted} of {len(results)} accepted",
+                   meta={"accepted": accepted, "refused": len(results) - accepted})
 
 
 async def get_notification(request: Request) -> EnvelopeResponse:
@@ -85,6 +115,7 @@ async def list_notifications(request: Request) -> EnvelopeResponse:
 
 routes = [
     Route("/v1/notifications", create_notification, methods=["POST"]),
+    Route("/v1/notifications/batch", create_batch, methods=["POST"]),
     Route("/v1/notifications", list_notifications, methods=["GET"]),
     Route("/v1/notifications/{notification_id}", get_notification, methods=["GET"]),
 ]

@@ -457,3 +457,24 @@ def test_notifications_can_be_listed_by_user_and_status(
     assert listed["meta"]["total"] == 3 and listed["meta"]["has_next"] is True
     assert [n["notification_id"] for n in listed["data"]] == ids[::-1][:2]
     assert stack.client().get("/v1/notifications", params={"status": "bogus"}).status_code == 422
+
+
+def test_a_batch_request_answers_each_notification_on_its_own(
+    stack: Stack, welcome_template: str
+) -> None:
+    user = make_user(stack)
+    good = {"user_id": user["user_id"], "template_key": welcome_template,
+            "message_data": {"name": "Bo", "code": "14"}}
+    reply = stack.client().post("/v1/notifications/batch", json={"notifications": [
+        good, {**good, "user_id": "nobody-at-all"}, good]})
+    assert reply.status_code == 200, reply.text
+    results = reply.json()["data"]
+    assert [r["status"] for r in results] == [202, 404, 202]
+    assert results[1]["error"] == "user_not_found"
+    assert reply.json()["meta"] == {"accepted": 2, "refused": 1}
+    for r in (results[0], results[2]):
+        assert stack.wait_for_status(r["data"]["notification_id"], {"sent"})["status"] == "sent"
+
+    too_many = stack.client().post("/v1/notifications/batch",
+                                   json={"notifications": [good] * 1001})
+    assert too_many.status_code in (413, 422)
