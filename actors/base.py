@@ -31,6 +31,14 @@ from clarion.persistence import database
 _TICK = "clarion.tick"
 
 
+class StorageUnavailable(psycopg.OperationalError):
+    """PostgreSQL's breaker is open: not tried, fail fast."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"storage breaker open; retry in {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
 class ClarionActor(ActorTypeDispatcher):
     TICK_SECONDS = 1.0
 
@@ -122,6 +130,52 @@ class ClarionActor(ActorTypeDispatcher):
                                             "from": old, "to": new})
         if self.parent is not None:
             self.send(self.parent, BreakerChanged(self.name, dependency, new))
+
+    def breaker(self, dependency: str) -> Any:
+        """This actor's circuit breaker for one dependency (made on first use)."""
+        from clarion.supervision.breaker import CircuitBreaker
+
+        breakers = self.__dict__.setdefault("_breakers", {})
+        if dependency not in breakers:
+            assert self.settings is not None
+            breakers[dependency] = CircuitBreaker(
+                dependency, self.settings.breaker_failure_threshold,
+                self.settings.breaker_reset_timeout, on_change=self.breaker_changed)
+        return breakers[dependency]
+
+    def cached(self, read: Any, default: Any) -> Any:
+        """Run a cache call behind the Redis breaker: the cache is an optimisation, so while
+        Redis fails (or its breaker is open) the answer is `default` and PostgreSQL serves."""
+        import redis
+
+        breaker = self.breaker("redis")
+        if not breaker.allow():
+            return default
+        try:
+            value = read()
+        except redis.RedisError as exc:
+            breaker.failure()
+            self.log.warning("cache unavailable", extra={"actor": self.name, "error": str(exc)})
+            return default
+        breaker.success()
+        return value
+
+    def stored(self, query: Any) -> Any:
+        """Run a PostgreSQL call behind the breaker. Raises StorageUnavailable at once while
+        the breaker is open, instead of making every caller wait for the same failure."""
+        breaker = self.breaker("postgresql")
+        if not breaker.allow():
+            raise StorageUnavailable(breaker.retry_after())
+        try:
+            value = query(self._conn())
+        except psycopg.OperationalError:
+            breaker.failure()
+            raise
+        except BaseException:
+            breaker.success()  # it answered: the error is ours, not the database being away
+            raise
+        breaker.success()
+        return value
 
     def _conn(self) -> psycopg.Connection:
         """This actor's own PostgreSQL connection, opened again if it broke (a restarted

@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
-import redis
 
 from clarion.actors.base import ClarionActor
 from clarion.actors.preferences import blocked, quiet_hours_end
@@ -219,12 +218,10 @@ class Gateway(ClarionActor):
         keyed = [i for i in batch.items if i.idempotency_key]
         if not keyed:
             return
-        try:
-            found = self._idempotency.reserve([(i.idempotency_key or "", fingerprint(i))
-                                               for i in keyed])
-        except redis.RedisError as exc:
-            # PostgreSQL's unique index still refuses a second notification for a key.
-            self.log.warning("idempotency store unavailable", extra={"error": str(exc)})
+        # Without Redis, PostgreSQL's unique index still refuses a second notification per key.
+        found = self.cached(lambda: self._idempotency.reserve(
+            [(i.idempotency_key or "", fingerprint(i)) for i in keyed]), None)
+        if found is None:
             return
         for item, reservation in zip(keyed, found):
             if reservation.outcome == "reserved":
@@ -305,21 +302,24 @@ class Gateway(ClarionActor):
         if not batch.accepted:
             self._finish(batch)
             return
+        rows = lambda conn: notification_repo.insert_batch(  # noqa: E731
+            conn, list(batch.accepted.values()))
         try:
             try:
-                notification_repo.insert_batch(self._conn(), list(batch.accepted.values()))
+                self.stored(rows)
             except notification_repo.DuplicateIdempotencyKey:
                 # Redis did not know the key (down, or flushed): the database did. Answer those
                 # items from what it holds, then write the rest.
                 self._answer_known_keys(batch)
-                notification_repo.insert_batch(self._conn(), list(batch.accepted.values()))
+                self.stored(rows)
         except notification_repo.DuplicateIdempotencyKey:
             self._fail_open(batch, 409, "idempotency_in_progress",
                             "a request with this idempotency key is being processed")
             return
         except psycopg.OperationalError as exc:
             self.log.error("notification insert failed", extra={"error": str(exc)})
-            self._fail_open(batch, 503, "storage_unavailable", "storage is unavailable, retry")
+            self._fail_open(batch, 503, "storage_unavailable", "storage is unavailable, retry",
+                            getattr(exc, "retry_after", None))
             return
         except psycopg.Error as exc:
             # Not the database being away: a bug or a schema out of date. Say so in the log.
@@ -438,11 +438,8 @@ class Gateway(ClarionActor):
                 # Refused, or unknown (504): free the key. If the notification was written after
                 # all, the database's unique key answers the retry with it.
                 failed.append(item.idempotency_key or "")
-        try:
-            self._idempotency.complete(done)
-            self._idempotency.release(failed)
-        except redis.RedisError as exc:
-            self.log.warning("idempotency store unavailable", extra={"error": str(exc)})
+        self.cached(lambda: (self._idempotency.complete(done),
+                             self._idempotency.release(failed)), None)
 
     def on_tick(self) -> None:
         now = time.monotonic()

@@ -112,23 +112,16 @@ class Templates(ClarionActor):
     def _latest(self, keys: set[str]) -> dict[str, dict[str, Template]]:
         if not keys:
             return {}
-        try:
-            found = self._cache.get_many(keys)
-        except redis.RedisError as exc:
-            self.log.warning("template cache unavailable", extra={"error": str(exc)})
-            found = {}
+        found: dict[str, dict[str, Template]] = self.cached(
+            lambda: self._cache.get_many(keys), {})
         missing = keys - found.keys()
         if missing:
             loaded: dict[str, dict[str, Template]] = {}
-            for (key, language), template in template_repo.fetch_latest(
-                self._conn(), missing
-            ).items():
+            latest = self.stored(lambda conn: template_repo.fetch_latest(conn, missing))
+            for (key, language), template in latest.items():
                 loaded.setdefault(key, {})[language] = template
             found.update(loaded)
-            try:
-                self._cache.set_many(loaded)
-            except redis.RedisError:
-                pass
+            self.cached(lambda: self._cache.set_many(loaded), None)
         return found
 
     def _render_item(self, item: RenderItem, latest: dict[str, dict[str, Template]]) -> Rendering:

@@ -80,20 +80,12 @@ class Users(ClarionActor):
 
     def lookup(self, user_ids: tuple[str, ...]) -> dict[str, User]:
         """Cache first; the misses in one query; then fill the cache with what was found."""
-        try:
-            found = self._cache.get_many(user_ids)
-        except redis.RedisError as exc:
-            # The cache is an optimisation: without Redis, PostgreSQL still answers.
-            self.log.warning("user cache unavailable", extra={"error": str(exc)})
-            found = {}
+        found: dict[str, User] = self.cached(lambda: self._cache.get_many(user_ids), {})
         missing = [u for u in user_ids if u not in found]
         if missing:
-            loaded = user_repo.fetch_users(self._conn(), missing)
+            loaded = self.stored(lambda conn: user_repo.fetch_users(conn, missing))
             found.update(loaded)
-            try:
-                self._cache.set_many(loaded)
-            except redis.RedisError:
-                pass
+            self.cached(lambda: self._cache.set_many(loaded), None)
         return found
 
     # -- management ---------------------------------------------------------------------------
