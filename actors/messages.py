@@ -49,6 +49,9 @@ class SystemReady:
     """The Supervisor's answer to its own `Configure` once every child is ready."""
 
     children: tuple[str, ...]
+    # Thespian's admin starts its own session (setsid): every actor process is in this group,
+    # not in the launcher's, so this is the group to reap when stopping.
+    process_group: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,9 @@
 `start_actor_system` runs `python -m clarion.supervision.launcher` in a new session with its output
 in files: that process starts Thespian's admin (a fork, so it must have no threads yet), creates
 the Supervisor, configures it, waits for `SystemReady` and exits; the admin and the actors keep
-running. Every actor process stays in that session's process group, so `stop_actor_system` can
-make sure none survives, even after a `kill -9` of the admin.
+running. The admin starts a session of its own, and every actor process stays in its process
+group, which the Supervisor reports: `stop_actor_system` reaps that group, so no actor survives,
+even after a `kill -9` of the admin.
 """
 
 from __future__ import annotations
@@ -60,9 +61,16 @@ def _launch(settings: Settings, timeout: float) -> None:
     while time.monotonic() < deadline:
         answer = system.listen(max(0.1, deadline - time.monotonic()))
         if isinstance(answer, SystemReady):
-            print(f"actor system ready: {', '.join(answer.children)}", flush=True)
+            _pgid_file(settings).write_text(str(answer.process_group))
+            print(f"actor system ready: {', '.join(answer.children)};"
+                  f" process group {answer.process_group}", flush=True)
             return
     raise LauncherError(f"the actors did not report ready within {timeout:.0f} s")
+
+
+def _pgid_file(settings: Settings) -> Path:
+    """Where the launcher notes the actor system's process group (for `actors stop`)."""
+    return settings.state_dir / f"actors-{settings.actor_port}.pgid"
 
 
 def metrics_dir(settings: Settings) -> Path:
@@ -108,17 +116,17 @@ def start_actor_system(settings: Settings, timeout: float = 60.0) -> int:
         except subprocess.TimeoutExpired:
             code = None
     if code != 0:
-        stop_actor_system(settings, proc.pid)
+        stop_actor_system(settings)  # the group the Supervisor reported, if it got that far
+        _reap_group(proc.pid, 5.0)
         tail = Path(output).read_text(errors="replace").splitlines()[-15:]
         raise LauncherError("the actor system did not start; end of " + str(output) + ":\n"
                             + "\n".join(tail))
-    (settings.state_dir / f"actors-{settings.actor_port}.pgid").write_text(str(proc.pid))
-    return proc.pid
+    return int(_pgid_file(settings).read_text())
 
 
 def stop_actor_system(settings: Settings, pgid: int | None = None, grace: float = 10.0) -> None:
     """Shut the actor system down in order, then make sure no process of it is left."""
-    pgid_file = settings.state_dir / f"actors-{settings.actor_port}.pgid"
+    pgid_file = _pgid_file(settings)
     if pgid is None and pgid_file.exists():
         pgid = int(pgid_file.read_text() or 0) or None
     if admin_running(settings.actor_port):

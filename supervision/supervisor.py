@@ -139,7 +139,7 @@ class Supervisor(ClarionActor):
         if not self._announced and all(c.ready for c in self._children.values()):
             self._announced = True
             self.log.info("actor system ready", extra={"actor": self.name})
-            self.send(self._launcher, SystemReady(tuple(self._children)))
+            self.send(self._launcher, SystemReady(tuple(self._children), os.getpgid(0)))
 
     def _tell_gateway(self) -> None:
         c = self._children

@@ -106,6 +106,8 @@ def test_every_actor_exits_when_the_supervisor_dies_and_stopping_leaves_no_proce
     children = stack.actors()
     pids = [c["pid"] for c in children.values()]
     assert all(_alive(pid) for pid in pids)
+    # Every actor is in the process group the launcher reported, so stopping can reap them all.
+    assert {os.getpgid(pid) for pid in pids} == {stack.pgid}
     supervisor_pid = stack.client().get("/v1/system/actors").json()["data"]["supervisor"]["pid"]
 
     os.kill(supervisor_pid, signal.SIGKILL)
