@@ -25,6 +25,7 @@ from thespian.actors import (
 )
 
 from clarion.actors.messages import BreakerChanged, ChildReady, Configure
+from clarion.config.logging import log_actor_events_to_file
 from clarion.config.settings import Settings
 from clarion.persistence import database
 
@@ -69,6 +70,8 @@ class ClarionActor(ActorTypeDispatcher):
         self.settings = message.settings
         self.name = message.name
         self.parent = sender
+        log_actor_events_to_file(self.settings.log_level,
+                                 str(self.settings.state_dir.resolve() / "actors.log"))
         self._ppid = os.getppid()
         self.setup()
         self.send(sender, ChildReady(message.name, os.getpid()))

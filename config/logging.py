@@ -72,3 +72,30 @@ def thespian_log_defs(level: str, path: str) -> dict[str, Any]:
         },
         "root": {"handlers": ["file"], "level": floor},
     }
+
+
+_direct_pid: int | None = None
+
+
+def log_actor_events_to_file(level: str, path: str) -> None:
+    """In an actor process: write Clarion's own records straight to `path`, one JSON line each.
+
+    Thespian forwards every log record as a message to its logger process; on the delivery path
+    that costs more than the delivery itself (a profile showed 85 % of a delivery actor's time).
+    An appended line is cheap, and lines from several processes do not interleave (O_APPEND).
+    Done once per process (a forked child re-opens its own handler).
+    """
+    global _direct_pid
+    import os
+
+    if _direct_pid == os.getpid():
+        return
+    logger = logging.getLogger("clarion")
+    for inherited in list(logger.handlers):
+        logger.removeHandler(inherited)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    _direct_pid = os.getpid()

@@ -478,3 +478,31 @@ def test_a_batch_request_answers_each_notification_on_its_own(
     too_many = stack.client().post("/v1/notifications/batch",
                                    json={"notifications": [good] * 1001})
     assert too_many.status_code in (413, 422)
+
+
+def test_every_actor_log_line_of_a_notification_carries_its_request_id(
+    stack: Stack, welcome_template: str
+) -> None:
+    import json
+
+    user = make_user(stack, push_tokens=["tok-logs"])
+    request_id = f"trace-{uuid.uuid4().hex[:12]}"
+    reply = stack.client().post("/v1/notifications", headers={"X-Request-ID": request_id},
+                                json={"user_id": user["user_id"], "template_key": welcome_template,
+                                      "message_data": {"name": "Lo", "code": "15"}})
+    stack.wait_for_status(reply.json()["data"]["notification_id"], {"sent"})
+    log = stack.settings.state_dir / "actors.log"
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [json.loads(line) for line in log.read_text().splitlines()
+                 if request_id in line]
+        events = sorted((e["event"], e.get("channel")) for e in lines)
+        if len(events) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert ("notification accepted", None) in events
+    assert ("delivered", "email") in events and ("delivered", "push") in events
+    assert all(e["request_id"] == request_id and e["level"] in ("INFO", "WARNING", "ERROR")
+               for e in lines)
+    # No rendered message reaches the log.
+    assert "Welcome, Lo" not in log.read_text() and "your code is 15" not in log.read_text()
