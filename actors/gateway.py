@@ -46,6 +46,9 @@ from clarion.persistence.broker import CHANNELS, Outgoing
 from clarion.persistence.notifications import NewDelivery, NewNotification
 from clarion.persistence.records import User
 from clarion.supervision import metrics
+from clarion.supervision.backoff import backoff_delay
+
+MAX_ATTEMPTS = 5  # per stage, for a storage that fails (then the caller gets the 503)
 
 # HTTP status for each way an item can be refused.
 _NOT_FOUND = {"user_not_found", "template_not_found"}
@@ -63,6 +66,8 @@ class PendingBatch:
     accepted: dict[str, NewNotification] = field(default_factory=dict)  # by correlation id
     outgoing: dict[str, list[Outgoing]] = field(default_factory=dict)  # by correlation id
     hops: dict[str, float] = field(default_factory=dict)  # the batch's hop times
+    attempts: int = 1  # of the current stage, for retries of a storage that failed
+    rendering: tuple[RenderItem, ...] = ()  # what was asked of Templates (to ask again)
     reserved: set[str] = field(default_factory=set)  # items whose idempotency key we reserved
 
     def open_items(self) -> list[NotificationRequest]:
@@ -211,8 +216,39 @@ class Gateway(ClarionActor):
         if not open_items:
             self._finish(batch)
             return
-        user_ids = tuple(dict.fromkeys(i.user_id for i in open_items))
+        self._resolve_users(batch)
+
+    def _resolve_users(self, batch: PendingBatch) -> None:
+        assert self._peers is not None
+        user_ids = tuple(dict.fromkeys(i.user_id for i in batch.open_items()))
         self.send(self._peers.users, ResolveUsers(batch.batch_id, user_ids))
+
+    def _retry_later(self, batch: PendingBatch, stage: str, status: int, code: str,
+                     message: str, retry_after: float | None = None) -> None:
+        """A storage call failed: try the stage again after a backoff, on a timer (the
+        Gateway keeps serving meanwhile), at most MAX_ATTEMPTS times and never past the
+        deadline; then answer the error. No retry while a breaker is open (`retry_after`)."""
+        delay = backoff_delay(batch.attempts)
+        if (retry_after or batch.attempts >= MAX_ATTEMPTS
+                or time.monotonic() + delay >= batch.deadline):
+            self._fail_open(batch, status, code, message, retry_after)
+            return
+        batch.attempts += 1
+        self.wakeupAfter(delay, payload=("retry", batch.batch_id, stage))
+
+    def on_wakeup(self, payload: Any) -> None:
+        if not (isinstance(payload, tuple) and payload[0] == "retry"):
+            return
+        batch = self._pending.get(payload[1])
+        if batch is None or self._peers is None:
+            return
+        stage = payload[2]
+        if stage == "users" and batch.stage == "users":
+            self._resolve_users(batch)
+        elif stage == "render" and batch.stage == "render":
+            self.send(self._peers.templates, RenderBatch(batch.batch_id, batch.rendering))
+        elif stage == "persist" and batch.stage == "persist":
+            self._persist_and_publish(batch)
 
     def _reserve_keys(self, batch: PendingBatch) -> None:
         keyed = [i for i in batch.items if i.idempotency_key]
@@ -243,9 +279,11 @@ class Gateway(ClarionActor):
         if batch is None or batch.stage != "users":
             return
         if message.error:
-            self._fail_open(batch, 503, message.error, "user storage is unavailable, try again")
+            self._retry_later(batch, "users", 503, message.error,
+                              "user storage is unavailable, try again")
             return
         assert self.settings is not None and self._peers is not None
+        batch.attempts = 1
         batch.hops["user_resolved"] = time.time()
         batch.users = message.users
         render: list[RenderItem] = []
@@ -263,15 +301,18 @@ class Gateway(ClarionActor):
             self._finish(batch)
             return
         batch.stage = "render"
-        self.send(self._peers.templates, RenderBatch(batch.batch_id, tuple(render)))
+        batch.rendering = tuple(render)
+        self.send(self._peers.templates, RenderBatch(batch.batch_id, batch.rendering))
 
     def receiveMsg_Rendered(self, message: Rendered, sender: Any) -> None:
         batch = self._pending.get(message.batch_id)
         if batch is None or batch.stage != "render":
             return
         if message.error:
-            self._fail_open(batch, 503, message.error, "template storage is unavailable")
+            self._retry_later(batch, "render", 503, message.error,
+                              "template storage is unavailable")
             return
+        batch.attempts = 1
         batch.hops["rendered"] = time.time()
         by_id = {i.correlation_id: i for i in batch.items}
         for rendering in message.results:
@@ -317,9 +358,11 @@ class Gateway(ClarionActor):
                             "a request with this idempotency key is being processed")
             return
         except psycopg.OperationalError as exc:
-            self.log.error("notification insert failed", extra={"error": str(exc)})
-            self._fail_open(batch, 503, "storage_unavailable", "storage is unavailable, retry",
-                            getattr(exc, "retry_after", None))
+            self.log.warning("notification insert failed", extra={"error": str(exc),
+                                                                  "attempt": batch.attempts})
+            batch.stage = "persist"
+            self._retry_later(batch, "persist", 503, "storage_unavailable",
+                              "storage is unavailable, retry", getattr(exc, "retry_after", None))
             return
         except psycopg.Error as exc:
             # Not the database being away: a bug or a schema out of date. Say so in the log.
