@@ -15,11 +15,49 @@ from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
 pytestmark = pytest.mark.e2e
 
 
+class WebhookReceiver:
+    """A tiny HTTP server that records what Clarion's alert webhook POSTs."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+                length = int(self.headers.get("Content-Length", 0))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
 @pytest.fixture(scope="module")
-def stack(provider_settings: Any, simulator: Any,
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def stack(provider_settings: Any, simulator: Any, webhook: WebhookReceiver,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = new_stack_settings(provider_settings).model_copy(
-        update={"breaker_reset_timeout": 5.0})
+        update={"breaker_reset_timeout": 5.0, "alert_webhook_url": webhook.url})
     running = start_stack(settings, simulator, Path(tmp_path_factory.mktemp("resilience")))
     yield running
     stop_stack(running)
@@ -143,7 +181,7 @@ def test_replay_by_filter_puts_back_every_matching_dead_letter(stack: Stack, sen
 
 
 def test_while_the_provider_is_down_the_breaker_pauses_delivery_without_spending_attempts(
-    stack: Stack, sender: Any
+    stack: Stack, sender: Any, webhook: WebhookReceiver
 ) -> None:
     rejected = stack.simulator.state.rejected
     stack.simulator.state.update_config({"fail_next": {"email": 1000}, "fail_status": 503})
@@ -175,3 +213,7 @@ def test_while_the_provider_is_down_the_breaker_pauses_delivery_without_spending
     assert not [a for a in alerts["active"] if a["kind"] == "breaker_open"]
     assert any(a["key"] == "breaker:email:sendgrid" and a["resolved_at"]
                for a in alerts["recent"])
+    # The webhook heard the alert raised, then resolved.
+    posted = [(a["key"], a["resolved_at"] is None) for a in webhook.received]
+    assert ("breaker:email:sendgrid", True) in posted
+    assert ("breaker:email:sendgrid", False) in posted
