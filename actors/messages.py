@@ -80,6 +80,7 @@ class Observations:
     dependencies: dict[str, bool]  # postgresql, redis, rabbitmq → answering
     queues: dict[str, int]  # queue → messages waiting
     delivery_attempts: tuple[int, int]  # (attempts, failures) in the last 5 minutes
+    consumers: dict[str, int] = field(default_factory=dict)  # queue → consumers attached
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ class Monitor(ClarionActor):
         dependencies = {"postgresql": False, "redis": False, "rabbitmq": False}
         attempts: tuple[int, int] = (0, 0)
         queues: dict[str, int] = {}
+        consumers: dict[str, int] = {}
         try:
             row = self._conn().execute(
                 "SELECT count(*), count(*) FILTER (WHERE outcome = 'failed')"
@@ -62,12 +63,14 @@ class Monitor(ClarionActor):
         try:
             channel = self._broker().channel()
             for queue in QUEUES:
-                queues[queue] = channel.queue_declare(queue, passive=True).method.message_count
+                declared = channel.queue_declare(queue, passive=True).method
+                queues[queue] = declared.message_count
+                consumers[queue] = declared.consumer_count
             channel.close()
             dependencies["rabbitmq"] = True
         except (pika.exceptions.AMQPError, OSError):
             self._amqp = None
-        return Observations(dependencies, queues, attempts)
+        return Observations(dependencies, queues, attempts, consumers)
 
     def _broker(self) -> pika.BlockingConnection:
         assert self.settings is not None

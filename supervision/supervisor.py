@@ -222,7 +222,8 @@ class Supervisor(ClarionActor):
             "supervisor": {"pid": os.getpid(), "name": GLOBAL_NAME},
             "alerts": self._alerts.snapshot(),
             "observations": {"dependencies": self._observations.dependencies,
-                             "queues": self._observations.queues},
+                             "queues": self._observations.queues,
+                             "consumers": self._observations.consumers},
             "children": [
                 {"name": c.spec.name, "class": c.spec.actor_class.rsplit(".", 1)[1],
                  "state": c.state, "pid": c.pid, "restarts": c.restarts,

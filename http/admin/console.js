@@ -211,11 +211,29 @@
     fill(document.getElementById("actors"), rows, 9, "no actors reported");
   }
 
+  // The previous reading of each queue's depth, to show how fast it fills or drains.
+  const lastDepths = new Map();
+
   function renderQueues(data) {
-    const queues = Object.entries((data.observations || {}).queues || {}).sort();
-    const rows = queues.map(([name, depth]) => el("tr", { "data-queue": name },
-      td(name, "name"), td(String(depth), `depth num${depth > 0 ? " busy" : ""}`)));
-    fill(document.getElementById("queue-depths"), rows, 2,
+    const observations = data.observations || {};
+    const queues = Object.entries(observations.queues || {}).sort();
+    const consumers = observations.consumers || {};
+    const now = Date.now() / 1000;
+    const rows = queues.map(([name, depth]) => {
+      const before = lastDepths.get(name);
+      let rate = "—";
+      if (before && now > before.at && depth !== before.depth) {
+        const perSecond = (depth - before.depth) / (now - before.at);
+        rate = `${perSecond > 0 ? "+" : ""}${perSecond.toFixed(1)}/s`;
+      } else if (before) {
+        rate = "0/s";
+      }
+      if (!before || before.depth !== depth) lastDepths.set(name, { depth, at: now });
+      return el("tr", { "data-queue": name },
+        td(name, "name"), td(String(depth), `depth num${depth > 0 ? " busy" : ""}`),
+        td(String(consumers[name] ?? "—"), "consumers num"), td(rate, "rate num"));
+    });
+    fill(document.getElementById("queue-depths"), rows, 4,
       "no observation yet (the monitor reports every few seconds)");
   }
 

@@ -178,6 +178,10 @@ def test_the_signed_in_console_shows_every_actor_of_the_supervision_tree(
         expect(row.locator("td.state")).to_have_text("running")
         expect(row.locator("td.pid")).to_have_text(str(tree[name]["pid"]))
         expect(row.locator("td.host")).not_to_have_text("—")
+    # Each work queue has its delivery actor attached as a consumer.
+    for queue in ("email.queue", "push.queue"):
+        expect(page.locator(f'#queue-depths tr[data-queue="{queue}"] td.consumers')).to_have_text(
+            "1", timeout=15_000)
     shot(page, "02-console.png")
 
 
