@@ -121,3 +121,11 @@ def provider_settings(test_settings: Settings, simulator: Any,
         "fcm_credentials_file": credentials,
         "fcm_endpoint": simulator.base_url,
     })
+
+
+@pytest.fixture
+def clean_simulator(simulator: Any) -> Iterator[None]:
+    """The simulator without records or injected faults, before and after the test."""
+    simulator.state.reset()
+    yield
+    simulator.state.reset()

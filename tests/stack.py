@@ -41,6 +41,20 @@ class Stack:
         self.clients.append(client)
         return client
 
+    def code_user_and_template(self, push_tokens: list[str] | None = None) -> tuple[str, str]:
+        """A fresh user with an email address (and these push tokens) and a fresh template
+        whose subject and body show the `code` variable: (user_id, template_key)."""
+        client = self.client()
+        user_id, key = f"u-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:6]}"
+        user = {"user_id": user_id, "email_address": f"{user_id}@example.com"}
+        if push_tokens is not None:
+            user["push_tokens"] = push_tokens
+        assert client.post("/v1/users", json=user).status_code == 201
+        assert client.post("/v1/templates", json={
+            "template_key": key, "subject": "Code {{ code }}", "body": "Your code: {{ code }}",
+        }).status_code == 201
+        return user_id, key
+
     def actors(self) -> dict[str, dict[str, Any]]:
         """The Supervisor's view of its children, by name."""
         reply = self.client().get("/v1/system/actors")

@@ -22,7 +22,7 @@ import pytest
 
 from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_simulator")]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "console"
@@ -53,13 +53,6 @@ def stack(provider_settings: Any, simulator: Any,
     running = start_stack(settings, simulator, Path(tmp_path_factory.mktemp("console-logs")))
     yield running
     stop_stack(running)
-
-
-@pytest.fixture(autouse=True)
-def clean_simulator(simulator: Any) -> Iterator[None]:
-    simulator.state.reset()
-    yield
-    simulator.state.reset()
 
 
 @pytest.fixture(scope="module")

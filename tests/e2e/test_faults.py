@@ -20,7 +20,7 @@ import pytest
 
 from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_simulator")]
 
 
 @pytest.fixture(scope="module")
@@ -33,24 +33,9 @@ def stack(provider_settings: Any, simulator: Any,
     stop_stack(running)
 
 
-@pytest.fixture(autouse=True)
-def clean_simulator(simulator: Any) -> Iterator[None]:
-    simulator.state.reset()
-    yield
-    simulator.state.reset()
-
-
 @pytest.fixture(scope="module")
 def target(stack: Stack) -> tuple[str, str]:
-    client = stack.client()
-    user_id, key = f"u-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:6]}"
-    assert client.post("/v1/users", json={
-        "user_id": user_id, "email_address": f"{user_id}@example.com",
-        "push_tokens": [f"token-{user_id}"]}).status_code == 201
-    assert client.post("/v1/templates", json={
-        "template_key": key, "subject": "Code {{ code }}", "body": "Your code: {{ code }}",
-    }).status_code == 201
-    return user_id, key
+    return stack.code_user_and_template(push_tokens=[f"token-{uuid.uuid4().hex[:8]}"])
 
 
 def delivered_ids(stack: Stack, channel: str) -> Counter[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,14 +48,7 @@ def stack(provider_settings: Any, simulator: Any,
 
 @pytest.fixture(scope="module")
 def target(stack: Stack) -> tuple[str, str]:
-    client = stack.client()
-    user_id, key = f"u-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:6]}"
-    assert client.post("/v1/users", json={
-        "user_id": user_id, "email_address": f"{user_id}@example.com"}).status_code == 201
-    assert client.post("/v1/templates", json={
-        "template_key": key, "subject": "Code {{ code }}", "body": "Your code: {{ code }}",
-    }).status_code == 201
-    return user_id, key
+    return stack.code_user_and_template()
 
 
 def _post(stack: Stack, target: tuple[str, str], code: str, **headers: str) -> Any:

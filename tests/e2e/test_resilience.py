@@ -12,7 +12,7 @@ import pytest
 
 from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_simulator")]
 
 
 class WebhookReceiver:
@@ -63,22 +63,10 @@ def stack(provider_settings: Any, simulator: Any, webhook: WebhookReceiver,
     stop_stack(running)
 
 
-@pytest.fixture(autouse=True)
-def clean_simulator(simulator: Any) -> Iterator[None]:
-    simulator.state.reset()
-    yield
-    simulator.state.reset()
-
-
 @pytest.fixture(scope="module")
 def sender(stack: Stack) -> Any:
     client = stack.client()
-    user_id, key = f"u-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:6]}"
-    assert client.post("/v1/users", json={
-        "user_id": user_id, "email_address": f"{user_id}@example.com"}).status_code == 201
-    assert client.post("/v1/templates", json={
-        "template_key": key, "subject": "Code {{ code }}", "body": "Your code: {{ code }}",
-    }).status_code == 201
+    user_id, key = stack.code_user_and_template()
 
     def send(code: str) -> str:
         reply = client.post("/v1/notifications", json={

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,21 +46,10 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _make_user_and_template(stack: Stack) -> tuple[str, str]:
-    client = stack.client()
-    user_id, key = f"u-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:6]}"
-    assert client.post("/v1/users", json={
-        "user_id": user_id, "email_address": f"{user_id}@example.com"}).status_code == 201
-    assert client.post("/v1/templates", json={
-        "template_key": key, "subject": "Code {{ code }}", "body": "Your code: {{ code }}",
-    }).status_code == 201
-    return user_id, key
-
-
 def test_a_killed_delivery_actor_is_recreated_and_loses_nothing_it_had_accepted(
     stack: Stack,
 ) -> None:
-    user_id, key = _make_user_and_template(stack)
+    user_id, key = stack.code_user_and_template()
     client = stack.client()
     # Slow provider: the kill lands while every message is in flight, unacknowledged.
     stack.simulator.state.update_config({"latency_ms": 300})
