@@ -93,6 +93,7 @@ class Child:
     restarts: int = 0
     started_at: float = field(default_factory=time.time)
     last_exit: float | None = None
+    last_exit_reason: str | None = None
     intensity: RestartIntensity = field(default_factory=RestartIntensity)
     breakers: dict[str, str] = field(default_factory=dict)  # dependency → state
 
@@ -153,12 +154,18 @@ class Supervisor(ClarionActor):
         if child is None or child.state in ("stopping", "failed"):
             return
         child.last_exit = time.time()
+        # Thespian tells us that a child exited, not why (no exit status): what we know is that
+        # nobody asked it to, and which process it was.
+        child.last_exit_reason = (f"process {child.pid} exited without being asked to"
+                                  if child.pid else "exited before it was ready")
         child.address = None
         if child.spec.restart != "permanent":
             child.state = "stopped"
             return
         if not child.intensity.allow():
             child.state = "failed"
+            child.last_exit_reason = (child.last_exit_reason or "") + \
+                "; restart intensity exceeded, left down"
             self.log.error("ALERT restart intensity exceeded; child left down", extra={
                 "actor": self.name, "child": child.spec.name, "restarts": child.restarts,
                 "alert": "actor_down"})
@@ -228,6 +235,7 @@ class Supervisor(ClarionActor):
                 {"name": c.spec.name, "class": c.spec.actor_class.rsplit(".", 1)[1],
                  "state": c.state, "pid": c.pid, "restarts": c.restarts,
                  "started_at": c.started_at, "last_exit": c.last_exit,
+                 "last_exit_reason": c.last_exit_reason,
                  "breakers": dict(c.breakers)}
                 for c in self._children.values()
             ],

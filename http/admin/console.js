@@ -204,8 +204,8 @@
       td(child.state === "running" && child.started_at ? duration(now - child.started_at) : "—",
         "uptime"),
       td(String(child.restarts ?? 0), "restarts num"),
-      td(child.last_exit ? `${clock(child.last_exit)} (${ago(child.last_exit)})` : "never",
-        "last-exit"),
+      td(child.last_exit ? `${clock(child.last_exit)} (${ago(child.last_exit)})` +
+        (child.last_exit_reason ? `: ${child.last_exit_reason}` : "") : "never", "last-exit"),
       el("td", { className: "breakers" }, breakerChips(child.breakers)),
     ));
     fill(document.getElementById("actors"), rows, 9, "no actors reported");
