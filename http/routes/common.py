@@ -90,6 +90,14 @@ def _raise_validation(exc: ValidationError) -> Any:
                              {"fields": errors}))
 
 
+def invalid_query(exc: ValidationError) -> EnvelopeResponse:
+    """The 422 for query parameters a model refused, naming each."""
+    errors = field_errors(exc)
+    return failure(422, "validation_error",
+                   "invalid query parameters: " + ", ".join(e["field"] for e in errors),
+                   {"fields": errors})
+
+
 def bridge(request: Request) -> Any:
     return request.app.state.bridge
 

@@ -26,17 +26,10 @@ from starlette.routing import Route
 
 from clarion.actors.messages import CreateTemplateVersion, PreviewTemplate, RetireTemplate
 from clarion.http.responses import EnvelopeResponse, failure, from_reply, success
-from clarion.http.routes.common import BadRequest, bridge, parse
-from clarion.http.schemas import PageQuery, RenderIn, TemplateIn, TemplateQuery, field_errors
+from clarion.http.routes.common import BadRequest, bridge, invalid_query, parse
+from clarion.http.schemas import PageQuery, RenderIn, TemplateIn, TemplateQuery
 from clarion.persistence import queries
 from clarion.persistence.records import Template
-
-
-def _invalid_query(exc: ValidationError) -> EnvelopeResponse:
-    errors = field_errors(exc)
-    return failure(422, "validation_error",
-                   "invalid query parameters: " + ", ".join(e["field"] for e in errors),
-                   {"fields": errors})
 
 
 def _not_found(key: str) -> EnvelopeResponse:
@@ -73,7 +66,7 @@ async def list_templates(request: Request) -> EnvelopeResponse:
     try:
         page = PageQuery.model_validate(dict(request.query_params))
     except ValidationError as exc:
-        return _invalid_query(exc)
+        return invalid_query(exc)
     async with request.app.state.db.connection() as conn:
         total, keys = await queries.template_keys_page(conn, page.limit, page.offset)
     return success(keys, meta=page.meta(total))
@@ -84,7 +77,7 @@ async def get_template(request: Request) -> EnvelopeResponse:
     try:
         query = TemplateQuery.model_validate(dict(request.query_params))
     except ValidationError as exc:
-        return _invalid_query(exc)
+        return invalid_query(exc)
     async with request.app.state.db.connection() as conn:
         found = await queries.template_versions(conn, key, query.language, query.version)
     if not found:

@@ -28,17 +28,10 @@ from clarion.actors.messages import (
     UpdateUser,
 )
 from clarion.http.responses import EnvelopeResponse, failure, from_reply, success
-from clarion.http.routes.common import BadRequest, bridge, parse
-from clarion.http.schemas import PushTokenIn, UserIn, UserPatch, UserQuery, field_errors
+from clarion.http.routes.common import BadRequest, bridge, invalid_query, parse
+from clarion.http.schemas import PushTokenIn, UserIn, UserPatch, UserQuery
 from clarion.persistence import queries
 from clarion.persistence.records import User
-
-
-def _invalid_query(exc: ValidationError) -> EnvelopeResponse:
-    errors = field_errors(exc)
-    return failure(422, "validation_error",
-                   "invalid query parameters: " + ", ".join(e["field"] for e in errors),
-                   {"fields": errors})
 
 
 async def create_user(request: Request) -> EnvelopeResponse:
@@ -61,7 +54,7 @@ async def list_users(request: Request) -> EnvelopeResponse:
     try:
         query = UserQuery.model_validate(dict(request.query_params))
     except ValidationError as exc:
-        return _invalid_query(exc)
+        return invalid_query(exc)
     async with request.app.state.db.connection() as conn:
         total, users = await queries.users_page(conn, query.email, query.limit, query.offset)
     return success([u.to_json() for u in users], meta=query.meta(total))
