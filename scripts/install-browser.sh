@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install what the browser tests (tests/browser) need, only if it is missing: Debian's Chromium
-# at /usr/bin/chromium and Playwright for Python in .venv. Used by `make test`; a second run does
+# Install what the browser tests (tests/browser) need and the test extra does not: Debian's Chromium
+# at /usr/bin/chromium (and check Playwright is in .venv). Used by `make test`; a second run does
 # nothing and takes well under a second.
 #
 # Never `playwright install`: it downloads a browser build of its own, which this project's
@@ -26,7 +26,8 @@ if [ ! -x "$VENV_PYTHON" ]; then
   echo "install-browser: $VENV_PYTHON is missing; run \`make install\` first" >&2
   exit 1
 fi
+# Playwright itself comes with the test extra (setup.cfg), installed by `make test` just before.
 if ! "$VENV_PYTHON" -c "import playwright.sync_api" >/dev/null 2>&1; then
-  echo "install-browser: installing playwright into .venv"
-  "$VENV_PYTHON" -m pip install --quiet "playwright>=1.40,<2"
+  echo "install-browser: playwright is missing from .venv; run \`make test\` (it installs the test extra)" >&2
+  exit 1
 fi

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -129,3 +130,16 @@ def clean_simulator(simulator: Any) -> Iterator[None]:
     simulator.state.reset()
     yield
     simulator.state.reset()
+
+
+@pytest.fixture
+def no_clarion_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`load_settings()` sees none of a developer's CLARION_* variables (pydantic-settings
+    matches names case-insensitively, so `clarion_http_port` counts too) and no `.env` but the
+    ones a test writes in its own folder."""
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("CLARION_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)

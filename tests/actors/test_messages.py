@@ -7,11 +7,9 @@ touching this file; a sample instance is built from each field's type hint.
 from __future__ import annotations
 
 import dataclasses
-import os
 import pickle
 import types
 import typing
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,13 +31,7 @@ SECRET_KEY = "SG.message-test-key.do-not-print"
 SECRET_INTERNAL = "internal-message-secret-do-not-print"
 
 
-@pytest.fixture(autouse=True)
-def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """`load_settings()` must not see a developer's CLARION_* variables or a `.env` in the repo."""
-    for name in list(os.environ):
-        if name.upper().startswith("CLARION_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("no_clarion_environment")
 
 
 def _settings() -> Settings:

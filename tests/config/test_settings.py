@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,7 @@ SENDGRID_KEY = "SG.settings-test-key.do-not-print"
 INTERNAL_SECRET = "internal-settings-secret-do-not-print"
 
 
-@pytest.fixture(autouse=True)
-def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No CLARION_* variable of the developer's, and no `.env` but the ones a test writes."""
-    for name in list(os.environ):
-        # pydantic-settings matches names case-insensitively: `clarion_http_port` counts too.
-        if name.upper().startswith("CLARION_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("no_clarion_environment")
 
 
 def write_dotenv(directory: Path, **values: str) -> None:
