@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=16 * 1024 * 1024)
     # Answer 504 if the actors have not answered a request in this many seconds.
     request_timeout: float = Field(10.0, gt=0, le=120)
+    # Batches each HTTP worker's bridge keeps unanswered at the Gateway: while they are in flight,
+    # new requests queue and leave together, so batches grow with load (ARCHITECTURE "Hot path").
+    bridge_batches_in_flight: int = Field(2, ge=1, le=64)
 
     # Actor system. 1900 is Thespian's default; tests always use a port of their own.
     actor_port: int = Field(1900, ge=1024, le=65535)

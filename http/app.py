@@ -72,7 +72,8 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await pool.open(wait=True, timeout=10)
-        bridge = ActorBridge(settings.actor_port, settings.request_timeout)
+        bridge = ActorBridge(settings.actor_port, settings.request_timeout,
+                             settings.bridge_batches_in_flight)
         bridge.start()
         amqp = urlparse(settings.amqp_url)
         app.state.settings = settings

@@ -3,12 +3,16 @@
 One bridge per uvicorn worker. Two threads, each owning its own `private()` Thespian endpoint
 (the shared ActorSystem handle mis-routes replies between threads, notes/thespian.md):
 
-* the sender drains everything handlers queued while its previous send was in flight and sends
-  it to the Gateway as one `SendBatch`, naming the receiver's endpoint as `reply_to`;
+* the sender drains everything handlers queued and sends it to the Gateway as one `SendBatch`,
+  naming the receiver's endpoint as `reply_to`;
 * the receiver listens for `Replies` and resolves each request's future by correlation id.
 
-At low load a batch holds one item (lowest latency); under load batches grow by themselves, which
-is what lets one worker pass thousands of requests a second through ~1 ms actor hops.
+Adaptive batching: the sender keeps at most `max_in_flight` Gateway batches unanswered. While the
+window is full, requests wait in the queue and leave together as the next batch once a batch is
+answered. Idle, a request leaves alone at once (lowest latency); under load batches grow until
+one batch's cost is shared by many requests, which is what lets one worker pass thousands of
+requests a second through ~1 ms actor hops. (Sending whatever is queued immediately keeps
+batches at one or two items and every stage of the pipeline pays per message.)
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from clarion.supervision.supervisor import GLOBAL_NAME
 log = logging.getLogger(__name__)
 
 _MAX_BATCH = 500  # items per SendBatch: keeps one message well under Thespian's comfort size
+# A batch whose replies never came (a Gateway restart loses them) stops counting against the
+# window after this long, so a lost reply cannot stall the bridge.
+_IN_FLIGHT_GIVE_UP = 2.0
 # Ask the Supervisor where the Gateway is this often: after a Gateway restart, sends to the old
 # address vanish silently, so a stale address must not live long.
 _RELOCATE_EVERY = 0.5
@@ -45,9 +52,10 @@ class _Waiting:
 
 
 class ActorBridge:
-    def __init__(self, actor_port: int, timeout: float) -> None:
+    def __init__(self, actor_port: int, timeout: float, max_in_flight: int = 2) -> None:
         self._port = actor_port
         self._timeout = timeout
+        self._window = _Window(max_in_flight)
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._waiting: dict[str, _Waiting] = {}
         self._lock = threading.Lock()
@@ -110,6 +118,7 @@ class ActorBridge:
         finally:
             with self._lock:
                 self._waiting.pop(item.correlation_id, None)
+            self._window.answered((item.correlation_id,))
 
     @staticmethod
     def correlation_id() -> str:
@@ -135,6 +144,7 @@ class ActorBridge:
                                 extra={"message_type": type(message).__name__})
 
     def _resolve(self, replies: tuple[Reply, ...]) -> None:
+        self._window.answered(tuple(r.correlation_id for r in replies))
         with self._lock:
             found = [(r, self._waiting.get(r.correlation_id)) for r in replies]
         for reply, waiting in found:
@@ -148,6 +158,8 @@ class ActorBridge:
                 first = self._outbox.get()
                 if first is None:
                     return
+                # Wait for room in the window; whatever queues meanwhile joins this batch.
+                self._window.wait_for_room(self._stop)
                 items = [first]
                 while len(items) < _MAX_BATCH:
                     try:
@@ -170,7 +182,10 @@ class ActorBridge:
                     targets = targets or self._locate(endpoint)
                     for target, batch in zip(targets, (for_supervisor, for_gateway)):
                         if batch:
-                            endpoint.tell(target, SendBatch(uuid.uuid4().hex, tuple(batch),
+                            batch_id = uuid.uuid4().hex
+                            if batch is for_gateway:
+                                self._window.sent(batch_id, [i.correlation_id for i in batch])
+                            endpoint.tell(target, SendBatch(batch_id, tuple(batch),
                                                             self._reply_to))
                 except Exception as exc:  # noqa: BLE001 - answer every item, then re-locate
                     log.error("bridge send failed", extra={"error": repr(exc)})
@@ -187,6 +202,50 @@ class ActorBridge:
             raise BridgeUnavailable("the Supervisor did not say where the Gateway is")
         self._located_at = time.monotonic()
         return supervisor, answer.address
+
+
+class _Window:
+    """The Gateway batches sent and not yet fully answered (a bounded window)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = max(1, size)
+        self._cond = threading.Condition()
+        self._open: dict[str, tuple[float, set[str]]] = {}  # batch id → (sent at, unanswered)
+        self._batch_of: dict[str, str] = {}  # correlation id → batch id
+
+    def sent(self, batch_id: str, correlation_ids: list[str]) -> None:
+        with self._cond:
+            self._open[batch_id] = (time.monotonic(), set(correlation_ids))
+            for cid in correlation_ids:
+                self._batch_of[cid] = batch_id
+
+    def answered(self, correlation_ids: tuple[str, ...]) -> None:
+        with self._cond:
+            freed = False
+            for cid in correlation_ids:
+                batch_id = self._batch_of.pop(cid, None)
+                if batch_id is None or batch_id not in self._open:
+                    continue
+                unanswered = self._open[batch_id][1]
+                unanswered.discard(cid)
+                if not unanswered:
+                    del self._open[batch_id]
+                    freed = True
+            if freed:
+                self._cond.notify_all()
+
+    def wait_for_room(self, stop: threading.Event) -> None:
+        with self._cond:
+            while len(self._open) >= self._size and not stop.is_set():
+                oldest_id, (sent_at, unanswered) = min(self._open.items(),
+                                                       key=lambda kv: kv[1][0])
+                overdue = sent_at + _IN_FLIGHT_GIVE_UP - time.monotonic()
+                if overdue <= 0:
+                    del self._open[oldest_id]  # its late replies still resolve their requests
+                    for cid in unanswered:
+                        self._batch_of.pop(cid, None)
+                    continue
+                self._cond.wait(min(overdue, 0.5))
 
 
 def _owner(item: Any) -> str:

@@ -211,6 +211,7 @@ class Supervisor(ClarionActor):
         child = self._children.get(message.name)
         if child is not None and child.address == sender:
             child.breakers[message.dependency] = message.state
+            self._evaluate_alerts()  # raise or resolve `breaker_open` now, not on the next tick
 
     def receiveMsg_LocateGateway(self, message: LocateGateway, sender: Any) -> None:
         gateway = self._children["gateway"] if hasattr(self, "_children") else None
