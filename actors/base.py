@@ -4,7 +4,9 @@ Life of an actor:
   created by its parent  → does nothing in __init__ (act1 of Thespian's examples)
   `Configure`            → `setup()` opens its clients, answers `ChildReady`, starts its tick
   every TICK seconds     → exits if its parent died (Thespian re-parents orphans to init instead
-                           of stopping them, notes/thespian.md), else `on_tick()`
+                           of stopping them, notes/thespian.md), or, for a child placed on
+                           another host, if the host that placed it stopped beating; else
+                           `on_tick()`
   `ActorExitRequest`     → `teardown()` closes its clients
 """
 
@@ -26,7 +28,7 @@ from thespian.actors import (
 
 from clarion.actors.messages import BreakerChanged, ChildReady, Configure
 from clarion.config.logging import log_actor_events_to_file
-from clarion.config.settings import Settings
+from clarion.config.settings import Settings, load_settings
 from clarion.persistence import database
 
 _TICK = "clarion.tick"
@@ -43,12 +45,20 @@ class StorageUnavailable(psycopg.OperationalError):
 class ClarionActor(ActorTypeDispatcher):
     TICK_SECONDS = 1.0
 
+    @staticmethod
+    def actorSystemCapabilityCheck(capabilities: dict[str, Any],
+                                   requirements: dict[str, Any] | None) -> bool:
+        """Where Thespian may create this actor: anywhere, unless its creator asked for a host
+        with particular capabilities (`targetActorRequirements`, supervision/cluster.py)."""
+        return all(capabilities.get(k) == v for k, v in (requirements or {}).items())
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.settings: Settings | None = None
         self.name = type(self).__name__
         self.parent: Any = None
         self._ppid: int | None = None
+        self._placed_by: str | None = None
         self._stopping = False
         self._db: psycopg.Connection | None = None
         self.log = logging.getLogger(f"clarion.actors.{self.name.lower()}")
@@ -67,14 +77,17 @@ class ClarionActor(ActorTypeDispatcher):
     def receiveMsg_Configure(self, message: Configure, sender: Any) -> None:
         if self.settings is not None:
             return  # a duplicate; already running
-        self.settings = message.settings
+        # A child placed here by another host's Supervisor uses this host's own settings (its
+        # credentials, its services' addresses), which its admin passed on in the environment.
+        self.settings = load_settings() if message.placed_by else message.settings
         self.name = message.name
         self.parent = sender
+        self._placed_by = message.placed_by
         log_actor_events_to_file(self.settings.log_level,
                                  str(self.settings.state_dir.resolve() / "actors.log"))
         self._ppid = os.getppid()
         self.setup()
-        self.send(sender, ChildReady(message.name, os.getpid()))
+        self.send(sender, ChildReady(message.name, os.getpid(), self.settings.node_name))
         self.wakeupAfter(self.TICK_SECONDS, payload=_TICK)
 
     def receiveMsg_WakeupMessage(self, message: WakeupMessage, sender: Any) -> None:
@@ -87,8 +100,30 @@ class ClarionActor(ActorTypeDispatcher):
             self.log.warning("parent gone, exiting", extra={"actor": self.name})
             self._stop()
             return
+        if self._placed_by and self._placer_gone():
+            # Its Supervisor's host is down: that Supervisor (or its replacement) places a
+            # new child; this one would otherwise live on unsupervised (notes/thespian.md).
+            self.log.warning("placing host down, exiting",
+                             extra={"actor": self.name, "placed_by": self._placed_by})
+            self._stop()
+            return
         self.on_tick()
         self.wakeupAfter(self.TICK_SECONDS, payload=_TICK)
+
+    def _placer_gone(self) -> bool:
+        from clarion.persistence import cache
+        from clarion.supervision import cluster
+
+        assert self.settings is not None
+        client = self.__dict__.get("_cluster_redis") or cache.connect(self.settings.redis_url)
+        self.__dict__["_cluster_redis"] = client
+        # Twice the Supervisors' own limit: a placer that is merely slow is not abandoned.
+        down_after = 2 * self.settings.host_down_after
+        hosts = self.cached(lambda: cluster.read_view(client, down_after), None)
+        if hosts is None:
+            return False  # Redis unreachable: no evidence either way, keep working
+        placer = next((h for h in hosts if h["node"] == self._placed_by), None)
+        return placer is None or placer["status"] != "up"
 
     def receiveMsg_ActorExitRequest(self, message: ActorExitRequest, sender: Any) -> None:
         self._stop(request=False)

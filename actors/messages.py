@@ -30,18 +30,24 @@ from clarion.persistence.records import Template, User
 
 @dataclass(frozen=True, slots=True)
 class Configure:
-    """Sent by a parent to a child it just created: everything the child needs to start."""
+    """Sent by a parent to a child it just created: everything the child needs to start.
+
+    `placed_by` names the node whose Supervisor placed this child on another host (through the
+    convention, for a capability only that host has): such a child reads its settings from its
+    own host's environment, where that host's credentials are, not from `settings`."""
 
     settings: Settings
     name: str
+    placed_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ChildReady:
-    """A child finished `Configure`: it is connected and serving."""
+    """A child finished `Configure`: it is connected and serving, on host `node`."""
 
     name: str
     pid: int
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)

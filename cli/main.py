@@ -1,6 +1,9 @@
 """`clarion`: the command operators use to run and manage Clarion.
 
     clarion run [--demo]      migrate, start the actors and the HTTP server (foreground, Ctrl-C)
+    clarion node --role gateway|delivery|all [--channels email,push] [--convention HOST:PORT]
+                              one host of a cluster: its actors (and for a gateway the HTTP
+                              server), joined to the convention led by HOST:PORT (foreground)
     clarion migrate           create the database if needed, apply migrations, declare queues
     clarion seed              the demo user and the demo `welcome` template (en, fr)
     clarion apikey create|revoke|list NAME
@@ -31,6 +34,16 @@ def _migrate(settings: Settings) -> None:
     finally:
         conn.close()
     print(f"database and queues ready ({len(applied)} migration(s) applied)")
+
+
+def _declare_queues(settings: Settings) -> None:
+    from clarion.persistence import broker
+
+    conn = broker.connect(settings.amqp_url, "clarion-declare")
+    try:
+        broker.declare_topology(conn.channel())
+    finally:
+        conn.close()
 
 
 def _seed(settings: Settings) -> None:
@@ -127,6 +140,46 @@ def _run(settings: Settings, demo: bool) -> int:
     return 0
 
 
+def _node(settings: Settings) -> int:
+    """One host of a cluster, in the foreground (a systemd unit runs exactly this)."""
+    import time
+
+    from clarion.supervision.cluster import is_leader
+    from clarion.supervision.launcher import (
+        admin_running,
+        start_actor_system,
+        stop_actor_system,
+    )
+
+    serves_http = settings.node_role in ("gateway", "all")
+    if serves_http:
+        _migrate(settings)  # idempotent, and safe from several gateway hosts at once
+    else:
+        _declare_queues(settings)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    pgid = start_actor_system(settings)
+    where = ("leading the convention on " if is_leader(settings) else "joined to ") + \
+        str(settings.convention) if settings.convention else "standing alone"
+    print(f"node {settings.node_name}: role {settings.node_role}, channels"
+          f" {settings.node_channels}, actor admin on port {settings.actor_port}, {where};"
+          f" actor processes in group {pgid}", flush=True)
+    try:
+        if serves_http:
+            print(f"HTTP API on http://{settings.http_host}:{settings.http_port}", flush=True)
+            _serve(settings)
+        else:
+            # Nothing to serve: stay in the foreground while the actor system runs, so the
+            # service manager sees the node stop if its admin dies (and restarts it).
+            while admin_running(settings.actor_port):
+                time.sleep(1)
+            print("clarion: the actor system stopped", file=sys.stderr)
+            return 1
+    finally:
+        stop_actor_system(settings, pgid)
+        print(f"node {settings.node_name} stopped.", flush=True)
+    return 0
+
+
 def _actors(settings: Settings, action: str) -> int:
     from clarion.supervision.launcher import (
         admin_running,
@@ -154,6 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run Clarion in the foreground")
     run.add_argument("--demo", action="store_true",
                      help="seed demo data and print a ready-to-use curl command")
+    node = sub.add_parser("node", help="run one host of a cluster in the foreground")
+    node.add_argument("--role", choices=["gateway", "delivery", "all"],
+                      help="which actors this host runs (CLARION_NODE_ROLE; default all)")
+    node.add_argument("--channels", metavar="email,push",
+                      help="the channels a delivery host delivers (CLARION_NODE_CHANNELS)")
+    node.add_argument("--convention", metavar="HOST:PORT",
+                      help="the convention leader's actor admin; the leader names itself"
+                           " (CLARION_CONVENTION)")
+    node.add_argument("--name", help="this host's name in the cluster (CLARION_NODE_NAME;"
+                                     " default: the host name)")
     sub.add_parser("migrate", help="create/upgrade the database and declare the queues")
     sub.add_parser("seed", help="insert the demo user and template")
     key = sub.add_parser("apikey", help="manage API keys")
@@ -170,6 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         from clarion.simulator.server import main as simulator_main
 
         return int(simulator_main(args.rest) or 0)
+    if args.command == "node":
+        # Options win over the environment; as CLARION_* variables they also reach the
+        # processes the node starts (the actor system, the HTTP workers).
+        import os
+
+        for option, variable in (("role", "NODE_ROLE"), ("channels", "NODE_CHANNELS"),
+                                 ("convention", "CONVENTION"), ("name", "NODE_NAME")):
+            if getattr(args, option) is not None:
+                os.environ["CLARION_" + variable] = getattr(args, option)
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -179,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(settings, args.demo)
+        if args.command == "node":
+            return _node(settings)
         if args.command == "migrate":
             _migrate(settings)
         elif args.command == "seed":

@@ -7,6 +7,7 @@ A bad value stops start-up with a message naming the setting (`load_settings`). 
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -99,6 +100,44 @@ class Settings(BaseSettings):
     restart_max: int = Field(10, ge=1, le=1000)
     restart_window: float = Field(60.0, gt=0, le=86_400)
 
+    # Several hosts (`clarion node`, README "Running several hosts"). Without `convention` the
+    # node stands alone. `node_role` and `node_channels` pick the actors this host runs.
+    node_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64,
+                           pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    node_role: Literal["all", "gateway", "delivery"] = "all"
+    node_channels: str = "email,push"
+    # HOST:PORT of the convention leader's actor admin (the leader names itself).
+    convention: str | None = None
+    # How often each node's Supervisor writes its heartbeat, and how old one may get before
+    # the host is shown down (the convention alone notices a crash only after ~15 s).
+    heartbeat_interval: float = Field(1.0, gt=0, le=60)
+    host_down_after: float = Field(5.0, gt=0, le=3600)
+    # Thespian's convention periods, tuned together (notes/thespian.md: shortening one alone
+    # drops live members): members re-register this often, and a member that missed
+    # `convention_miss_max` registrations in a row is dropped.
+    convention_reregistration_period: int = Field(5, ge=1, le=3600)
+    convention_restart_period: int = Field(3, ge=1, le=3600)
+    convention_miss_max: int = Field(3, ge=1, le=100)
+
+    @field_validator("node_channels")
+    @classmethod
+    def _channels(cls, value: str) -> str:
+        channels = [c.strip() for c in value.split(",") if c.strip()]
+        unknown = sorted(set(channels) - {"email", "push"})
+        if unknown:
+            raise ValueError(f"unknown channel(s) {', '.join(unknown)}: use email and/or push")
+        return ",".join(dict.fromkeys(channels))
+
+    @field_validator("convention")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be HOST:PORT, the convention leader's actor admin")
+        return value
+
     @field_validator("default_language")
     @classmethod
     def _language_tag(cls, value: str) -> str:
@@ -143,6 +182,17 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
         return value
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(c for c in self.node_channels.split(",") if c)
+
+    @property
+    def convention_address(self) -> tuple[str, int] | None:
+        if self.convention is None:
+            return None
+        host, _, port = self.convention.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @property
     def email_provider(self) -> str:

@@ -82,6 +82,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "not_ready": (503, "Clarion is starting; retry"),
     "shutting_down": (503, "Clarion is shutting down; retry elsewhere"),
     "unhealthy": (503, "a dependency or an actor is down; `data.checks` says which"),
+    "cluster_view_unavailable": (503, "the hosts' heartbeats cannot be read (Redis); retry"),
     "timeout": (504, "no answer in time; the outcome is unknown: retry with the same key"),
     "publish_unconfirmed": (504, "the broker did not confirm in time: retry with the same key"),
 }
@@ -174,6 +175,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/v1/system/actors"): Operation(
         "The actor tree: each actor's pid, state, restarts and last exit", "system",
         errors=ACTORS, data=_ref("ActorTree")),
+    ("GET", "/v1/system/cluster"): Operation(
+        "Every host of the cluster: role, channels, providers, heartbeat age and its actors",
+        "system", errors=("cluster_view_unavailable",), data=_ref("Cluster"),
+        description="A host is `down` when its heartbeat is older than"
+                    " CLARION_HOST_DOWN_AFTER seconds, `stopped` after an orderly stop."),
     ("GET", "/metrics"): Operation(
         "Prometheus metrics of every worker and actor process", "system",
         media_type="text/plain"),
@@ -397,7 +403,19 @@ _SHAPES: dict[str, Schema] = {
     "Readiness": _object(["status", "checks"], status={"enum": ["ok", "degraded"]},
                          checks={"type": "object", "additionalProperties": _object(
                              ["status"], status={"enum": ["up", "down"]},
-                             latency_ms={"type": "number"}, error=STRING)}),
+                             latency_ms={"type": "number"}, error=STRING)},
+                         hosts={"type": ["array", "null"], "items": _ref("Host")}),
+    "Host": _object(
+        ["node", "status", "heartbeat_age"], node=STRING,
+        status={"enum": ["up", "down", "stopped"]}, heartbeat_age={"type": "number"},
+        role={"enum": ["all", "gateway", "delivery"]}, channels=_array(STRING),
+        providers={"type": "object", "additionalProperties": STRING}, address=STRING,
+        leader={"type": "boolean"}, convention={"type": ["string", "null"]},
+        actors=_array(_object(["name", "state"], name=STRING, state=STRING,
+                              pid={"type": ["integer", "null"]},
+                              node={"type": ["string", "null"]}, placed={"type": "boolean"}))),
+    "Cluster": _object(["hosts", "up", "down"], hosts=_array(_ref("Host")),
+                       up={"type": "integer"}, down={"type": "integer"}),
     "ActorTree": _object(["children"], children=_array(_object(
         ["name", "state"], name=STRING, state=STRING, pid={"type": ["integer", "null"]},
         restarts={"type": "integer"}))),

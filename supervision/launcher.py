@@ -21,6 +21,7 @@ from pathlib import Path
 
 from clarion.config.logging import thespian_log_defs
 from clarion.config.settings import Settings, load_settings, settings_to_env
+from clarion.supervision.cluster import convention_env
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,10 @@ class LauncherError(Exception):
 
 
 def capabilities(settings: Settings) -> dict[str, object]:
-    return {"Admin Port": settings.actor_port}
+    """The admin port, and in a cluster the convention to join and what this host offers."""
+    from clarion.supervision.cluster import node_capabilities
+
+    return node_capabilities(settings)
 
 
 def admin_running(port: int, host: str = "127.0.0.1") -> bool:
@@ -102,6 +106,8 @@ def start_actor_system(settings: Settings, timeout: float = 60.0) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
     env.update(settings_to_env(settings))
     env["PROMETHEUS_MULTIPROC_DIR"] = str(reset_metrics_dir(settings))
+    if settings.convention is not None:
+        env.update(convention_env(settings))
     # Thespian's own diagnostics go to a file of ours instead of /tmp.
     env.setdefault("THESPLOG_FILE", str((settings.state_dir / "thespian.log").resolve()))
     env.setdefault("THESPLOG_THRESHOLD", "WARNING")
@@ -133,7 +139,7 @@ def stop_actor_system(settings: Settings, pgid: int | None = None, grace: float 
         from thespian.actors import ActorSystem
 
         try:
-            ActorSystem(BASE, capabilities(settings)).shutdown()
+            ActorSystem(BASE, {"Admin Port": settings.actor_port}).shutdown()
         except Exception as exc:  # noqa: BLE001 - the process group clean-up below still runs
             log.warning("orderly actor shutdown failed", extra={"error": repr(exc)})
     if pgid:

@@ -9,13 +9,23 @@
     ├── push        PushDelivery
     └── monitor     Monitor      (probes the services; its Observations feed the alerts)
 
+A host runs the children of its role and channels (`cluster.children_for`): a gateway host the
+first four, a delivery host its channels' delivery actors; the monitor runs everywhere. In a
+cluster, a delivery child whose provider credentials this host lacks is *placed* on a live host
+that has them, through the convention (`targetActorRequirements` naming that host), and placed
+again elsewhere when that host's heartbeat stops.
+
+Each tick the Supervisor writes this host's heartbeat (supervision/cluster.py); the convention
+leader's Supervisor also records which members the convention holds.
+
 Every child is permanent: when one exits (`ChildActorExited`, also after `kill -9`) it is created
 again and configured, within the restart intensity (at most R restarts in T seconds; past that
 the child is left down, marked failed, and an error is logged). The Supervisor answers
 `StatusRequest` with the tree: each child's pid, restarts and last exit.
 
-Takes:   Configure (from the launcher; answered with SystemReady once every child is ready),
-         ChildReady, ChildActorExited, LocateGateway (from each HTTP bridge: answered with
+Takes:   Configure (from the launcher; answered with SystemReady once every child is ready or
+         waiting for a host to place it on), ChildReady, ChildActorExited,
+         ActorSystemConventionUpdate (members joining and leaving the convention), LocateGateway (from each HTTP bridge: answered with
          GatewayLocated), SendBatch of StatusRequest (via the Gateway).
 """
 
@@ -25,6 +35,8 @@ import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from thespian.actors import ActorExitRequest, ActorSystemConventionUpdate
 
 from clarion.actors.base import ClarionActor
 from clarion.actors.messages import (
@@ -41,7 +53,8 @@ from clarion.actors.messages import (
     StatusRequest,
     SystemReady,
 )
-from clarion.supervision import metrics
+from clarion.persistence import cache
+from clarion.supervision import cluster, metrics
 from clarion.supervision.alerts import Alert, AlertBook
 from clarion.supervision.restart import RestartIntensity
 
@@ -70,6 +83,7 @@ class ChildSpec:
     name: str
     actor_class: str  # module path: Thespian creates it by name in a fresh process
     restart: str = "permanent"
+    channel: str | None = None  # a delivery child: the channel whose credentials it needs
 
 
 CHILDREN: tuple[ChildSpec, ...] = (
@@ -77,8 +91,8 @@ CHILDREN: tuple[ChildSpec, ...] = (
     ChildSpec("templates", "clarion.actors.templates.Templates"),
     ChildSpec("publisher", "clarion.actors.publisher.Publisher"),
     ChildSpec("gateway", "clarion.actors.gateway.Gateway"),
-    ChildSpec("email", "clarion.actors.email_delivery.EmailDelivery"),
-    ChildSpec("push", "clarion.actors.push_delivery.PushDelivery"),
+    ChildSpec("email", "clarion.actors.email_delivery.EmailDelivery", channel="email"),
+    ChildSpec("push", "clarion.actors.push_delivery.PushDelivery", channel="push"),
     ChildSpec("monitor", "clarion.actors.monitor.Monitor"),
 )
 
@@ -89,24 +103,36 @@ class Child:
     address: Any = None
     pid: int | None = None
     ready: bool = False
-    state: str = "starting"  # starting, running, restarting, failed
+    # starting, running, restarting, awaiting_placement (no live host can take it), failed
+    state: str = "starting"
     restarts: int = 0
     started_at: float = field(default_factory=time.time)
     last_exit: float | None = None
     last_exit_reason: str | None = None
     intensity: RestartIntensity = field(default_factory=RestartIntensity)
     breakers: dict[str, str] = field(default_factory=dict)  # dependency → state
+    node: str | None = None  # the host it runs on
+    placed: bool = False  # created on another host through the convention
 
 
 class Supervisor(ClarionActor):
     def setup(self) -> None:
         assert self.settings is not None
+        wanted = cluster.children_for(self.settings)
         self._children = {
             spec.name: Child(spec, intensity=RestartIntensity(self.settings.restart_max,
                                                               self.settings.restart_window))
-            for spec in CHILDREN
+            for spec in CHILDREN if spec.name in wanted
         }
         self._launcher = self.parent
+        self._redis = cache.connect(self.settings.redis_url)
+        self._started_at = time.time()
+        self._address = cluster.own_address(self.settings)
+        self._leader = cluster.is_leader(self.settings)
+        self._members: dict[str, dict[str, Any]] = {}  # node → capabilities (leader only)
+        self._last_beat = 0.0
+        if self.settings.convention is not None:
+            self.notifyOnSystemRegistrationChanges(True)
         self._announced = False
         self._observations = Observations({}, {}, (0, 0))
         self._alerts = AlertBook(self.settings.alert_backlog_threshold,
@@ -120,31 +146,131 @@ class Supervisor(ClarionActor):
         if hasattr(self, "_children"):
             for child in self._children.values():
                 child.state = "stopping"
+                if child.placed and child.address is not None:
+                    self.send(child.address, ActorExitRequest())  # it lives on another host
+            self._beat(state="stopped")
 
     def _start(self, child: Child) -> None:
         assert self.settings is not None
-        child.address = self.createActor(child.spec.actor_class)
         child.ready = False
         child.pid = None
         child.breakers = {}
         child.started_at = time.time()
+        channel = child.spec.channel
+        if channel is not None and cluster.needs_placement(self.settings, channel):
+            self._place(child, channel)
+            return
+        child.address = self.createActor(child.spec.actor_class)
+        child.node, child.placed = self.settings.node_name, False
         self.send(child.address, Configure(self.settings, child.spec.name))
+
+    # -- placement on other hosts ------------------------------------------------------------
+
+    def _place(self, child: Child, channel: str) -> None:
+        """Create `child` on a live host holding `channel`'s credentials, or wait for one.
+
+        Clarion picks the host itself, from the heartbeats and the leader's list of members, and
+        names it in the requirements: asking Thespian for a capability no live member has
+        leaves its admin unable to answer (notes/thespian.md), and a crashed member stays in the
+        convention for ~15 s after its heartbeat stopped."""
+        assert self.settings is not None
+        target = self._placement_target(channel)
+        child.placed, child.address = True, None
+        if target is None:
+            if child.state != "awaiting_placement":
+                self.log.warning("no live host can take this child yet; waiting", extra={
+                    "actor": self.name, "child": child.spec.name, "channel": channel})
+            child.state, child.node = "awaiting_placement", None
+            return
+        name, provider = target
+        child.state, child.node = "starting", name
+        child.address = self.createActor(child.spec.actor_class, targetActorRequirements={
+            cluster.NODE: name, cluster.provider_capability(channel): provider})
+        self.send(child.address, Configure(self.settings, child.spec.name,
+                                           placed_by=self.settings.node_name))
+        self.log.info("child placed on another host", extra={
+            "actor": self.name, "child": child.spec.name, "node": name, "provider": provider})
+
+    def _placement_target(self, channel: str) -> tuple[str, str] | None:
+        assert self.settings is not None
+        hosts = self._hosts()
+        if hosts is None:
+            return None
+        leader = next((h for h in hosts if h.get("leader") and h["status"] == "up"), None)
+        if leader is None:
+            return None  # without its leader the convention cannot place anything
+        members = {*leader.get("convention_members", ()), leader["node"]}
+        candidates = sorted(
+            (h for h in hosts
+             if h["status"] == "up" and h["node"] in members
+             and h["node"] != self.settings.node_name
+             and h.get("role") in ("delivery", "all")  # a gateway host delivers nothing
+             and h.get("providers", {}).get(channel, "outbox") != "outbox"),
+            key=lambda h: h["node"])
+        if not candidates:
+            return None
+        return candidates[0]["node"], candidates[0]["providers"][channel]
+
+    def _hosts(self) -> list[dict[str, Any]] | None:
+        assert self.settings is not None
+        down_after = self.settings.host_down_after
+        return self.cached(lambda: cluster.read_view(self._redis, down_after), None)
+
+    def _check_placed_children(self) -> None:
+        """Re-place children whose host stopped beating (a crashed member's actors send no
+        `ChildActorExited`), and try again for children still waiting for a host."""
+        placed = [c for c in self._children.values() if c.placed]
+        if not placed:
+            return
+        hosts = self._hosts()
+        if hosts is None:
+            return
+        status = {h["node"]: h["status"] for h in hosts}
+        for child in placed:
+            if child.state == "awaiting_placement":
+                self._start(child)
+            elif child.state in ("starting", "running") and child.node is not None \
+                    and status.get(child.node) != "up" \
+                    and time.time() - child.started_at > self.settings.host_down_after:
+                reason = f"its host {child.node} stopped sending heartbeats"
+                if child.address is not None:
+                    self.send(child.address, ActorExitRequest())  # if it is alive after all
+                self._lost(child, reason)
+
+    def receiveMsg_ActorSystemConventionUpdate(self, message: ActorSystemConventionUpdate,
+                                               sender: Any) -> None:
+        caps = message.remoteCapabilities or {}
+        node = str(caps.get(cluster.NODE) or message.remoteAdminAddress)
+        if message.remoteAdded:
+            self._members[node] = {k: v for k, v in caps.items()
+                                   if isinstance(k, str) and k.startswith("clarion.")}
+        else:
+            self._members.pop(node, None)
+        self.log.info("convention member " + ("joined" if message.remoteAdded else "left"),
+                      extra={"actor": self.name, "node": node})
 
     def receiveMsg_ChildReady(self, message: ChildReady, sender: Any) -> None:
         child = self._children.get(message.name)
         if child is None or child.address != sender:
             return
         child.ready, child.pid, child.state = True, message.pid, "running"
+        child.node = message.node or child.node
         if message.name in ("users", "templates", "publisher", "gateway"):
             self._tell_gateway()
-        if not self._announced and all(c.ready for c in self._children.values()):
+        self._announce_when_ready()
+
+    def _announce_when_ready(self) -> None:
+        # A child waiting for a host to be placed on does not hold the node back: this host
+        # serves what it can, and the child starts once such a host is up.
+        settled = all(c.ready or c.state == "awaiting_placement" for c in self._children.values())
+        if not self._announced and settled:
             self._announced = True
             self.log.info("actor system ready", extra={"actor": self.name})
             self.send(self._launcher, SystemReady(tuple(self._children), os.getpgid(0)))
 
     def _tell_gateway(self) -> None:
         c = self._children
-        if all(c[n].ready for n in ("users", "templates", "publisher", "gateway")):
+        if "gateway" in c and all(c[n].ready for n in ("users", "templates", "publisher", "gateway")):
             self.send(c["gateway"].address,
                       Peers(c["users"].address, c["templates"].address, c["publisher"].address))
 
@@ -153,11 +279,16 @@ class Supervisor(ClarionActor):
         # Thespian can report one exit more than once: only the current address counts.
         if child is None or child.state in ("stopping", "failed"):
             return
-        child.last_exit = time.time()
         # Thespian tells us that a child exited, not why (no exit status): what we know is that
         # nobody asked it to, and which process it was.
-        child.last_exit_reason = (f"process {child.pid} exited without being asked to"
-                                  if child.pid else "exited before it was ready")
+        where = f" on {child.node}" if child.placed else ""
+        self._lost(child, f"process {child.pid}{where} exited without being asked to"
+                   if child.pid else "exited before it was ready")
+
+    def _lost(self, child: Child, reason: str) -> None:
+        """A child is gone (exited, or its host is down): restart it within the intensity."""
+        child.last_exit = time.time()
+        child.last_exit_reason = reason
         child.address = None
         if child.spec.restart != "permanent":
             child.state = "stopped"
@@ -182,7 +313,29 @@ class Supervisor(ClarionActor):
         self._evaluate_alerts()
 
     def on_tick(self) -> None:
+        assert self.settings is not None
         self._evaluate_alerts()
+        if time.time() - self._last_beat >= self.settings.heartbeat_interval:
+            self._beat()
+        self._check_placed_children()
+        self._announce_when_ready()
+
+    def _beat(self, state: str = "up") -> None:
+        """Write this host's heartbeat: who it is, what it can do, and its actors."""
+        assert self.settings is not None
+        settings = self.settings
+        beat = {
+            "node": settings.node_name, "state": state, "role": settings.node_role,
+            "channels": list(settings.channels), "providers": cluster.providers(settings),
+            "address": self._address, "admin_port": settings.actor_port, "pid": os.getpid(),
+            "started_at": self._started_at, "leader": self._leader,
+            "convention": settings.convention,
+            "convention_members": sorted(self._members) if self._leader else [],
+            "actors": [{"name": c.spec.name, "state": c.state, "pid": c.pid, "node": c.node,
+                        "placed": c.placed} for c in self._children.values()],
+        }
+        self._last_beat = time.time()
+        self.cached(lambda: cluster.heartbeat(self._redis, beat), None)
 
     def _evaluate_alerts(self) -> None:
         children = self.status()["children"]
@@ -214,7 +367,7 @@ class Supervisor(ClarionActor):
             self._evaluate_alerts()  # raise or resolve `breaker_open` now, not on the next tick
 
     def receiveMsg_LocateGateway(self, message: LocateGateway, sender: Any) -> None:
-        gateway = self._children["gateway"] if hasattr(self, "_children") else None
+        gateway = self._children.get("gateway") if hasattr(self, "_children") else None
         ready = gateway is not None and gateway.ready
         self.send(sender, GatewayLocated(gateway.address if ready else None))
 
@@ -226,8 +379,13 @@ class Supervisor(ClarionActor):
         self.send(message.reply_to, Replies(message.batch_id, replies))
 
     def status(self) -> dict[str, Any]:
+        assert self.settings is not None
         return {
             "supervisor": {"pid": os.getpid(), "name": GLOBAL_NAME},
+            "node": {"name": self.settings.node_name, "role": self.settings.node_role,
+                     "channels": list(self.settings.channels), "address": self._address,
+                     "convention": self.settings.convention, "leader": self._leader,
+                     "convention_members": sorted(self._members)},
             "alerts": self._alerts.snapshot(),
             "observations": {"dependencies": self._observations.dependencies,
                              "queues": self._observations.queues,
@@ -237,7 +395,7 @@ class Supervisor(ClarionActor):
                  "state": c.state, "pid": c.pid, "restarts": c.restarts,
                  "started_at": c.started_at, "last_exit": c.last_exit,
                  "last_exit_reason": c.last_exit_reason,
-                 "breakers": dict(c.breakers)}
+                 "breakers": dict(c.breakers), "node": c.node, "placed": c.placed}
                 for c in self._children.values()
             ],
         }

@@ -1,5 +1,6 @@
 """Health: GET /health (liveness: this process answers), GET /health/ready (each dependency and
-the actor tree, 503 naming what is down), and GET /v1/system/actors (the tree, detailed)."""
+the actor tree, 503 naming what is down; and every host of the cluster), GET /v1/system/actors
+(this host's tree, detailed) and GET /v1/system/cluster (every host, from their heartbeats)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.routing import Route
 
 from clarion.actors.messages import StatusRequest
 from clarion.http.responses import EnvelopeResponse, failure, from_reply, success
+from clarion.supervision import cluster
 
 
 async def _timed(name: str, check: Any) -> tuple[str, dict[str, Any]]:
@@ -54,16 +56,39 @@ async def ready(request: Request) -> EnvelopeResponse:
         if down:
             raise RuntimeError(",".join(down))
 
-    checks = dict(await asyncio.gather(
-        _timed("postgres", postgres), _timed("redis", redis),
-        _timed("rabbitmq", rabbitmq), _timed("actors", actors),
-    ))
+    checks, hosts = await asyncio.gather(
+        asyncio.gather(_timed("postgres", postgres), _timed("redis", redis),
+                       _timed("rabbitmq", rabbitmq), _timed("actors", actors)),
+        _hosts(request),
+    )
+    checks = dict(checks)
     healthy = all(c["status"] == "up" for c in checks.values())
-    data = {"status": "ok" if healthy else "degraded", "checks": checks}
+    # Other hosts being down does not make this one unready (it still serves); they are
+    # listed so that one look shows the whole cluster.
+    data = {"status": "ok" if healthy else "degraded", "checks": checks, "hosts": hosts}
     if healthy:
         return success(data)
     down = ", ".join(name for name, c in checks.items() if c["status"] != "up")
     return failure(503, "unhealthy", f"down: {down}", data)
+
+
+async def _hosts(request: Request) -> list[dict[str, Any]] | None:
+    """Every host from the heartbeats in Redis; None when Redis cannot say."""
+    state = request.app.state
+    try:
+        raw = await asyncio.wait_for(state.redis.hgetall(cluster.NODES_KEY), 2.0)
+    except Exception:  # noqa: BLE001 - Redis down is reported by its own check
+        return None
+    return cluster.view(raw, state.settings.host_down_after)
+
+
+async def cluster_view(request: Request) -> EnvelopeResponse:
+    hosts = await _hosts(request)
+    if hosts is None:
+        return failure(503, "cluster_view_unavailable",
+                       "the hosts' heartbeats are in Redis, which did not answer", retry_after=1)
+    up = sum(1 for h in hosts if h["status"] == "up")
+    return success({"hosts": hosts, "up": up, "down": len(hosts) - up})
 
 
 async def actor_tree(request: Request) -> EnvelopeResponse:
@@ -82,4 +107,5 @@ routes = [
     Route("/health", live, methods=["GET"]),
     Route("/health/ready", ready, methods=["GET"]),
     Route("/v1/system/actors", actor_tree, methods=["GET"]),
+    Route("/v1/system/cluster", cluster_view, methods=["GET"]),
 ]

@@ -185,6 +185,16 @@ def every_field_changed(tmp_path: Path) -> Settings:
         alert_backlog_threshold=50,
         alert_backlog_window=10.0,
         alert_webhook_url="http://127.0.0.1:9998/hook",
+        bridge_batches_in_flight=5,
+        node_name="delivery-3.eu",
+        node_role="delivery",
+        node_channels="push",
+        convention="198.51.100.11:1950",
+        heartbeat_interval=2.0,
+        host_down_after=8.0,
+        convention_reregistration_period=10,
+        convention_restart_period=6,
+        convention_miss_max=4,
     )
 
 

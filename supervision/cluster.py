@@ -1,0 +1,174 @@
+"""Clarion's hosts: what each one runs, what it can do, and whether it is alive.
+
+A host runs `clarion node --role gateway|delivery|all`. Its role and channels pick the children
+its own Supervisor runs (`children_for`), so a host keeps working on its own. Hosts also join one
+Thespian convention (ARCHITECTURE "Scale-out"), advertising the capabilities in
+`node_capabilities`: Thespian uses them to place an actor on a host that has what it needs.
+
+Liveness is Clarion's own: every Supervisor writes a heartbeat to the Redis hash `clarion:nodes`
+(`heartbeat`), and a host whose heartbeat is older than `host_down_after` is down (`view`).
+The convention is not enough for that: tuned, it drops a crashed member only after ~15 s, and the
+parents of a crashed member's actors hear nothing at all (notes/thespian.md). Heartbeats in Redis
+also outlive the convention leader, and every gateway host reads the same view.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+from clarion.config.settings import Settings
+
+NODES_KEY = "clarion:nodes"
+# A host that has not written for a day is forgotten (its entry is removed).
+FORGET_AFTER = 86_400.0
+
+GATEWAY_CHILDREN = ("users", "templates", "publisher", "gateway")
+DELIVERY_CHILDREN = {"email": "email", "push": "push"}  # channel → child name
+ALWAYS = ("monitor",)
+
+# Capability names every Clarion actor system advertises in the convention.
+NODE = "clarion.node"
+ROLE = "clarion.role"
+CHANNELS = "clarion.channels"
+
+
+def provider_capability(channel: str) -> str:
+    """The capability naming the provider a host delivers `channel` with ("outbox": none)."""
+    return f"clarion.provider.{channel}"
+
+
+def children_for(settings: Settings) -> tuple[str, ...]:
+    """The Supervisor's children on a host of this role and these channels."""
+    names: list[str] = []
+    if settings.node_role in ("gateway", "all"):
+        names.extend(GATEWAY_CHILDREN)
+    if settings.node_role in ("delivery", "all"):
+        names.extend(DELIVERY_CHILDREN[c] for c in settings.channels)
+    names.extend(ALWAYS)
+    return tuple(names)
+
+
+def providers(settings: Settings) -> dict[str, str]:
+    return {"email": settings.email_provider, "push": settings.push_provider}
+
+
+def needs_placement(settings: Settings, channel: str) -> bool:
+    """Must this host's delivery child for `channel` run on another host? Yes in a cluster when
+    this host holds no credentials for the channel: a host that does delivers it for real,
+    where a standalone node without credentials writes to the local outbox."""
+    return settings.convention is not None and providers(settings)[channel] == "outbox"
+
+
+def node_capabilities(settings: Settings) -> dict[str, Any]:
+    """The actor system's capabilities: its admin port, the convention it joins, and ours."""
+    caps: dict[str, Any] = {
+        "Admin Port": settings.actor_port,
+        NODE: settings.node_name,
+        ROLE: settings.node_role,
+        CHANNELS: settings.node_channels,
+    }
+    for channel, provider in providers(settings).items():
+        caps[provider_capability(channel)] = provider
+    if settings.convention_address is not None:
+        host, port = settings.convention_address
+        caps["Convention Address.IPv4"] = (host, port)
+    return caps
+
+
+def convention_env(settings: Settings) -> dict[str, str]:
+    """Thespian reads its convention periods from the environment, as M:SS."""
+    def mss(seconds: int) -> str:
+        return f"{seconds // 60}:{seconds % 60:02d}"
+
+    return {
+        "CONVENTION_REREGISTRATION_PERIOD": mss(settings.convention_reregistration_period),
+        "CONVENTION_RESTART_PERIOD": mss(settings.convention_restart_period),
+        "CONVENTION_REGISTRATION_MISS_MAX": str(settings.convention_miss_max),
+    }
+
+
+def is_local_address(host: str) -> bool:
+    """Does `host` name an address of this machine (so this node leads the convention)?"""
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return False
+    for *_, sockaddr in infos:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((sockaddr[0], 0))
+                return True
+            except OSError:
+                continue
+    return False
+
+
+def is_leader(settings: Settings) -> bool:
+    address = settings.convention_address
+    return (address is not None and address[1] == settings.actor_port
+            and is_local_address(address[0]))
+
+
+def own_address(settings: Settings) -> str:
+    """The address other hosts reach this one at: the one that routes to the convention
+    leader (or loopback when standing alone)."""
+    target = settings.convention_address
+    if target is None:
+        return "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((target[0], target[1]))  # UDP: nothing is sent
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+# -- heartbeats -------------------------------------------------------------------------------
+
+def heartbeat(client: Any, beat: dict[str, Any]) -> None:
+    """Write this host's heartbeat (`beat` names the node) and forget long-dead hosts."""
+    beat = {**beat, "beat_at": time.time()}
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(NODES_KEY, beat["node"], json.dumps(beat, default=str))
+    pipe.hgetall(NODES_KEY)
+    _, raw = pipe.execute()
+    forgotten = [name for name, entry in _decode(raw).items()
+                 if time.time() - float(entry.get("beat_at", 0)) > FORGET_AFTER]
+    if forgotten:
+        client.hdel(NODES_KEY, *forgotten)
+
+
+def view(raw: dict[Any, Any], down_after: float, now: float | None = None) -> list[dict[str, Any]]:
+    """Every known host from the raw `clarion:nodes` hash, each with its status (up, down or
+    stopped) and heartbeat age in seconds, sorted by name."""
+    now = time.time() if now is None else now
+    hosts = []
+    for name, entry in sorted(_decode(raw).items()):
+        age = max(0.0, now - float(entry.get("beat_at", 0)))
+        if entry.get("state") == "stopped":
+            status = "stopped"
+        else:
+            status = "up" if age <= down_after else "down"
+        hosts.append({**entry, "node": name, "status": status,
+                      "heartbeat_age": round(age, 2)})
+    return hosts
+
+
+def read_view(client: Any, down_after: float) -> list[dict[str, Any]]:
+    return view(client.hgetall(NODES_KEY), down_after)
+
+
+def _decode(raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+    entries = {}
+    for name, value in raw.items():
+        key = name.decode() if isinstance(name, bytes) else str(name)
+        try:
+            entry = json.loads(value)
+        except (TypeError, ValueError):
+            continue  # not ours or damaged: ignore rather than break the view
+        if isinstance(entry, dict):
+            entries[key] = entry
+    return entries
