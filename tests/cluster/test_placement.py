@@ -7,59 +7,16 @@ actor placed on the only host holding the FCM credentials, placed again when tha
 from __future__ import annotations
 
 import os
-import signal
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clarion.config.settings import Settings
-from clarion.persistence import cache
-from clarion.supervision import cluster
 from clarion.supervision.launcher import start_actor_system, stop_actor_system
-from tests.stack import Stack, free_port, new_stack_settings, start_stack, stop_stack
-
-
-def _node(base: Settings, name: str, role: str, channels: str, leader_port: int,
-          state_dir: Path, **update: Any) -> Settings:
-    return base.model_copy(update={
-        "node_name": name, "node_role": role, "node_channels": channels,
-        "convention": f"127.0.0.1:{leader_port}", "actor_port": update.pop("actor_port",
-                                                                          free_port()),
-        "state_dir": state_dir, **update})
-
-
-def _hosts(settings: Settings) -> dict[str, dict[str, Any]]:
-    client = cache.connect(settings.redis_url)
-    return {h["node"]: h for h in cluster.read_view(client, settings.host_down_after)}
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    _wait(lambda: not _group_alive(pgid), 10, f"process group {pgid} gone")
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from tests.cluster.nodes import hosts_of, kill_group, node_settings, wait
+from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +29,7 @@ def names() -> dict[str, str]:
 def leader(provider_settings: Settings, simulator: Any, names: dict[str, str],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = new_stack_settings(provider_settings)
-    settings = _node(settings, names["gw"], "gateway", "email,push", settings.actor_port,
+    settings = node_settings(settings, names["gw"], "gateway", "email,push", settings.actor_port,
                      tmp_path_factory.mktemp("gw"), actor_port=settings.actor_port)
     running = start_stack(settings, simulator, settings.state_dir)
     yield running
@@ -83,7 +40,7 @@ def leader(provider_settings: Settings, simulator: Any, names: dict[str, str],
 def fcm_host(leader: Stack, provider_settings: Settings, names: dict[str, str],
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A delivery host with both providers' credentials."""
-    settings = _node(provider_settings, names["fcm"], "delivery", "email,push",
+    settings = node_settings(provider_settings, names["fcm"], "delivery", "email,push",
                      leader.settings.actor_port, tmp_path_factory.mktemp("fcm"))
     host = {"settings": settings, "pgid": start_actor_system(settings)}
     yield host
@@ -95,7 +52,7 @@ def push_only_host(leader: Stack, fcm_host: dict[str, Any], provider_settings: S
                    names: dict[str, str],
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A delivery host asked to deliver push without FCM credentials of its own."""
-    settings = _node(provider_settings, names["nofcm"], "delivery", "push",
+    settings = node_settings(provider_settings, names["nofcm"], "delivery", "push",
                      leader.settings.actor_port, tmp_path_factory.mktemp("nofcm"),
                      fcm_credentials_file=None)
     host = {"settings": settings, "pgid": start_actor_system(settings)}
@@ -105,7 +62,7 @@ def push_only_host(leader: Stack, fcm_host: dict[str, Any], provider_settings: S
 
 def _supervisor_view(settings: Settings) -> dict[str, Any]:
     """A node's own heartbeat: its role and its actors (as its Supervisor wrote them)."""
-    return _hosts(settings).get(settings.node_name, {})
+    return hosts_of(settings).get(settings.node_name, {})
 
 
 def test_nodes_join_and_a_child_is_placed_where_the_credentials_are(
@@ -114,11 +71,11 @@ def test_nodes_join_and_a_child_is_placed_where_the_credentials_are(
 ) -> None:
     settings = leader.settings
     # Every host beats, and the leader's convention holds both members.
-    _wait(lambda: all(_hosts(settings).get(n, {}).get("status") == "up"
+    wait(lambda: all(hosts_of(settings).get(n, {}).get("status") == "up"
                       for n in names.values()), 15, "three hosts up")
-    _wait(lambda: set(_hosts(settings)[names["gw"]]["convention_members"]) >=
+    wait(lambda: set(hosts_of(settings)[names["gw"]]["convention_members"]) >=
           {names["fcm"], names["nofcm"]}, 15, "both members in the leader's convention")
-    hosts = _hosts(settings)
+    hosts = hosts_of(settings)
     assert hosts[names["gw"]]["leader"] and not hosts[names["fcm"]]["leader"]
     assert {a["name"] for a in hosts[names["gw"]]["actors"]} == {
         "users", "templates", "publisher", "gateway", "monitor"}
@@ -129,7 +86,7 @@ def test_nodes_join_and_a_child_is_placed_where_the_credentials_are(
         actors = {a["name"]: a for a in _supervisor_view(push_only_host["settings"])["actors"]}
         return actors["push"]
 
-    _wait(lambda: placed_push()["state"] == "running", 20, "the push child placed and running")
+    wait(lambda: placed_push()["state"] == "running", 20, "the push child placed and running")
     push = placed_push()
     assert push["placed"] and push["node"] == names["fcm"]
     assert os.getpgid(push["pid"]) == fcm_host["pgid"]
@@ -156,8 +113,8 @@ def test_a_lost_host_is_marked_down_and_its_placed_child_comes_back_with_it(
     names: dict[str, str],
 ) -> None:
     settings = leader.settings
-    _kill_group(fcm_host["pgid"])  # the host crashes: every one of its actor processes
-    took = _wait(lambda: _hosts(settings)[names["fcm"]]["status"] == "down", 10,
+    kill_group(fcm_host["pgid"])  # the host crashes: every one of its actor processes
+    took = wait(lambda: hosts_of(settings)[names["fcm"]]["status"] == "down", 10,
                  "the crashed host marked down")
     assert took < 10
 
@@ -166,12 +123,12 @@ def test_a_lost_host_is_marked_down_and_its_placed_child_comes_back_with_it(
         return str(actors["push"]["state"])
 
     # No other host holds FCM credentials: the child waits for one instead of failing.
-    _wait(lambda: push_state() == "awaiting_placement", 10, "the push child awaiting a host")
+    wait(lambda: push_state() == "awaiting_placement", 10, "the push child awaiting a host")
 
     # The host comes back under the same name: it rejoins and the child is placed on it again.
     fcm_host["pgid"] = start_actor_system(fcm_host["settings"])
-    _wait(lambda: _hosts(settings)[names["fcm"]]["status"] == "up", 15, "the host back up")
-    _wait(lambda: push_state() == "running", 30, "the push child placed again")
+    wait(lambda: hosts_of(settings)[names["fcm"]]["status"] == "up", 15, "the host back up")
+    wait(lambda: push_state() == "running", 30, "the push child placed again")
     actors = {a["name"]: a for a in _supervisor_view(push_only_host["settings"])["actors"]}
     assert actors["push"]["node"] == names["fcm"]
     assert os.getpgid(actors["push"]["pid"]) == fcm_host["pgid"]
