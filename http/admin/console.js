@@ -198,7 +198,7 @@
     const rows = (data.children || []).map((child) => el("tr", { "data-actor": child.name },
       td(child.name, "name"),
       td(child.class, "class"),
-      td(state.hostname, "host"),
+      td(child.node || state.hostname, "host"),
       td(child.pid, "pid num"),
       el("td", { className: "state" }, badge(child.state)),
       td(child.state === "running" && child.started_at ? duration(now - child.started_at) : "—",
@@ -257,6 +257,29 @@
     renderTree(data);
     renderQueues(data);
     renderAlerts(data.alerts || { active: [], recent: [] });
+  }
+
+  // Every host of the cluster, from the heartbeats each one's Supervisor writes.
+  function renderHosts(data) {
+    const hosts = data.hosts || [];
+    document.getElementById("hosts-summary").textContent =
+      `${data.up} up` + (data.down ? `, ${data.down} down or stopped` : "");
+    fill(document.getElementById("host-rows"), hosts.map((h) => el("tr", { "data-host": h.node },
+      td(h.node + (h.leader ? " (leader)" : ""), "name"),
+      el("td", { className: "status" }, badge(h.status)),
+      td(h.role || "—"),
+      td(h.address ? `${h.address}:${h.admin_port ?? ""}` : "—", "address"),
+      td((h.channels || []).join(", ") || "—"),
+      td(Object.entries(h.providers || {}).map(([c, p]) => `${c}: ${p}`).join(", ") || "—"),
+      td(`${Number(h.heartbeat_age).toFixed(1)} s ago`, "heartbeat num"),
+      td((h.actors || []).map((a) => `${a.name} ${a.state}` +
+        (a.placed ? ` on ${a.node || "?"}` : "")).join(", ") || "—", "actors"),
+    )), 8, "no host has sent a heartbeat yet");
+  }
+
+  async function loadHosts() {
+    const { data } = await api("GET", "/v1/system/cluster");
+    renderHosts(data);
   }
 
   async function act(button, method, path, done) {
@@ -423,7 +446,7 @@
   // -- the refresh loop -----------------------------------------------------------------------
 
   const SECTIONS = [
-    ["tree", loadTree], ["dlq", loadDeadLetters], ["notifications", loadNotifications],
+    ["tree", loadTree], ["hosts", loadHosts], ["dlq", loadDeadLetters], ["notifications", loadNotifications],
     ["outbox", loadOutbox],
   ];
 

@@ -68,6 +68,7 @@ CONSOLE_CALLS: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
         ("GET HEAD", r"/admin(/.*)?"),
         ("POST", r"/admin/(login|logout)"),
         ("GET HEAD", r"/v1/system/actors"),
+        ("GET HEAD", r"/v1/system/cluster"),
         ("GET HEAD", r"/v1/alerts"),
         ("GET HEAD", r"/v1/dlq"),
         ("POST", r"/v1/dlq/[0-9]+/replay"),

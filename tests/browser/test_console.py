@@ -178,6 +178,18 @@ def test_the_signed_in_console_shows_every_actor_of_the_supervision_tree(
     shot(page, "02-console.png")
 
 
+def test_the_hosts_section_shows_this_host_beating_with_its_actors(
+        page: Any, stack: Stack) -> None:
+    from playwright.sync_api import expect
+
+    row = page.locator(f'#host-rows tr[data-host="{stack.settings.node_name}"]')
+    expect(row.locator("td.status")).to_have_text("up")
+    expect(row.locator("td.heartbeat")).to_contain_text("s ago")
+    expect(row.locator("td.actors")).to_contain_text("gateway running")
+    expect(row.locator("td.actors")).to_contain_text("email running")
+    shot(page, "02b-hosts.png")
+
+
 def test_a_killed_actor_comes_back_and_its_restart_count_goes_up_on_the_page(
         page: Any, stack: Stack) -> None:
     from playwright.sync_api import expect
