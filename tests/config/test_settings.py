@@ -239,3 +239,11 @@ def test_the_push_provider_is_fcm_only_with_a_credentials_file(tmp_path: Path) -
 
     assert load_settings().push_provider == "outbox"
     assert load_settings(fcm_credentials_file=credentials).push_provider == "fcm"
+
+
+def test_env_example_lists_every_setting_and_nothing_else() -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^#?\s*CLARION_([A-Z_]+)=", text, re.MULTILINE))
+    assert listed == {name.upper() for name in Settings.model_fields}
