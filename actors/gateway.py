@@ -408,12 +408,6 @@ class Gateway(ClarionActor):
 
     def _accept(self, batch: PendingBatch) -> None:
         queued_at = time.time()
-        try:
-            notification_repo.record_hop(self._conn(), [n.notification_id for n in
-                                                        batch.accepted.values()], "queued",
-                                         queued_at)
-        except psycopg.Error as exc:  # a missing timing is no reason to refuse the batch
-            self.log.warning("recording the queued hop failed", extra={"error": str(exc)})
         for correlation_id, n in batch.accepted.items():
             scheduled = [d.scheduled_for for d in n.deliveries if d.scheduled_for is not None]
             batch.replies[correlation_id] = Reply(
@@ -433,7 +427,12 @@ class Gateway(ClarionActor):
             self.log.info("notification accepted", extra={
                 "notification_id": n.notification_id, "request_id": n.request_id,
                 "actor": self.name})
-        self._finish(batch)
+        accepted = [n.notification_id for n in batch.accepted.values()]
+        self._finish(batch)  # the callers have their answers before the timing is written
+        try:
+            notification_repo.record_hop(self._conn(), accepted, "queued", queued_at)
+        except psycopg.Error as exc:  # a missing timing is no reason to refuse the batch
+            self.log.warning("recording the queued hop failed", extra={"error": str(exc)})
 
     # -- endings ------------------------------------------------------------------------------
 
