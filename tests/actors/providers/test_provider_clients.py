@@ -331,6 +331,24 @@ def test_a_keep_alive_connection_the_server_closed_is_replaced_not_reported() ->
     assert first == second == DeliveryResult(ok=True, provider_message_id="m-1")
 
 
+def _proxy_env(monkeypatch: pytest.MonkeyPatch, proxy: str, no_proxy: str = "") -> None:
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", proxy)
+    if no_proxy:
+        monkeypatch.setenv("no_proxy", no_proxy)
+
+
+@pytest.mark.parametrize(("no_proxy", "code"), [("", "connection_error"), ("127.0.0.1", None)])
+def test_emails_go_through_the_environments_proxy_unless_the_host_is_exempt(
+    sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch, no_proxy: str, code: str | None
+) -> None:
+    _proxy_env(monkeypatch, f"http://127.0.0.1:{_unused_port()}", no_proxy)  # a proxy that is down
+    provider = SendGridEmailProvider(API_KEY, "noreply@clarion.test", host=sim.base_url)
+
+    assert provider.send(_email_message()).error_code == code
+
+
 # -- FCM -------------------------------------------------------------------------------
 
 
@@ -516,3 +534,19 @@ def test_concurrent_pushes_keep_one_connection_per_thread_when_the_pool_is_sized
     # With firebase-admin's own pool (10), the connections of the last two threads to finish a
     # round are closed ("Connection pool is full") and reopened on the next.
     assert "Connection pool is full" not in caplog.text
+
+
+@pytest.mark.parametrize(("no_proxy", "code"), [("", "connection_error"), ("127.0.0.1", None)])
+def test_pushes_go_through_the_environments_proxy_unless_the_host_is_exempt(
+    sim: SimulatorServer, credentials_file: str, monkeypatch: pytest.MonkeyPatch, no_proxy: str,
+    code: str | None,
+) -> None:
+    # The proxy is read when the provider is made (requests no longer reads the environment on
+    # every call); the token endpoint, reached by google-auth's own session, stays direct.
+    _proxy_env(monkeypatch, f"http://127.0.0.1:{_unused_port()}", no_proxy)
+    provider = FcmPushProvider(credentials_file, endpoint=sim.base_url)
+    monkeypatch.delenv("http_proxy")
+    try:
+        assert provider.send(_push_message("device-1")).error_code == code
+    finally:
+        provider.close()
