@@ -14,7 +14,8 @@ Each delivery actor consumes its own queue straight from RabbitMQ, inside the ac
   to failed.queue and the dead letters; the outcome is committed to PostgreSQL; then the message
   is acked. A crash anywhere in between redelivers it, and the `pending_attempts` check keeps an
   attempt already recorded from reaching the provider twice. Nothing is lost; in the narrow window
-  between a republish and its record an attempt can repeat.
+  between a republish and its record an attempt can repeat. The acks of a batch go out as one
+  frame (`multiple=True`) up to the oldest message still unsettled.
 * A circuit breaker per provider: after repeated passing failures the actor stops consuming (the
   messages wait in the queue, their attempts unspent) and tries one message after the timeout.
 """
@@ -24,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -79,13 +79,19 @@ class ChannelDelivery(ClarionActor):
         self._breaker = CircuitBreaker(
             self._provider.name, self.settings.breaker_failure_threshold,
             self.settings.breaker_reset_timeout, on_change=self.breaker_changed)
-        # Worker threads report completions here and write a byte to wake the actor.
+        # Worker threads report completions here and write a byte to wake the actor, only the
+        # first since its last wake-up (`_wake_pending`): at 1,000 completions/s a byte each, and
+        # a lock around the write, cost a syscall and a GIL hand-over per delivery, and threads
+        # queued on the lock.
         self._finished: deque[Finished] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._wake_lock = threading.Lock()
+        self._wake_pending = False
         self._arrived: list[tuple[int, bytes]] = []
+        # Tags handed to us on this connection and not yet acked, nacked or rejected: an ack
+        # with multiple=True may cover every tag below the lowest of them.
+        self._unsettled_tags: set[int] = set()
         self._in_flight = 0
         self._unsettled: list[Finished] = []  # outcomes not yet committed (broker/db down)
         self._amqp: pika.BlockingConnection | None = None
@@ -138,6 +144,7 @@ class ChannelDelivery(ClarionActor):
             # pika nacks (requeues) whatever it had not handed to our callback yet.
             self._channel.basic_cancel(self._consumer_tag)
             for tag, _ in self._arrived:
+                self._settle(tag)
                 self._channel.basic_nack(tag, requeue=True)
         except pika.exceptions.AMQPError:
             self._close_broker()
@@ -150,6 +157,7 @@ class ChannelDelivery(ClarionActor):
         conn, self._amqp, self._channel, self._republish = self._amqp, None, None, None
         self._consumer_tag = None
         self._arrived.clear()  # unacked: the broker gives them to a consumer again
+        self._unsettled_tags.clear()  # tags are per connection
         if conn is not None and conn.is_open:
             try:
                 conn.close()
@@ -200,12 +208,16 @@ class ChannelDelivery(ClarionActor):
                                                                 "error": repr(exc)})
                 self._close_broker()
         self._start_arrived()
+        # Cleared before the completions are taken: a worker finishing after this line wakes
+        # the actor again, one finishing before it is in `_finished` already.
+        self._wake_pending = False
         self._drain_wakeups()
         self._complete()
 
     def _on_delivery(self, _channel: Any, method: Any, _props: Any, body: bytes) -> None:
         # pika calls this inside process_data_events, on the actor's thread: just collect.
         self._arrived.append((method.delivery_tag, body))
+        self._unsettled_tags.add(method.delivery_tag)
 
     def _start_arrived(self) -> None:
         arrived, self._arrived = self._arrived, []
@@ -218,6 +230,7 @@ class ChannelDelivery(ClarionActor):
                 message["notification_id"], message["channel"]  # noqa: B018 - must exist
             except (ValueError, KeyError, TypeError):
                 self.log.error("malformed message sent to the DLQ", extra={"actor": self.name})
+                self._settle(tag)
                 self._channel.basic_reject(tag, requeue=False)
                 continue
             parsed.append((tag, message))
@@ -228,6 +241,7 @@ class ChannelDelivery(ClarionActor):
             # Cannot tell what was delivered already: hand the messages back and try later.
             self.log.error("delivery check failed", extra={"actor": self.name, "error": str(exc)})
             for tag, _ in parsed:
+                self._settle(tag)
                 self._channel.basic_nack(tag, requeue=True)
             return
         for i, (tag, message) in enumerate(parsed):
@@ -236,10 +250,12 @@ class ChannelDelivery(ClarionActor):
                 # Recorded already (a redelivery after a crash before the ack), or withdrawn.
                 self.log.info("not pending any more; acked without sending", extra={
                     "actor": self.name, "notification_id": message["notification_id"]})
+                self._settle(tag)
                 self._channel.basic_ack(tag)
                 continue
             if not self._breaker.allow():
                 for later_tag, _ in parsed[i:]:
+                    self._settle(later_tag)
                     self._channel.basic_nack(later_tag, requeue=True)
                 self._pause()
                 return
@@ -256,11 +272,13 @@ class ChannelDelivery(ClarionActor):
                                     error=f"{type(exc).__name__}: {exc}")
         self._finished.append(
             Finished(work.tag, work.generation, work.message, work.started_at, result))
-        with self._wake_lock:
-            try:
-                self._wake_w.send(b"x")
-            except (BlockingIOError, OSError):
-                pass  # the socket buffer is full of wake-ups already: the actor will wake
+        if self._wake_pending:
+            return  # the actor has a wake-up coming and will find this one with it
+        self._wake_pending = True
+        try:
+            self._wake_w.send(b"x")
+        except (BlockingIOError, OSError):
+            pass  # the socket buffer is full of wake-ups already: the actor will wake
 
     def _drain_wakeups(self) -> None:
         try:
@@ -317,16 +335,32 @@ class ChannelDelivery(ClarionActor):
             self._unsettled = finished + self._unsettled
             return
         self._forget_unregistered_tokens(finished)
-        # 3. The acks.
         for f, o in zip(finished, outcomes):
             self._log_outcome(f, o)
             self._count(f, o)
-            if self._channel is None or f.generation != self._generation:
-                continue  # its connection went: the message comes back, and the check acks it
+        # 3. The acks. A message whose connection went comes back, and the check acks it.
+        if self._channel is not None:
             try:
-                self._channel.basic_ack(f.tag)
+                self._ack([f.tag for f in finished if f.generation == self._generation])
             except pika.exceptions.AMQPError:
                 self._close_broker()
+
+    def _settle(self, tag: int) -> None:
+        self._unsettled_tags.discard(tag)
+
+    def _ack(self, tags: list[int]) -> None:
+        """Acks `tags`: those below every tag still unsettled in one frame (multiple=True), the
+        others one by one. Calls finish out of order, so a tag may wait on a slower one."""
+        if not tags:
+            return
+        self._unsettled_tags.difference_update(tags)
+        lowest_open = min(self._unsettled_tags, default=None)
+        grouped = [t for t in tags if lowest_open is None or t < lowest_open]
+        if grouped:
+            self._channel.basic_ack(max(grouped), multiple=True)
+        for tag in tags:
+            if lowest_open is not None and tag > lowest_open:
+                self._channel.basic_ack(tag)
 
     def _forget_unregistered_tokens(self, finished: list[Finished]) -> None:
         """FCM said UNREGISTERED: that device is gone for good; take its token off the user

@@ -23,6 +23,8 @@ from typing import Any
 
 from bench.services import cpu_seconds
 
+_ROOT = Path(__file__).resolve().parents[1]  # frames in this checkout are shown from here
+
 
 class CpuMeter:
     def __init__(self, processes: dict[str, int]) -> None:
@@ -52,8 +54,11 @@ def py_spy_path() -> str | None:
 
 class PySpy:
     def __init__(self, processes: dict[str, int], out_dir: Path, seconds: float,
-                 rate: int = 100) -> None:
+                 rate: int = 100, gil: bool = False) -> None:
+        """`gil`: sample only the thread holding the GIL (where the Python CPU goes) instead of
+        every thread, idle ones included (where the wall time goes)."""
         self.processes = processes
+        self.gil = gil
         self.out_dir = out_dir
         self.seconds = seconds
         self.rate = rate
@@ -69,7 +74,8 @@ class PySpy:
             out.unlink(missing_ok=True)
             self._procs[name] = subprocess.Popen(
                 [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(self.seconds))),
-                 "--rate", str(self.rate), "--nonblocking", "--idle", "--format", "raw",
+                 "--rate", str(self.rate), "--nonblocking", "--gil" if self.gil else "--idle",
+                 "--format", "raw",
                  "--output", str(out)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True)
@@ -106,7 +112,7 @@ def _frame_name(frame: str) -> str:
     # with the path shortened to the package-relative part.
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/", "lib/python3"):
+    for marker in ("site-packages/", f"{_ROOT}/", "lib/python3.11/", "lib/python3"):
         if marker in where:
             where = where.split(marker, 1)[1]
             break

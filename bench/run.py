@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -76,9 +77,16 @@ class Plan:
     settle: float = 3.0  # seconds of quiet before each Clarion point
     hold_latency_ms: int = 4000  # provider latency while a backlog builds (< provider timeout)
     backlog_seconds: float = 20.0  # how long the backlog builds
+    drain_profile_gil: bool = False  # profile the drain's GIL holder, not every thread
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
+    plan = _make_plan(args)
+    plan.drain_profile_gil = args.drain_profile_gil
+    return plan
+
+
+def _make_plan(args: argparse.Namespace) -> Plan:
     if args.quick:
         duration = args.duration if args.duration_given else 3.0
         sweep = sorted({1, 16, args.connections})
@@ -444,8 +452,38 @@ class Run:
             self.set_provider_latency(latency_ms)
         switched = time.time()
         ids = point.pop("ids")
-        delivery = self.collect_delivery(ids, point["started_at"], point["ended_at"],
-                                         plan.slow_drain_timeout)
+        # The delivery actors' profile while they drain (the profile pass below sees them only
+        # at the accept rate): from when the held calls have returned, for as long as a quick
+        # run's backlog lasts.
+        spy = None
+        if plan.profile_seconds > 0 and py_spy_path() is not None:
+            targets = {f"drain-{name}": pid for name, pid in self.process_names.items()
+                       if name in CHANNELS}
+            spy = PySpy(targets, RESULTS, 2.0 if plan.quick else plan.profile_seconds,
+                        gil=plan.drain_profile_gil)
+        # CPU from the same moment: Clarion's processes and this one (the simulator's thread).
+        meter = CpuMeter({**self.process_names, "bench (simulator)": os.getpid(),
+                          **services.service_processes()})
+        busy0: list[tuple[float, float]] = []
+
+        def steady() -> None:
+            meter.start()
+            busy0.append(services.machine_busy_seconds())
+            if spy is not None:
+                spy.start()
+
+        starter = threading.Timer(hold_ms / 1000 + 0.05, steady)
+        starter.start()
+        try:
+            delivery = self.collect_delivery(ids, point["started_at"], point["ended_at"],
+                                             plan.slow_drain_timeout)
+        finally:
+            starter.join()
+            cpu = meter.stop()
+            busy1 = services.machine_busy_seconds()
+            if spy is not None:
+                drain_profile = spy.stop()
+                spy.kill()
         steady_from = switched + hold_ms / 1000 + 0.05  # the held calls have all returned
         received = self.sim.state.received()
         wanted = {nid for nid, _, _ in ids}
@@ -462,6 +500,26 @@ class Run:
         self.log(f"  backlog: {out.get('email_backlog')} emails, {out.get('push_backlog')} pushes"
                  f" left once the held calls returned: {out.get('emails_per_s', 'too few for a')}"
                  f" emails/s, {out.get('pushs_per_s', 'too few for a')} pushes/s")
+        for service in ("postgres", "rabbitmq", "redis"):  # one entry per service, all its pids
+            parts = [v for k, v in cpu.items() if k.startswith(f"{service}:")]
+            cpu = {k: v for k, v in cpu.items() if not k.startswith(f"{service}:")}
+            if parts:
+                cpu[service] = round(sum(parts), 3)
+        cpu = dict(sorted(cpu.items(), key=lambda kv: -kv[1]))
+        out["cpu_cores"] = cpu
+        if busy0:
+            out["machine_busy_cores"] = round(
+                (busy1[0] - busy0[0][0]) / max(1e-6, busy1[1] - busy0[0][1]), 2)
+        self.log(f"  while draining: machine busy {out.get('machine_busy_cores')} cores; "
+                 + ", ".join(f"{name} {cores:.2f}" for name, cores in list(cpu.items())[:8]))
+        if spy is not None:
+            out["profile"] = drain_profile
+            for name, summary in drain_profile.items():
+                for kind, shares in summary.get("threads", {}).items():
+                    top = ", ".join(f"{c} {p}%" for c, p in shares["wall_pct"][:4])
+                    self.log(f"  {name} {kind}: {top}")
+                hot = ", ".join(f"{f} {p}%" for f, p in summary.get("self_pct_of_busy", [])[:6])
+                self.log(f"  {name} busiest frames: {hot}")
         return out
 
     def set_provider_latency(self, ms: int) -> None:
@@ -774,6 +832,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true",
                         help="short smoke run (< 2 min): fewer points, short loads, no profile")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy pass")
+    parser.add_argument("--drain-profile-gil", action="store_true",
+                        help="profile the delivery actors' backlog drain by GIL holder (CPU)"
+                             " instead of wall time")
     parser.add_argument("--profile", action="store_true", help="profile even with --quick")
     parser.add_argument("--tool", choices=("auto", "wrk", "python"), default="auto",
                         help="load generator (auto: wrk if installed)")

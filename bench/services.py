@@ -349,6 +349,21 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def service_processes() -> dict[str, int]:
+    """{"postgres:<pid>" | "rabbitmq:<pid>" | "redis:<pid>": pid} of the machine's services."""
+    names = {"postgres": "postgres", "beam.smp": "rabbitmq", "redis-server": "redis"}
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                comm = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm in names:
+                found[f"{names[comm]}:{entry.name}"] = int(entry.name)
+    return found
+
+
 def machine_busy_seconds() -> tuple[float, float]:
     """(busy CPU seconds of the whole machine, wall seconds), from /proc/stat's first line."""
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

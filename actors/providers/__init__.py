@@ -19,6 +19,8 @@ def email_provider(settings: Settings) -> Provider:
             settings.email_from,
             host=settings.sendgrid_host,
             timeout=settings.provider_timeout,
+            # One keep-alive connection per worker thread of the delivery actor.
+            pool_size=settings.delivery_concurrency,
         )
     from clarion.actors.providers.outbox import OutboxProvider
 
@@ -33,6 +35,10 @@ def push_provider(settings: Settings) -> Provider:
             str(settings.fcm_credentials_file),
             endpoint=settings.fcm_endpoint,
             timeout=settings.provider_timeout,
+            # firebase-admin's session (a google-auth AuthorizedSession, i.e. requests) keeps
+            # 10 connections per host by default, the provider 32: a worker beyond that opens
+            # a connection per call and urllib3 discards it ("Connection pool is full").
+            pool_size=settings.delivery_concurrency,
         )
     from clarion.actors.providers.outbox import OutboxProvider
 

@@ -15,7 +15,9 @@ import asyncio
 import inspect
 import json
 import logging
+import os
 import threading
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +145,18 @@ class FcmPushProvider:
             session.mount(prefix, adapter)
             if previous is not None and previous is not adapter:
                 previous.close()
+        # With trust_env, requests reads the environment on every call (proxy variables,
+        # no_proxy, ~/.netrc, CA bundle variables): 720-900 µs of CPU per push instead of
+        # 600-720 against the simulator, a quarter of a core at 1,000 pushes/s. The proxy is
+        # looked up once here instead (proxy, CA bundle, as requests would); a ~/.netrc entry
+        # could only have replaced the bearer token.
+        session.trust_env = False
+        url = urlsplit(service._fcm_url)
+        proxy = urllib.request.getproxies().get(url.scheme)
+        if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+            session.proxies = {url.scheme: proxy}
+        if session.verify is True:
+            session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         return service
 
     def _keep_auth_lookups_local(self, cred: credentials.Certificate, info: dict[str, Any]) -> None:

@@ -4,6 +4,16 @@ Owns turning a Clarion email message dict into one Mail Send request and every
 possible outcome (HTTP status, timeout, refused connection, bad input) into a
 `DeliveryResult`. The library never retries; retry policy belongs to the
 delivery actor, so nothing here retries either.
+
+The library builds the request (`Mail(...).get()`, its URL and headers, its
+`HTTPError` classes for non-2xx answers); a pooled keep-alive urllib3 client
+sends it. The library's own transport (python_http_client over urllib) opens a
+TCP connection per call with `Connection: close`. Measured with
+`bench/provider_calls.py` against the simulator (32 and 128 threads, 0 and 100 ms):
+580-740 µs of CPU per call through the library vs. 250-420 µs through urllib3's
+pool; a `requests.Session` costs 700 µs (its per-call overhead eats what keep-alive
+saves). At 1,000 emails/s that is a third of a core on a two-core node, and no TCP
+handshake (nor TLS handshake, for the real API) per email.
 """
 
 from __future__ import annotations
@@ -11,11 +21,14 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import urllib.error
+import urllib.request
 from email.utils import parseaddr
 from typing import Any
+from urllib.parse import urlsplit
 
+import urllib3
 from python_http_client.exceptions import HTTPError as SendGridHTTPError
+from python_http_client.exceptions import err_dict as sendgrid_http_errors
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, Mail
 
@@ -38,7 +51,7 @@ PERMANENT_STATUSES = {
 
 
 class SendGridEmailProvider:
-    """Sends one email per `send()` call; thread-safe (each call opens its own connection)."""
+    """Sends one email per `send()` call; thread-safe (the connection pool is)."""
 
     channel = "email"
     name = "sendgrid"
@@ -49,7 +62,12 @@ class SendGridEmailProvider:
         from_email: str,
         host: str = "https://api.sendgrid.com",
         timeout: float = 5.0,
+        *,
+        pool_size: int = 32,
     ) -> None:
+        """`pool_size`: keep-alive connections kept open; size it to the number of worker
+        threads calling `send()` at once (beyond it, extra connections are opened and then
+        dropped, and urllib3 logs "Connection pool is full")."""
         if not api_key:
             # SendGridAPIClient would silently fall back to $SENDGRID_API_KEY.
             raise ValueError("api_key is required")
@@ -59,9 +77,14 @@ class SendGridEmailProvider:
         self._from_email = from_email
         # A trailing "/" makes the library request "//v3/mail/send", which 404s.
         self._client = SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
-        # The library's default is no timeout at all: one stuck socket would park a worker forever.
-        self._client.client.timeout = timeout
+        # The library's URL and headers (Authorization, User-Agent, Accept), sent by our pool.
+        self._url = self._client.client.mail.send._build_url(None)
+        self._headers = {**self._client.client.request_headers, "Content-Type": "application/json"}
+        self._pool = _connection_pool(self._url, pool_size)
+        # Like urllib's socket timeout: bounds the connect and each read, so one stuck socket
+        # cannot park a worker forever.
         self._timeout = timeout
+        self._timeouts = urllib3.Timeout(connect=timeout, read=timeout)
 
     def __repr__(self) -> str:
         # Never the key: reprs end up in logs and tracebacks.
@@ -75,8 +98,7 @@ class SendGridEmailProvider:
             return self._fail("internal_error", f"{type(exc).__name__}: {exc}")
 
     def close(self) -> None:
-        # urllib opens and closes a connection per call; nothing is pooled.
-        pass
+        self._pool.clear()  # closes the idle keep-alive connections
 
     def _send(self, message: dict) -> DeliveryResult:
         try:
@@ -85,26 +107,30 @@ class SendGridEmailProvider:
             # Includes the helper's ApiKeyIncludedException (content looks like an API key).
             return self._fail("sendgrid_invalid_message", f"cannot build mail: {type(exc).__name__}: {exc}", permanent=True)
         try:
-            # The public send() path; no per-call request_headers on purpose: the
-            # library merges them into a dict shared by every thread.
-            response = self._client.send(body)
-        except SendGridHTTPError as exc:
-            return self._http_failure(exc)
-        except TimeoutError as exc:  # socket.timeout is TimeoutError: a reply slower than `timeout`
+            # retries=False: one request, and errors raised as themselves; redirect=False: the
+            # API does not redirect, and following one would turn the POST into a GET.
+            response = self._pool.request(
+                "POST", self._url, body=json.dumps(body).encode(), headers=self._headers,
+                timeout=self._timeouts, retries=False, redirect=False)
+        except urllib3.exceptions.NewConnectionError as exc:
+            # Refused, unreachable, DNS: nothing was sent. (A ConnectTimeoutError subclass.)
+            return self._fail("connection_error", f"cannot reach SendGrid: {exc.__cause__ or exc}")
+        except urllib3.exceptions.ConnectTimeoutError:
+            return self._fail("timeout", f"no connection to SendGrid within {self._timeout}s")
+        except urllib3.exceptions.ReadTimeoutError as exc:
             return self._fail("timeout", f"no reply from SendGrid within {self._timeout}s: {exc}")
-        except urllib.error.URLError as exc:
-            # A connect timeout arrives wrapped in URLError; refused/DNS/TLS failures too.
-            if isinstance(exc.reason, TimeoutError):
-                return self._fail("timeout", f"no connection to SendGrid within {self._timeout}s")
-            return self._fail("connection_error", f"cannot reach SendGrid: {exc.reason}")
-        except (OSError, http.client.HTTPException) as exc:
-            # Connection reset / closed mid-reply: the request may or may not have been accepted.
+        except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException) as exc:
+            # Connection reset / closed mid-reply (ProtocolError), TLS failure: the request may
+            # or may not have been accepted.
             return self._fail("connection_error", f"connection to SendGrid failed: {type(exc).__name__}: {exc}")
-        if 200 <= response.status_code < 300:
-            message_id = response.headers.get("X-Message-Id") if response.headers is not None else None
-            return DeliveryResult(ok=True, provider_message_id=message_id)
-        # Only reachable for 1xx/3xx, which urllib does not turn into exceptions.
-        return self._fail(f"sendgrid_http_{response.status_code}", f"unexpected status {response.status_code}")
+        status = response.status
+        if 200 <= status < 300:
+            return DeliveryResult(ok=True, provider_message_id=response.headers.get("X-Message-Id"))
+        if status >= 400:
+            # The exception the library raises for this status, so its mapping stays one place.
+            error_class = sendgrid_http_errors.get(status, SendGridHTTPError)
+            return self._http_failure(error_class(status, response.reason, response.data, response.headers))
+        return self._fail(f"sendgrid_http_{status}", f"unexpected status {status}")
 
     def _build_body(self, message: dict) -> dict[str, Any]:
         to = message.get("to")
@@ -145,6 +171,17 @@ class SendGridEmailProvider:
 
     def _fail(self, code: str, error: str, *, permanent: bool = False, retry_after: float | None = None) -> DeliveryResult:
         return failure(code, error, permanent=permanent, retry_after=retry_after, secrets=(self._api_key,))
+
+
+def _connection_pool(url: str, size: int) -> urllib3.PoolManager:
+    """Keep-alive connections to the API's host, through the environment's proxy as urllib
+    would (`https_proxy`, `no_proxy`)."""
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        return urllib3.ProxyManager(proxy, num_pools=1, maxsize=size)
+    # block=False: a thread beyond `size` opens a connection of its own instead of waiting.
+    return urllib3.PoolManager(num_pools=1, maxsize=size, block=False)
 
 
 def _error_messages(body: Any) -> str:

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import firebase_admin
@@ -206,6 +207,148 @@ def test_an_email_the_library_refuses_to_build_is_permanent_and_sends_nothing(
     assert sim.state.messages() == [] and sim.state.rejected() == []
 
 
+class _CountingConnections:
+    """ASGI middleware: the client (address, port) of every request, i.e. its TCP connection."""
+
+    def __init__(self, app: object) -> None:
+        self.app = app
+        self.clients: list[tuple[str, int]] = []
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: dict, receive: object, send: object) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith("/_sim"):
+            self.clients.append(tuple(scope["client"]))
+            self.paths.append(scope["path"])
+        await self.app(scope, receive, send)  # type: ignore[operator]
+
+
+@pytest.fixture
+def counting_sim() -> Iterator[tuple[SimulatorServer, _CountingConnections]]:
+    srv = SimulatorServer()
+    counter = srv.app = _CountingConnections(srv.app)
+    with srv:
+        yield srv, counter
+
+
+def test_emails_reuse_one_keep_alive_connection(
+    counting_sim: tuple[SimulatorServer, _CountingConnections],
+) -> None:
+    sim, counter = counting_sim
+    provider = SendGridEmailProvider(API_KEY, "noreply@clarion.test", host=sim.base_url)
+
+    results = [provider.send(_email_message(to=f"user{i}@example.com")) for i in range(5)]
+    provider.close()
+
+    assert all(r.ok for r in results) and len(sim.state.messages("email")) == 5
+    assert len(counter.clients) == 5 and len(set(counter.clients)) == 1
+
+
+def test_concurrent_emails_open_no_more_connections_than_the_pool_holds(
+    counting_sim: tuple[SimulatorServer, _CountingConnections],
+) -> None:
+    sim, counter = counting_sim
+    provider = SendGridEmailProvider(API_KEY, "noreply@clarion.test", host=sim.base_url, pool_size=4)
+    sim.state.update_config({"latency_ms": 50})  # keeps the four calls of a round in flight together
+    results: list[DeliveryResult] = []
+
+    def worker(n: int) -> None:
+        for i in range(5):
+            results.append(provider.send(_email_message(to=f"user{n}-{i}@example.com")))
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    provider.close()
+
+    assert len(results) == 20 and all(r.ok for r in results)
+    assert len(sim.state.messages("email")) == 20
+    assert len(set(counter.clients)) <= 4
+
+
+@pytest.mark.parametrize(("status", "permanent"), [(413, True), (422, False), (502, False), (504, False)])
+def test_every_sendgrid_error_status_keeps_the_librarys_meaning(
+    sim: SimulatorServer, email: SendGridEmailProvider, status: int, permanent: bool
+) -> None:
+    sim.state.update_config({"fail_next": {"email": 1}, "fail_status": status})
+
+    result = email.send(_email_message())
+
+    assert (result.ok, result.error_code, result.permanent) == (False, f"sendgrid_http_{status}", permanent)
+    assert result.error.startswith(f"SendGrid answered {status}: ")
+    assert email.send(_email_message()).ok  # the connection stays usable after an error reply
+
+
+@contextmanager
+def _one_shot_server(reply: bytes | None) -> Iterator[str]:
+    """The base URL of a server that, per connection, reads a request and sends `reply` (None:
+    nothing), then closes it; for the transport failures the simulator cannot produce."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.02)  # so the loop sees `stop` promptly
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                if reply is not None:
+                    conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, name="clarion-simulator-one-shot")
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def test_a_connection_closed_before_the_reply_is_a_connection_error() -> None:
+    with _one_shot_server(None) as base_url:
+        result = SendGridEmailProvider(API_KEY, "noreply@clarion.test", host=base_url).send(_email_message())
+
+    assert (result.ok, result.error_code, result.permanent) == (False, "connection_error", False)
+    assert result.error.startswith("connection to SendGrid failed") and API_KEY not in result.error
+
+
+def test_a_keep_alive_connection_the_server_closed_is_replaced_not_reported() -> None:
+    # The server answers with keep-alive and then closes the connection anyway (as an idle
+    # timeout would): the next email must go out on a new connection, not fail.
+    reply = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nX-Message-Id: m-1\r\n\r\n"
+    with _one_shot_server(reply) as base_url:
+        provider = SendGridEmailProvider(API_KEY, "noreply@clarion.test", host=base_url)
+        first = provider.send(_email_message())
+        time.sleep(0.05)  # the server's FIN arrives
+        second = provider.send(_email_message())
+        provider.close()
+
+    assert first == second == DeliveryResult(ok=True, provider_message_id="m-1")
+
+
+def _proxy_env(monkeypatch: pytest.MonkeyPatch, proxy: str, no_proxy: str = "") -> None:
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", proxy)
+    if no_proxy:
+        monkeypatch.setenv("no_proxy", no_proxy)
+
+
+@pytest.mark.parametrize(("no_proxy", "code"), [("", "connection_error"), ("127.0.0.1", None)])
+def test_emails_go_through_the_environments_proxy_unless_the_host_is_exempt(
+    sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch, no_proxy: str, code: str | None
+) -> None:
+    _proxy_env(monkeypatch, f"http://127.0.0.1:{_unused_port()}", no_proxy)  # a proxy that is down
+    provider = SendGridEmailProvider(API_KEY, "noreply@clarion.test", host=sim.base_url)
+
+    assert provider.send(_email_message()).error_code == code
+
+
 # -- FCM -------------------------------------------------------------------------------
 
 
@@ -359,3 +502,51 @@ def test_concurrent_pushes_from_worker_threads_all_arrive(sim: SimulatorServer, 
 
     assert all(r.ok for r in results) and len(results) == 8
     assert sorted(r["to"] for r in sim.state.messages("push")) == sorted(f"device-{i}" for i in range(8))
+
+
+def test_concurrent_pushes_keep_one_connection_per_thread_when_the_pool_is_sized_to_them(
+    counting_sim: tuple[SimulatorServer, _CountingConnections], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sim, counter = counting_sim
+    path = write_service_account(tmp_path / "sa.json", token_uri=f"{sim.base_url}/token")
+    provider = FcmPushProvider(str(path), endpoint=sim.base_url, pool_size=12)
+    try:
+        assert provider.send(_push_message("warm-up")).ok  # the access token, fetched once
+        sim.state.update_config({"latency_ms": 50})
+        results: list[DeliveryResult] = []
+
+        def worker(n: int) -> None:
+            for i in range(3):
+                results.append(provider.send(_push_message(f"device-{n}-{i}")))
+
+        workers = [threading.Thread(target=worker, args=(n,)) for n in range(12)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+    finally:
+        provider.close()
+
+    assert len(results) == 36 and all(r.ok for r in results)
+    fcm_clients = {c for c, path in zip(counter.clients, counter.paths) if "/messages:send" in path}
+    assert len(fcm_clients) <= 12
+    # With firebase-admin's own pool (10), the connections of the last two threads to finish a
+    # round are closed ("Connection pool is full") and reopened on the next.
+    assert "Connection pool is full" not in caplog.text
+
+
+@pytest.mark.parametrize(("no_proxy", "code"), [("", "connection_error"), ("127.0.0.1", None)])
+def test_pushes_go_through_the_environments_proxy_unless_the_host_is_exempt(
+    sim: SimulatorServer, credentials_file: str, monkeypatch: pytest.MonkeyPatch, no_proxy: str,
+    code: str | None,
+) -> None:
+    # The proxy is read when the provider is made (requests no longer reads the environment on
+    # every call); the token endpoint, reached by google-auth's own session, stays direct.
+    _proxy_env(monkeypatch, f"http://127.0.0.1:{_unused_port()}", no_proxy)
+    provider = FcmPushProvider(credentials_file, endpoint=sim.base_url)
+    monkeypatch.delenv("http_proxy")
+    try:
+        assert provider.send(_push_message("device-1")).error_code == code
+    finally:
+        provider.close()
