@@ -228,11 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     sim = sub.add_parser("simulator", help="run the SendGrid/FCM simulator", add_help=False)
     sim.add_argument("rest", nargs=argparse.REMAINDER)
 
-    args = parser.parse_args(argv)
-    if args.command == "simulator":
+    given = sys.argv[1:] if argv is None else list(argv)
+    if given[:1] == ["simulator"]:
+        # Its options are the simulator's own: hand them over untouched (argparse's REMAINDER
+        # refuses a first argument that looks like an option, such as --port).
         from clarion.simulator.server import main as simulator_main
 
-        return int(simulator_main(args.rest) or 0)
+        return int(simulator_main(given[1:]) or 0)
+    args = parser.parse_args(given)
     if args.command == "node":
         # Options win over the environment; as CLARION_* variables they also reach the
         # processes the node starts (the actor system, the HTTP workers).

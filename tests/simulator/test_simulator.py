@@ -359,9 +359,10 @@ def test_the_command_serves_in_the_foreground_until_interrupted(tmp_path) -> Non
     port = _free_port()
     credentials = tmp_path / "sa.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYTHONDONTWRITEBYTECODE": "1"}
-    code = "import sys; from clarion.simulator.server import main; sys.exit(main(sys.argv[1:]))"
+    # Through the `clarion` command, as the README runs it: its options reach the simulator.
     process = subprocess.Popen(
-        [sys.executable, "-c", code, "--port", str(port), "--latency-ms", "7", "--write-credentials", str(credentials)],
+        [sys.executable, "-m", "clarion.cli", "simulator", "--port", str(port), "--latency-ms", "7",
+         "--write-credentials", str(credentials)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
