@@ -124,6 +124,18 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _table(["phase", "accepted/s", "POST p50 ms", "POST p99 ms",
                          "accepted→received p50 ms", "p99 ms", "sent→received p50 ms", "p99 ms",
                          "deliveries/s", "emails/s", "delivered/expected"], rows)
+    batch = results.get("batch", [])
+    if batch:
+        lines += ["", "### Clarion's batch endpoint (POST /v1/notifications/batch, provider 0 ms)",
+                  ""]
+        lines += _table(
+            ["per request", "connections", "notifications accepted/s", "request p50 ms",
+             "request p99 ms", "statuses", "Clarion CPU (cores)", "machine busy (cores)"],
+            [[_fmt(b["per_request"]), _fmt(b["connections"]), _fmt(b["accepted_per_s"], 0),
+              _fmt(b["latency_ms"]["p50"], 1), _fmt(b["latency_ms"]["p99"], 1),
+              ", ".join(f"{k}: {v}" for k, v in sorted(b["statuses"].items())),
+              _fmt(sum((b.get("cpu_cores") or {}).values()), 2),
+              _fmt(b.get("machine_busy_cores"), 2)] for b in batch])
     goals = results.get("goals", [])
     if goals:
         lines += ["", "### The issue's targets", ""]
