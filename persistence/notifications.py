@@ -256,12 +256,11 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> No
         return
     ids = sorted({o.notification_id for o in outcomes})
     with conn.transaction(), conn.cursor() as cur:
-        # Each channel is recorded by its own actor. Without this lock two channels finishing
-        # at once would each derive the status before seeing the other's commit, and leave it
-        # "queued" for ever. Locking in id order keeps concurrent batches from deadlocking.
+        # KEY SHARE: the notifications cannot be deleted under us, yet the other channel's
+        # actor, recording the same notifications, is not held up.
         cur.execute(
             "SELECT notification_id::text FROM notifications WHERE notification_id = ANY(%s)"
-            " ORDER BY notification_id FOR UPDATE",
+            " FOR KEY SHARE",
             (ids,),
         )
         # A notification deleted meanwhile has nothing to record against; skipping it keeps
@@ -307,4 +306,14 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> No
                 [(o.notification_id, o.channel, Jsonb(o.dead_message), o.attempt, o.error_code,
                   o.error) for o in dead],
             )
+        # Each channel is recorded by its own actor. Without this lock two channels finishing
+        # at once would each derive the status before seeing the other's commit, and leave it
+        # "queued" for ever: the second waits here until the first has committed, and its
+        # UPDATE below then reads the first one's deliveries. Taken only now, so that the
+        # writes above never wait for the other channel; in id order, so no deadlock.
+        cur.execute(
+            "SELECT 1 FROM notifications WHERE notification_id = ANY(%s)"
+            " ORDER BY notification_id FOR NO KEY UPDATE",
+            (sorted(present),),
+        )
         cur.execute(_DERIVE_STATUS, (sorted(present),))
