@@ -157,6 +157,7 @@ class Gateway(ClarionActor):
     def setup(self) -> None:
         self._peers: Peers | None = None
         self._pending: dict[str, PendingBatch] = {}
+        self._queued_timings: list[tuple[str, float]] = []  # (notification id, broker took it)
         assert self.settings is not None
         self._idempotency = IdempotencyStore(cache.connect(self.settings.redis_url))
 
@@ -427,12 +428,11 @@ class Gateway(ClarionActor):
             self.log.info("notification accepted", extra={
                 "notification_id": n.notification_id, "request_id": n.request_id,
                 "actor": self.name})
-        accepted = [n.notification_id for n in batch.accepted.values()]
-        self._finish(batch)  # the callers have their answers before the timing is written
-        try:
-            notification_repo.record_hop(self._conn(), accepted, "queued", queued_at)
-        except psycopg.Error as exc:  # a missing timing is no reason to refuse the batch
-            self.log.warning("recording the queued hop failed", extra={"error": str(exc)})
+        # The "queued" timing is written on the next tick, for every batch of that second at
+        # once (`_write_timings`), not here: the Gateway is free for the next batch at once.
+        self._queued_timings.extend((n.notification_id, queued_at)
+                                    for n in batch.accepted.values())
+        self._finish(batch)
 
     # -- endings ------------------------------------------------------------------------------
 
@@ -483,7 +483,25 @@ class Gateway(ClarionActor):
         self.cached(lambda: (self._idempotency.complete(done),
                              self._idempotency.release(failed)), None)
 
+    def teardown(self) -> None:
+        if getattr(self, "_queued_timings", None):
+            self._write_timings()
+
+    def _write_timings(self) -> None:
+        """Write the waiting "queued" timings; keep those whose rows were locked for the next
+        tick, for a minute at most (a timing is diagnostic, a notification is not at stake)."""
+        timings, self._queued_timings = self._queued_timings, []
+        try:
+            left = notification_repo.record_hops(self._conn(), "queued", timings)
+        except psycopg.Error as exc:
+            self.log.warning("recording the queued hop failed", extra={"error": str(exc)})
+            left = timings
+        oldest = time.time() - 60
+        self._queued_timings = [t for t in left if t[1] > oldest] + self._queued_timings
+
     def on_tick(self) -> None:
+        if self._queued_timings:
+            self._write_timings()
         now = time.monotonic()
         for batch in [b for b in self._pending.values() if b.deadline < now]:
             if batch.stage == "publish":

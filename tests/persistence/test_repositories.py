@@ -532,3 +532,31 @@ def test_the_notification_query_returns_none_for_an_unknown_id(
     run_async: Callable[..., Any],
 ) -> None:
     assert run_async(queries.notification, str(uuid.uuid4())) is None
+
+
+def test_record_hops_writes_each_timing_and_hands_back_those_of_locked_rows(
+    db: psycopg.Connection, two_connections: tuple[psycopg.Connection, ...],
+) -> None:
+    free, busy = _notification(("email", "queued")), _notification(("email", "queued"))
+    repo.insert_batch(db, [free, busy])
+    assert repo.record_hops(db, "rendered", [(free.notification_id, 99.5)]) == []
+    other = two_connections[0]
+    with other.transaction():  # a delivery actor holds `busy` while it records an outcome
+        other.execute("SELECT 1 FROM notifications WHERE notification_id = %s FOR UPDATE",
+                      (busy.notification_id,))
+        started = time.monotonic()
+        left = repo.record_hops(db, "queued", [(free.notification_id, 100.5),
+                                               (busy.notification_id, 101.5)])
+        assert time.monotonic() - started < 2  # it did not wait for the lock
+    assert left == [(busy.notification_id, 101.5)]
+    assert repo.record_hops(db, "queued", left) == []
+
+    def hops(nid: str) -> dict[str, Any]:
+        row = db.execute("SELECT hops FROM notifications WHERE notification_id = %s",
+                         (nid,)).fetchone()
+        assert row is not None
+        return dict(row[0])
+
+    assert hops(free.notification_id)["queued"] == 100.5
+    assert hops(busy.notification_id)["queued"] == 101.5
+    assert hops(free.notification_id)["rendered"] == 99.5  # the other hops are kept
