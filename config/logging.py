@@ -44,8 +44,17 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Clients that log every request at INFO would drown the events that matter.
-    for noisy in ("pika", "urllib3", "google", "httpx", "python_http_client", "psycopg.pool"):
+    _quiet_noisy_clients()
+
+
+# Clients that log every request at INFO (psycopg's pool: twice per connection borrowed) would
+# drown the events that matter, and in an actor process each record is a message to Thespian's
+# logger actor.
+NOISY_CLIENTS = ("pika", "urllib3", "google", "httpx", "python_http_client", "psycopg.pool")
+
+
+def _quiet_noisy_clients() -> None:
+    for noisy in NOISY_CLIENTS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -63,13 +72,7 @@ def thespian_log_defs(level: str, path: str) -> dict[str, Any]:
         "handlers": {
             "file": {"class": "logging.FileHandler", "filename": path, "formatter": "json"},
         },
-        "loggers": {
-            "pika": {"level": "WARNING"},
-            "urllib3": {"level": "WARNING"},
-            "google": {"level": "WARNING"},
-            "python_http_client": {"level": "WARNING"},
-            "psycopg.pool": {"level": "WARNING"},
-        },
+        "loggers": {name: {"level": "WARNING"} for name in NOISY_CLIENTS},
         "root": {"handlers": ["file"], "level": floor},
     }
 
@@ -98,4 +101,7 @@ def log_actor_events_to_file(level: str, path: str) -> None:
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+    # Other libraries' records still go to Thespian's forwarding handler (the logger actor):
+    # keep the chatty ones to warnings, or the outbox's pool alone costs more than delivering.
+    _quiet_noisy_clients()
     _direct_pid = os.getpid()
