@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
@@ -44,7 +45,7 @@ from clarion.http.routes import (
     templates,
     users,
 )
-from clarion.persistence import queries
+from clarion.persistence import database, queries
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,11 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
+    async def custom_plans(conn: Any) -> None:
+        await conn.execute(database.CUSTOM_PLANS)  # why: persistence/database.py
+
     pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=10, open=False,
-                               kwargs={"autocommit": True})
+                               kwargs={"autocommit": True}, configure=custom_plans)
 
     async def api_key_name(key: str) -> str | None:
         async with pool.connection() as conn:

@@ -123,3 +123,13 @@ def test_racing_ensure_database_calls_create_the_database_once_and_none_fails(
 
         assert not errors, errors
         assert sorted(results) == [False, False, False, True]
+
+
+def test_clarion_connections_plan_each_run_with_current_statistics(
+    test_settings: Settings,
+) -> None:
+    # A generic plan made while the tables were empty must not outlive their growth.
+    for autocommit in (True, False):
+        with database.connect(test_settings.database_url, autocommit=autocommit) as conn:
+            row = conn.execute("SHOW plan_cache_mode").fetchone()
+            assert row is not None and row[0] == "force_custom_plan"
