@@ -119,9 +119,10 @@ class ClarionActor(ActorTypeDispatcher):
         self.__dict__["_cluster_redis"] = client
         # Twice the Supervisors' own limit: a placer that is merely slow is not abandoned.
         down_after = 2 * self.settings.host_down_after
+        judge = self.__dict__.setdefault("_silence", cluster.SilenceJudge(down_after))
         hosts = self.cached(lambda: cluster.read_view(client, down_after), None)
-        if hosts is None:
-            return False  # Redis unreachable: no evidence either way, keep working
+        if not judge.saw(hosts) or hosts is None:
+            return False  # Redis unreachable, or only just back: no evidence, keep working
         placer = next((h for h in hosts if h["node"] == self._placed_by), None)
         return placer is None or placer["status"] != "up"
 

@@ -157,6 +157,29 @@ def view(raw: dict[Any, Any], down_after: float, now: float | None = None) -> li
     return hosts
 
 
+class SilenceJudge:
+    """Whether a host's missing heartbeats can be believed.
+
+    Only once the view has been readable for `grace` seconds: while Redis was unreachable no
+    host could beat, so right after it returns every host looks down through no fault of its
+    own, and acting on that would tear down and re-place children all over the cluster."""
+
+    def __init__(self, grace: float) -> None:
+        self._grace = grace
+        self._readable_since: float | None = time.monotonic() - grace
+
+    def saw(self, hosts: list[dict[str, Any]] | None) -> bool:
+        """Note one reading of the view (None: Redis did not answer); True if silences in
+        it count."""
+        now = time.monotonic()
+        if hosts is None:
+            self._readable_since = None
+            return False
+        if self._readable_since is None:
+            self._readable_since = now
+        return now - self._readable_since >= self._grace
+
+
 def read_view(client: Any, down_after: float) -> list[dict[str, Any]]:
     return view(client.hgetall(NODES_KEY), down_after)
 

@@ -131,6 +131,7 @@ class Supervisor(ClarionActor):
         self._leader = cluster.is_leader(self.settings)
         self._members: dict[str, dict[str, Any]] = {}  # node → capabilities (leader only)
         self._last_beat = 0.0
+        self._silence = cluster.SilenceJudge(self.settings.host_down_after)
         if self.settings.convention is not None:
             self.notifyOnSystemRegistrationChanges(True)
         self._announced = False
@@ -219,17 +220,20 @@ class Supervisor(ClarionActor):
     def _check_placed_children(self) -> None:
         """Re-place children whose host stopped beating (a crashed member's actors send no
         `ChildActorExited`), and try again for children still waiting for a host."""
+        assert self.settings is not None
         placed = [c for c in self._children.values() if c.placed]
         if not placed:
             return
         hosts = self._hosts()
+        silences_count = self._silence.saw(hosts)
         if hosts is None:
             return
         status = {h["node"]: h["status"] for h in hosts}
         for child in placed:
             if child.state == "awaiting_placement":
                 self._start(child)
-            elif child.state in ("starting", "running") and child.node is not None \
+            elif silences_count and child.state in ("starting", "running") \
+                    and child.node is not None \
                     and status.get(child.node) != "up" \
                     and time.time() - child.started_at > self.settings.host_down_after:
                 reason = f"its host {child.node} stopped sending heartbeats"

@@ -111,3 +111,21 @@ def test_this_machine_leads_a_convention_addressed_to_it(settings: Settings) -> 
     elsewhere = settings.model_copy(update={"convention": f"198.51.100.77:{settings.actor_port}"})
     assert not cluster.is_leader(elsewhere)
     assert cluster.own_address(leader) == "127.0.0.1"
+
+
+def test_silences_count_only_once_the_view_has_been_readable_for_the_grace_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(cluster.time, "monotonic", lambda: clock[0])
+    judge = cluster.SilenceJudge(grace=5.0)
+    hosts: list[dict[str, object]] = [{"node": "h1", "status": "down"}]
+    assert judge.saw(hosts)  # readable from the start: a silence counts at once
+    assert not judge.saw(None)  # Redis did not answer
+    clock[0] += 30
+    # Back after 30 s: every host's last beat is old, but nobody could beat meanwhile.
+    assert not judge.saw(hosts)
+    clock[0] += 4.9
+    assert not judge.saw(hosts)
+    clock[0] += 0.2
+    assert judge.saw(hosts)
