@@ -9,7 +9,7 @@ run: install services
 	$(BIN)/clarion run --demo
 
 test: $(VENV)/.test-installed services
-	@bash scripts/install-browser.sh
+	@bash scripts/install-test-tools.sh
 	$(BIN)/python -m pytest
 
 install: $(VENV)/.installed
