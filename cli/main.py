@@ -18,28 +18,25 @@ import argparse
 import json
 import signal
 import sys
+from collections.abc import Callable
 
 from clarion.config.logging import configure_logging
 from clarion.config.settings import Settings, SettingsError, load_settings
 
 
 def _migrate(settings: Settings) -> None:
-    from clarion.persistence import broker, database
+    from clarion.persistence import database
 
     database.ensure_database(settings.database_url)
     applied = database.migrate(settings.database_url)
-    conn = broker.connect(settings.amqp_url, "clarion-migrate")
-    try:
-        broker.declare_topology(conn.channel())
-    finally:
-        conn.close()
+    _declare_queues(settings)
     print(f"database and queues ready ({len(applied)} migration(s) applied)")
 
 
 def _declare_queues(settings: Settings) -> None:
     from clarion.persistence import broker
 
-    conn = broker.connect(settings.amqp_url, "clarion-declare")
+    conn = broker.connect(settings.amqp_url, "clarion-migrate")
     try:
         broker.declare_topology(conn.channel())
     finally:
@@ -103,9 +100,39 @@ def _demo_curl(settings: Settings) -> str:
             f" -H 'Content-Type: application/json' -d '{body}'")
 
 
-def _run(settings: Settings, demo: bool) -> int:
-    from clarion.supervision.launcher import start_actor_system, stop_actor_system
+def _in_foreground(settings: Settings, announce: Callable[[int], None],
+                   serves_http: bool = True) -> int:
+    """Start the actor system, serve until stopped (Ctrl-C, SIGTERM), then stop every actor.
 
+    `announce` hears the actor processes' group once they are up."""
+    import time
+
+    from clarion.supervision.launcher import (
+        admin_running,
+        start_actor_system,
+        stop_actor_system,
+    )
+
+    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it unwinds through
+    # the `finally` below, so the actors are stopped too instead of being left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    pgid = start_actor_system(settings)
+    try:
+        announce(pgid)
+        if serves_http:
+            _serve(settings)
+            return 0
+        # Nothing to serve: stay in the foreground while the actor system runs, so a service
+        # manager sees the node stop if its admin dies (and restarts it).
+        while admin_running(settings.actor_port):
+            time.sleep(1)
+        print("clarion: the actor system stopped", file=sys.stderr)
+        return 1
+    finally:
+        stop_actor_system(settings, pgid)
+
+
+def _run(settings: Settings, demo: bool) -> int:
     _migrate(settings)
     curl = None
     if demo and settings.internal_secret is None:
@@ -119,12 +146,10 @@ def _run(settings: Settings, demo: bool) -> int:
     if demo:
         _seed(settings)
         curl = _demo_curl(settings)
-    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it unwinds through
-    # the `finally` below, so the actors are stopped too instead of being left running.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    pgid = start_actor_system(settings)
-    print(f"actor system up (admin port {settings.actor_port}); logs in {settings.state_dir}/")
-    try:
+
+    def announce(pgid: int) -> None:
+        print(f"actor system up (admin port {settings.actor_port}); logs in"
+              f" {settings.state_dir}/")
         print(f"Clarion listening on http://{settings.http_host}:{settings.http_port}"
               f" (email: {settings.email_provider}, push: {settings.push_provider})")
         if curl:
@@ -133,51 +158,40 @@ def _run(settings: Settings, demo: bool) -> int:
                   " (same Authorization header).")
             print(f"Admin console: http://{settings.http_host}:{settings.http_port}/admin"
                   " (sign in with that API key). Ctrl-C stops Clarion.", flush=True)
-        _serve(settings)
+
+    try:
+        return _in_foreground(settings, announce)
     finally:
-        stop_actor_system(settings, pgid)
         print("Clarion stopped.")
-    return 0
 
 
 def _node(settings: Settings) -> int:
     """One host of a cluster, in the foreground (a systemd unit runs exactly this)."""
-    import time
-
     from clarion.supervision.cluster import is_leader
-    from clarion.supervision.launcher import (
-        admin_running,
-        start_actor_system,
-        stop_actor_system,
-    )
 
     serves_http = settings.node_role in ("gateway", "all")
     if serves_http:
         _migrate(settings)  # idempotent, and safe from several gateway hosts at once
     else:
         _declare_queues(settings)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    pgid = start_actor_system(settings)
-    where = ("leading the convention on " if is_leader(settings) else "joined to ") + \
-        str(settings.convention) if settings.convention else "standing alone"
-    print(f"node {settings.node_name}: role {settings.node_role}, channels"
-          f" {settings.node_channels}, actor admin on port {settings.actor_port}, {where};"
-          f" actor processes in group {pgid}", flush=True)
-    try:
+
+    def announce(pgid: int) -> None:
+        if settings.convention is None:
+            where = "standing alone"
+        elif is_leader(settings):
+            where = f"leading the convention on {settings.convention}"
+        else:
+            where = f"joined to {settings.convention}"
+        print(f"node {settings.node_name}: role {settings.node_role}, channels"
+              f" {settings.node_channels}, actor admin on port {settings.actor_port}, {where};"
+              f" actor processes in group {pgid}", flush=True)
         if serves_http:
             print(f"HTTP API on http://{settings.http_host}:{settings.http_port}", flush=True)
-            _serve(settings)
-        else:
-            # Nothing to serve: stay in the foreground while the actor system runs, so the
-            # service manager sees the node stop if its admin dies (and restarts it).
-            while admin_running(settings.actor_port):
-                time.sleep(1)
-            print("clarion: the actor system stopped", file=sys.stderr)
-            return 1
+
+    try:
+        return _in_foreground(settings, announce, serves_http)
     finally:
-        stop_actor_system(settings, pgid)
         print(f"node {settings.node_name} stopped.", flush=True)
-    return 0
 
 
 def _actors(settings: Settings, action: str) -> int:

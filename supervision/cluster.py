@@ -26,7 +26,6 @@ NODES_KEY = "clarion:nodes"
 FORGET_AFTER = 86_400.0
 
 GATEWAY_CHILDREN = ("users", "templates", "publisher", "gateway")
-DELIVERY_CHILDREN = {"email": "email", "push": "push"}  # channel → child name
 ALWAYS = ("monitor",)
 
 # Capability names every Clarion actor system advertises in the convention.
@@ -46,7 +45,7 @@ def children_for(settings: Settings) -> tuple[str, ...]:
     if settings.node_role in ("gateway", "all"):
         names.extend(GATEWAY_CHILDREN)
     if settings.node_role in ("delivery", "all"):
-        names.extend(DELIVERY_CHILDREN[c] for c in settings.channels)
+        names.extend(settings.channels)  # each delivery child is named after its channel
     names.extend(ALWAYS)
     return tuple(names)
 

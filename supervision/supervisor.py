@@ -25,8 +25,9 @@ the child is left down, marked failed, and an error is logged). The Supervisor a
 
 Takes:   Configure (from the launcher; answered with SystemReady once every child is ready or
          waiting for a host to place it on), ChildReady, ChildActorExited,
-         ActorSystemConventionUpdate (members joining and leaving the convention), LocateGateway (from each HTTP bridge: answered with
-         GatewayLocated), SendBatch of StatusRequest (via the Gateway).
+         ActorSystemConventionUpdate (members joining and leaving the convention),
+         LocateGateway (from each HTTP bridge: answered with GatewayLocated), SendBatch of
+         StatusRequest (via the Gateway).
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class Supervisor(ClarionActor):
         self._started_at = time.time()
         self._address = cluster.own_address(self.settings)
         self._leader = cluster.is_leader(self.settings)
-        self._members: dict[str, dict[str, Any]] = {}  # node → capabilities (leader only)
+        self._members: set[str] = set()  # the convention's members, by node name (leader only)
         self._last_beat = 0.0
         self._silence = cluster.SilenceJudge(self.settings.host_down_after)
         if self.settings.convention is not None:
@@ -246,10 +247,9 @@ class Supervisor(ClarionActor):
         caps = message.remoteCapabilities or {}
         node = str(caps.get(cluster.NODE) or message.remoteAdminAddress)
         if message.remoteAdded:
-            self._members[node] = {k: v for k, v in caps.items()
-                                   if isinstance(k, str) and k.startswith("clarion.")}
+            self._members.add(node)
         else:
-            self._members.pop(node, None)
+            self._members.discard(node)
         self.log.info("convention member " + ("joined" if message.remoteAdded else "left"),
                       extra={"actor": self.name, "node": node})
 
@@ -259,7 +259,7 @@ class Supervisor(ClarionActor):
             return
         child.ready, child.pid, child.state = True, message.pid, "running"
         child.node = message.node or child.node
-        if message.name in ("users", "templates", "publisher", "gateway"):
+        if message.name in cluster.GATEWAY_CHILDREN:
             self._tell_gateway()
         self._announce_when_ready()
 
@@ -274,7 +274,7 @@ class Supervisor(ClarionActor):
 
     def _tell_gateway(self) -> None:
         c = self._children
-        if "gateway" in c and all(c[n].ready for n in ("users", "templates", "publisher", "gateway")):
+        if "gateway" in c and all(c[n].ready for n in cluster.GATEWAY_CHILDREN):
             self.send(c["gateway"].address,
                       Peers(c["users"].address, c["templates"].address, c["publisher"].address))
 

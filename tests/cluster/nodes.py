@@ -30,11 +30,17 @@ def hosts_of(settings: Settings) -> dict[str, dict[str, Any]]:
     return {h["node"]: h for h in cluster.read_view(client, settings.host_down_after)}
 
 
-def wait(predicate: Any, timeout: float, what: str) -> float:
+def wait(predicate: Any, timeout: float, what: str,
+         ignore: tuple[type[BaseException], ...] = ()) -> float:
+    """Poll `predicate` until it holds; return how long that took. Exceptions of the `ignore`
+    kinds count as "not yet" (a host still starting)."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
+        try:
+            if predicate():
+                return time.monotonic() - started
+        except ignore:
+            pass
         time.sleep(0.2)
     raise AssertionError(f"not within {timeout} s: {what}")
 

@@ -12,6 +12,7 @@ down within 10 s, that d2 delivers everything accepted meanwhile, and that d1 re
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -28,23 +29,15 @@ import pytest
 
 from clarion.config.settings import Settings, settings_to_env
 from tests.cluster.netns import TestNetwork, netns_available
+from tests.cluster.nodes import wait
+
+# A gateway's HTTP port refuses connections until the host is up: that counts as "not yet".
+_wait = functools.partial(wait, ignore=(httpx.HTTPError,))
 
 ACTOR_PORT = 19_555  # every host has its own network, so all use the same admin port
 HTTP_PORT = 8_080
 HOSTS = ("gw", "d1", "d2")
 ROLES = {"gw": "gateway", "d1": "delivery", "d2": "delivery"}
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if predicate():
-                return time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def _netns_of(pid: int) -> str:
@@ -216,7 +209,7 @@ def test_a_crashed_delivery_host_is_marked_down_and_nothing_accepted_is_lost(
     sender = threading.Thread(target=stream, daemon=True)
     sender.start()
     try:
-        time.sleep(2)
+        time.sleep(2)  # the stream runs on both delivery hosts first
         crashed_at = time.monotonic()
         cluster.net.kill_host("d1")  # the host dies: every process on it, at once
         _wait(lambda: cluster.hosts(client)[names["d1"]]["status"] == "down", 10,
