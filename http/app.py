@@ -45,6 +45,7 @@ from clarion.http.routes import (
     templates,
     users,
 )
+from clarion.http.routes.common import BadRequest
 from clarion.persistence import database, queries
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
     return failure(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    # `parse` refused the body: its envelope (400, 415 or 422) is the answer.
+    assert isinstance(exc, BadRequest)
+    return exc.response
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -105,7 +112,8 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(RateLimitMiddleware, redis_url=settings.redis_url,
                        rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst),
         ],
-        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={HTTPException: _http_error, BadRequest: _bad_request,
+                            Exception: _unexpected},
         lifespan=lifespan,
     )
 

@@ -6,6 +6,7 @@ Pure ASGI (not BaseHTTPMiddleware) because these run on every request of the hot
 from __future__ import annotations
 
 import contextvars
+import hmac
 import json
 import logging
 import re
@@ -85,7 +86,7 @@ class UrlSanityMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            query = scope.get("query_string", b"").lower()
+            query = scope.get("query_string", b"")  # "%00" has no letters: no case to fold
             if "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query:
                 await send_error(send, 422, "validation_error",
                                  "the URL must not contain the NUL character (%00)")
@@ -141,6 +142,8 @@ class _TooLarge(Exception):
     pass
 
 
+# What needs credentials (the OpenAPI document reads these too).
+SECURED_PREFIXES = ("/v1/", "/admin", "/metrics")
 # Management routes that other services may call with the shared service secret instead.
 _INTERNAL_ROUTES = ("/v1/users", "/v1/templates", "/v1/system", "/v1/dlq", "/admin",
                     "/metrics")
@@ -164,7 +167,7 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(("/v1/", "/admin", "/metrics")):
+        if scope["type"] != "http" or not path.startswith(SECURED_PREFIXES):
             await self.app(scope, receive, send)
             return
         try:
@@ -184,8 +187,6 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
     async def _authenticate(self, scope: Scope) -> str | None:
-        import hmac
-
         from clarion.http.routes.admin import console_principal
 
         secret = _header(scope, b"x-internal-secret")
@@ -214,8 +215,6 @@ class ApiKeyMiddleware:
             self._known.clear()
         self._known[key] = (f"key:{name}", now)
         return f"key:{name}"
-
-
 
 
 class MetricsMiddleware:

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from starlette.routing import BaseRoute, Mount, Route
 
-from clarion.http.middleware import _INTERNAL_ROUTES
+from clarion.http.middleware import _INTERNAL_ROUTES, SECURED_PREFIXES
 from clarion.http.routes.admin import CONSOLE_CALLS, COOKIE, PUBLIC_CALLS
 from clarion.http.routes.dlq import ReplayFilter
 from clarion.http.schemas import (
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 Schema = dict[str, Any]
 
 REF = "#/components/schemas/{model}"
-_SECURED = ("/v1/", "/admin", "/metrics")  # ApiKeyMiddleware: what needs credentials
 
 # Every stable error code: its one HTTP status and what it means.
 ERRORS: dict[str, tuple[int, str]] = {
@@ -488,7 +487,7 @@ def _allowed(calls: Iterable[tuple[frozenset[str], re.Pattern[str]]], method: st
 
 def _security(method: str, path: str) -> list[dict[str, list[str]]] | None:
     """Who may call a route, by the rules of ApiKeyMiddleware and the console (None: anyone)."""
-    if not path.startswith(_SECURED) or _allowed(PUBLIC_CALLS, method, path):
+    if not path.startswith(SECURED_PREFIXES) or _allowed(PUBLIC_CALLS, method, path):
         return None
     schemes: list[dict[str, list[str]]] = [{"bearer": []}]
     if path.startswith(_INTERNAL_ROUTES):

@@ -82,6 +82,3 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-    async def close(self) -> None:
-        await self._redis.aclose()

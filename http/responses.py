@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -10,11 +11,8 @@ from starlette.responses import JSONResponse
 from clarion.actors.messages import Reply
 
 
-
 class EnvelopeResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
-        import json
-
         text = json.dumps(content, default=str, ensure_ascii=False, separators=(",", ":"))
         try:
             return text.encode("utf-8")
@@ -32,7 +30,11 @@ def success(data: Any, status: int = 200, message: str = "",
 
 
 def failure(status: int, code: str, message: str, details: Any = None,
-            headers: dict[str, str] | None = None) -> EnvelopeResponse:
+            headers: dict[str, str] | None = None,
+            retry_after: float | None = None) -> EnvelopeResponse:
+    """An error envelope; `retry_after` (seconds, rounded up, at least 1) adds `Retry-After`."""
+    if retry_after is not None:
+        headers = {**(headers or {}), "Retry-After": str(max(1, math.ceil(retry_after)))}
     return EnvelopeResponse(
         {"success": False, "data": details, "error": code, "message": message, "meta": None},
         status_code=status, headers=headers,
@@ -44,7 +46,6 @@ def from_reply(reply: Reply) -> EnvelopeResponse:
     if reply.status < 400:
         headers = {"Idempotent-Replayed": "true"} if reply.replayed else None
         return success(reply.data, reply.status, reply.message, headers=headers)
-    headers = None
-    if reply.status in (429, 503):
-        headers = {"Retry-After": str(max(1, math.ceil(reply.retry_after or 1)))}
-    return failure(reply.status, reply.error_code or "error", reply.message, reply.data, headers)
+    retry_after = (reply.retry_after or 1) if reply.status in (429, 503) else None
+    return failure(reply.status, reply.error_code or "error", reply.message, reply.data,
+                   retry_after=retry_after)

@@ -189,9 +189,15 @@ class PageQuery(BaseModel):
 
     def meta(self, total: int) -> dict[str, Any]:
         """The pagination `meta` of a list response."""
-        pages = -(-total // self.limit)
-        return {"total": total, "limit": self.limit, "page": self.page, "total_pages": pages,
-                "has_next": self.page < pages, "has_previous": self.page > 1}
+        return page_meta(total, self.page, self.limit)
+
+
+def page_meta(total: int, page: int, limit: int, min_pages: int = 0) -> dict[str, Any]:
+    """The pagination `meta` of a list response. (`GET /v1/notifications` and `/v1/dlq` count
+    an empty list as one page: `min_pages=1`; the users and templates lists as none.)"""
+    pages = max(min_pages, -(-total // limit))
+    return {"total": total, "limit": limit, "page": page, "total_pages": pages,
+            "has_next": page < pages, "has_previous": page > 1}
 
 
 class UserQuery(PageQuery):

@@ -11,6 +11,7 @@ version) never go stale.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import psycopg
 
@@ -120,7 +121,7 @@ def create_first(conn: psycopg.Connection, template: Template,
         if _live(conn, template.template_key, template.language):
             raise DuplicateTemplate(f"{template.template_key} ({template.language})")
         version = next_version(conn, template.template_key, template.language)
-        return create_template(conn, _with_version(template, version), variables)
+        return create_template(conn, replace(template, version=version), variables)
 
 
 def create_next(conn: psycopg.Connection, template: Template,
@@ -132,7 +133,7 @@ def create_next(conn: psycopg.Connection, template: Template,
         if not _live(conn, template.template_key):
             raise UnknownTemplate(template.template_key)
         version = next_version(conn, template.template_key, template.language)
-        return create_template(conn, _with_version(template, version), variables)
+        return create_template(conn, replace(template, version=version), variables)
 
 
 def retire(conn: psycopg.Connection, key: str) -> int:
@@ -144,7 +145,3 @@ def retire(conn: psycopg.Connection, key: str) -> int:
             " AND retired_at IS NULL",
             (key,),
         ).rowcount
-
-
-def _with_version(template: Template, version: int) -> Template:
-    return Template(**{**template.to_json(), "version": version})

@@ -7,6 +7,7 @@ Deleting a user deletes only the profile: notifications keep their `user_id` and
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -94,12 +95,10 @@ def update_user(conn: psycopg.Connection, user_id: str, changes: Mapping[str, An
             user = _locked(conn, user_id)
             if user is None:
                 return None
-            fields = user.to_json()
-            fields.update({k: v for k, v in changes.items() if k in _UPDATABLE})
-            fields["push_tokens"] = tuple(fields["push_tokens"])
+            fields = {**user.to_json(), **{k: v for k, v in changes.items() if k in _UPDATABLE}}
             if "preferences" in changes:
                 fields["preferences"] = {**user.preferences, **changes["preferences"]}
-            return _store(conn, User(**fields))
+            return _store(conn, User.from_json(fields))
     except psycopg.errors.UniqueViolation as exc:
         raise DuplicateUser(str(exc.diag.constraint_name or "")) from None
 
@@ -121,7 +120,7 @@ def add_push_token(conn: psycopg.Connection, user_id: str, token: str) -> tuple[
         if len(user.push_tokens) >= MAX_PUSH_TOKENS:
             raise TooManyPushTokens(f"a user can have at most {MAX_PUSH_TOKENS} push tokens")
         tokens = (*user.push_tokens, token)
-        return _store(conn, User(**{**user.to_json(), "push_tokens": tokens})), True
+        return _store(conn, replace(user, push_tokens=tokens)), True
 
 
 def remove_push_token(
@@ -135,4 +134,4 @@ def remove_push_token(
         if token not in user.push_tokens:
             return user, False
         tokens = tuple(t for t in user.push_tokens if t != token)
-        return _store(conn, User(**{**user.to_json(), "push_tokens": tokens})), True
+        return _store(conn, replace(user, push_tokens=tokens)), True

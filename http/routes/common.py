@@ -1,4 +1,5 @@
-"""What the route modules share: parsing a JSON body into a schema, reaching the bridge."""
+"""What the route modules share: parsing a JSON body into a schema, reading query parameters,
+reaching the bridge."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class BadRequest(Exception):
+    """A refused request body; the app's exception handler answers with `response`."""
+
     def __init__(self, response: EnvelopeResponse) -> None:
         self.response = response
 
@@ -96,6 +99,15 @@ def invalid_query(exc: ValidationError) -> EnvelopeResponse:
     return failure(422, "validation_error",
                    "invalid query parameters: " + ", ".join(e["field"] for e in errors),
                    {"fields": errors})
+
+
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int | None:
+    """The query parameter `name` as an integer in [low, high] (`default` when absent), or None
+    when it is not plain ASCII digits in that range."""
+    text = request.query_params.get(name, str(default))
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        return None
+    return int(text)
 
 
 def bridge(request: Request) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import uuid
 from typing import Annotated, Literal
 
@@ -12,7 +11,8 @@ from starlette.routing import Route
 
 from clarion.actors.messages import DiscardDeadLetter, ReplayDeadLetters
 from clarion.http.responses import EnvelopeResponse, failure, from_reply, success
-from clarion.http.routes.common import BadRequest, bridge, parse
+from clarion.http.routes.common import bridge, int_param, parse
+from clarion.http.schemas import page_meta
 from clarion.persistence import dead_letters
 
 
@@ -26,16 +26,9 @@ class ReplayFilter(BaseModel):
     limit: int = Field(default=1000, ge=1, le=1000)
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int | None:
-    text = request.query_params.get(name, str(default))
-    if not text.isdigit() or not low <= int(text) <= high:
-        return None
-    return int(text)
-
-
 async def list_dead_letters(request: Request) -> EnvelopeResponse:
-    page = _int_param(request, "page", 1, 1, 1_000_000)
-    limit = _int_param(request, "limit", 50, 1, 200)
+    page = int_param(request, "page", 1, 1, 1_000_000)
+    limit = int_param(request, "limit", 50, 1, 200)
     channel = request.query_params.get("channel")
     if page is None or limit is None or channel not in (None, "email", "push"):
         return failure(422, "validation_error",
@@ -43,15 +36,12 @@ async def list_dead_letters(request: Request) -> EnvelopeResponse:
     async with request.app.state.db.connection() as conn:
         rows, total = await dead_letters.list_dead(
             conn, channel, request.query_params.get("error_code"), limit, (page - 1) * limit)
-    pages = max(1, math.ceil(total / limit))
-    return success(rows, meta={"total": total, "limit": limit, "page": page,
-                               "total_pages": pages, "has_next": page < pages,
-                               "has_previous": page > 1})
+    return success(rows, meta=page_meta(total, page, limit, min_pages=1))
 
 
 def _dead_letter_id(request: Request) -> int | None:
     text = request.path_params["dead_letter_id"]
-    return int(text) if text.isdigit() and int(text) < 2**63 else None
+    return int(text) if text.isascii() and text.isdigit() and int(text) < 2**63 else None
 
 
 async def replay_one(request: Request) -> EnvelopeResponse:
@@ -63,10 +53,7 @@ async def replay_one(request: Request) -> EnvelopeResponse:
 
 
 async def replay_many(request: Request) -> EnvelopeResponse:
-    try:
-        body = await parse(request, ReplayFilter)
-    except BadRequest as exc:
-        return exc.response
+    body = await parse(request, ReplayFilter)
     command = ReplayDeadLetters(uuid.uuid4().hex, tuple(body.ids) if body.ids else None,
                                 body.channel, body.error_code, body.limit)
     return from_reply(await bridge(request).request(command))

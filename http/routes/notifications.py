@@ -12,18 +12,15 @@ from starlette.routing import Route
 
 from clarion.actors.messages import NotificationRequest
 from clarion.http.responses import EnvelopeResponse, failure, from_reply, success
-from clarion.http.routes.common import BadRequest, bridge, parse, request_id
-from clarion.http.schemas import NotificationBatchIn, NotificationIn
+from clarion.http.routes.common import bridge, int_param, parse, request_id
+from clarion.http.schemas import NotificationBatchIn, NotificationIn, page_meta
 from clarion.persistence import queries
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 
 async def create_notification(request: Request) -> EnvelopeResponse:
-    try:
-        body = await parse(request, NotificationIn)
-    except BadRequest as exc:
-        return exc.response
+    body = await parse(request, NotificationIn)
     key = request.headers.get("x-idempotency-key") or request.headers.get("idempotency-key")
     if key is not None:
         if not _IDEMPOTENCY_KEY.match(key):
@@ -52,10 +49,7 @@ async def create_batch(request: Request) -> EnvelopeResponse:
     """Up to 1,000 notifications in one request. They reach the Gateway together (the bridge
     coalesces them into as few messages as it can) and each gets its own result: one bad item
     does not refuse the others. The answer is 207-style: 200 with a result per item, in order."""
-    try:
-        body = await parse(request, NotificationBatchIn)
-    except BadRequest as exc:
-        return exc.response
+    body = await parse(request, NotificationBatchIn)
     received, rid = time.time(), request_id(request)
     items = [
         NotificationRequest(
@@ -94,23 +88,17 @@ _STATUSES = {"queued", "scheduled", "sent", "partially_sent", "failed"}
 
 
 async def list_notifications(request: Request) -> EnvelopeResponse:
-    params = request.query_params
-    page_text, limit_text = params.get("page", "1"), params.get("limit", "50")
-    status, user_id = params.get("status"), params.get("user_id")
-    if (not page_text.isdigit() or not limit_text.isdigit()
-            or not 1 <= int(page_text) <= 1_000_000
-            or not 1 <= int(limit_text) <= 200 or (status and status not in _STATUSES)
+    page = int_param(request, "page", 1, 1, 1_000_000)
+    limit = int_param(request, "limit", 50, 1, 200)
+    status, user_id = request.query_params.get("status"), request.query_params.get("user_id")
+    if (page is None or limit is None or (status and status not in _STATUSES)
             or (user_id is not None and not 1 <= len(user_id) <= 128)):
         return failure(422, "validation_error",
                        "page ≥ 1, 1 ≤ limit ≤ 200, status one of " + ", ".join(sorted(_STATUSES)))
-    page, limit = int(page_text), int(limit_text)
     async with request.app.state.db.connection() as conn:
         rows, total = await queries.notifications(conn, user_id, status, limit,
                                                   (page - 1) * limit)
-    pages = max(1, -(-total // limit))
-    return success(rows, meta={"total": total, "limit": limit, "page": page,
-                               "total_pages": pages, "has_next": page < pages,
-                               "has_previous": page > 1})
+    return success(rows, meta=page_meta(total, page, limit, min_pages=1))
 
 
 routes = [

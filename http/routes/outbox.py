@@ -8,13 +8,14 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from clarion.http.responses import EnvelopeResponse, failure, success
+from clarion.http.routes.common import int_param
 from clarion.persistence import queries
 
 
 async def list_outbox(request: Request) -> EnvelopeResponse:
     notification_id = request.query_params.get("notification_id")
     channel = request.query_params.get("channel")
-    limit_text = request.query_params.get("limit", "50")
+    limit = int_param(request, "limit", 50, 1, 500)
     if notification_id is not None:
         try:
             uuid.UUID(notification_id)
@@ -22,11 +23,11 @@ async def list_outbox(request: Request) -> EnvelopeResponse:
             return failure(422, "validation_error", "notification_id must be a UUID")
     if channel not in (None, "email", "push"):
         return failure(422, "validation_error", "channel must be email or push")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 500:
+    if limit is None:
         return failure(422, "validation_error", "limit must be between 1 and 500")
     async with request.app.state.db.connection() as conn:
-        messages = await queries.outbox(conn, notification_id, channel, int(limit_text))
-    return success(messages, meta={"limit": int(limit_text), "count": len(messages)})
+        messages = await queries.outbox(conn, notification_id, channel, limit)
+    return success(messages, meta={"limit": limit, "count": len(messages)})
 
 
 routes = [Route("/v1/outbox", list_outbox, methods=["GET"])]

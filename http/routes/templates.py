@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from clarion.actors.messages import CreateTemplateVersion, PreviewTemplate, RetireTemplate
 from clarion.http.responses import EnvelopeResponse, failure, from_reply, success
-from clarion.http.routes.common import BadRequest, bridge, invalid_query, parse
+from clarion.http.routes.common import bridge, invalid_query, parse
 from clarion.http.schemas import PageQuery, RenderIn, TemplateIn, TemplateQuery
 from clarion.persistence import queries
 from clarion.persistence.records import Template
@@ -44,18 +44,12 @@ def _command(body: TemplateIn, new_version: bool = False) -> CreateTemplateVersi
 
 
 async def create_template(request: Request) -> EnvelopeResponse:
-    try:
-        body = await parse(request, TemplateIn)
-    except BadRequest as exc:
-        return exc.response
+    body = await parse(request, TemplateIn)
     return from_reply(await bridge(request).request(_command(body)))
 
 
 async def new_version(request: Request) -> EnvelopeResponse:
-    try:
-        body = await parse(request, TemplateIn)
-    except BadRequest as exc:
-        return exc.response
+    body = await parse(request, TemplateIn)
     if body.template_key != request.path_params["template_key"]:
         return failure(422, "validation_error", "template_key in the body must match the URL",
                        {"fields": [{"field": "template_key", "message": "does not match"}]})
@@ -103,10 +97,7 @@ async def retire_template(request: Request) -> EnvelopeResponse:
 
 
 async def render_preview(request: Request) -> EnvelopeResponse:
-    try:
-        body = await parse(request, RenderIn)
-    except BadRequest as exc:
-        return exc.response
+    body = await parse(request, RenderIn)
     command = PreviewTemplate(uuid.uuid4().hex, body.template_key, body.message_data,
                               body.language, body.version)
     return from_reply(await bridge(request).request(command))

@@ -28,17 +28,14 @@ from clarion.actors.messages import (
     UpdateUser,
 )
 from clarion.http.responses import EnvelopeResponse, failure, from_reply, success
-from clarion.http.routes.common import BadRequest, bridge, invalid_query, parse
+from clarion.http.routes.common import bridge, invalid_query, parse
 from clarion.http.schemas import PushTokenIn, UserIn, UserPatch, UserQuery
 from clarion.persistence import queries
 from clarion.persistence.records import User
 
 
 async def create_user(request: Request) -> EnvelopeResponse:
-    try:
-        body = await parse(request, UserIn)
-    except BadRequest as exc:
-        return exc.response
+    body = await parse(request, UserIn)
     user = User(
         user_id=body.user_id or uuid.uuid4().hex,
         email_address=body.email_address,
@@ -70,10 +67,7 @@ async def get_user(request: Request) -> EnvelopeResponse:
 
 
 async def update_user(request: Request) -> EnvelopeResponse:
-    try:
-        body = await parse(request, UserPatch)
-    except BadRequest as exc:
-        return exc.response
+    body = await parse(request, UserPatch)
     command = UpdateUser(uuid.uuid4().hex, request.path_params["user_id"], body.changes())
     return from_reply(await bridge(request).request(command))
 
@@ -84,10 +78,7 @@ async def delete_user(request: Request) -> EnvelopeResponse:
 
 
 async def add_push_token(request: Request) -> EnvelopeResponse:
-    try:
-        body = await parse(request, PushTokenIn)
-    except BadRequest as exc:
-        return exc.response
+    body = await parse(request, PushTokenIn)
     command = AddPushToken(uuid.uuid4().hex, request.path_params["user_id"], body.token)
     return from_reply(await bridge(request).request(command))
 
