@@ -61,6 +61,8 @@ class ClarionActor(ActorTypeDispatcher):
         self._placed_by: str | None = None
         self._stopping = False
         self._db: psycopg.Connection | None = None
+        self._breakers: dict[str, Any] = {}  # by dependency, made on first use (`breaker`)
+        self._placer_view: tuple[Any, Any] | None = None  # (Redis client, SilenceJudge)
         self.log = logging.getLogger(f"clarion.actors.{self.name.lower()}")
 
     # -- Thespian entry point ----------------------------------------------------------------
@@ -115,11 +117,12 @@ class ClarionActor(ActorTypeDispatcher):
         from clarion.supervision import cluster
 
         assert self.settings is not None
-        client = self.__dict__.get("_cluster_redis") or cache.connect(self.settings.redis_url)
-        self.__dict__["_cluster_redis"] = client
         # Twice the Supervisors' own limit: a placer that is merely slow is not abandoned.
         down_after = 2 * self.settings.host_down_after
-        judge = self.__dict__.setdefault("_silence", cluster.SilenceJudge(down_after))
+        if self._placer_view is None:
+            self._placer_view = (cache.connect(self.settings.redis_url),
+                                 cluster.SilenceJudge(down_after))
+        client, judge = self._placer_view
         hosts = self.cached(lambda: cluster.read_view(client, down_after), None)
         if not judge.saw(hosts) or hosts is None:
             return False  # Redis unreachable, or only just back: no evidence, keep working
@@ -174,13 +177,12 @@ class ClarionActor(ActorTypeDispatcher):
         """This actor's circuit breaker for one dependency (made on first use)."""
         from clarion.supervision.breaker import CircuitBreaker
 
-        breakers = self.__dict__.setdefault("_breakers", {})
-        if dependency not in breakers:
+        if dependency not in self._breakers:
             assert self.settings is not None
-            breakers[dependency] = CircuitBreaker(
+            self._breakers[dependency] = CircuitBreaker(
                 dependency, self.settings.breaker_failure_threshold,
                 self.settings.breaker_reset_timeout, on_change=self.breaker_changed)
-        return breakers[dependency]
+        return self._breakers[dependency]
 
     def cached(self, read: Any, default: Any) -> Any:
         """Run a cache call behind the Redis breaker: the cache is an optimisation, so while

@@ -42,7 +42,7 @@ from clarion.persistence import users as user_repo
 from clarion.persistence import notifications as notification_repo
 from clarion.persistence.notifications import Outcome
 from clarion.supervision import metrics
-from clarion.supervision.breaker import CLOSED, OPEN, CircuitBreaker
+from clarion.supervision.breaker import CLOSED, OPEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +76,7 @@ class ChannelDelivery(ClarionActor):
         self._redis = cache.connect(self.settings.redis_url)
         self._pool = ThreadPoolExecutor(self.settings.delivery_concurrency,
                                         thread_name_prefix=f"{self.CHANNEL}-send")
-        self._breaker = CircuitBreaker(
-            self._provider.name, self.settings.breaker_failure_threshold,
-            self.settings.breaker_reset_timeout, on_change=self.breaker_changed)
+        self._breaker = self.breaker(self._provider.name)
         # Worker threads report completions here and write a byte to wake the actor, only the
         # first since its last wake-up (`_wake_pending`): at 1,000 completions/s a byte each, and
         # a lock around the write, cost a syscall and a GIL hand-over per delivery, and threads

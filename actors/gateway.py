@@ -24,6 +24,7 @@ import psycopg
 
 from clarion.actors.base import ClarionActor
 from clarion.actors.preferences import blocked, quiet_hours_end
+from clarion.actors.rendering import language_fallbacks
 from clarion.actors.messages import (
     NotificationRequest,
     Peers,
@@ -91,11 +92,7 @@ def fingerprint(item: NotificationRequest) -> str:
 
 def language_candidates(requested: str | None, user: User, default: str) -> tuple[str, ...]:
     """Requested language, the user's, each one's base (pt-BR → pt), then the default."""
-    ordered: list[str] = []
-    for tag in (requested, user.preferred_language, default):
-        if tag:
-            ordered += [tag, tag.split("-")[0]]
-    return tuple(dict.fromkeys(ordered))
+    return language_fallbacks(requested, user.preferred_language, default)
 
 
 def plan_deliveries(item: NotificationRequest, user: User, rendering: Rendering,

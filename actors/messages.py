@@ -100,7 +100,6 @@ class BreakerChanged:
     name: str  # the child
     dependency: str
     state: str  # closed, half_open, open
-    retry_after: float = 0.0
 
 
 @message
@@ -153,16 +152,6 @@ class CreateUser:
     OWNER: ClassVar[str] = "users"
     correlation_id: str
     user: User
-
-
-@message
-class CreateTemplate:
-    """Create version 1 of a key in a language, or (`new_version`) the next version."""
-
-    OWNER: ClassVar[str] = "templates"
-    correlation_id: str
-    template: Template
-    new_version: bool = False
 
 
 @message
@@ -247,8 +236,9 @@ class RemovePushToken:
 
 @message
 class CreateTemplateVersion:
-    """`CreateTemplate` with the variables the template declares (None: it declares none): the
-    Templates actor refuses a template that uses a variable outside the declared ones."""
+    """Create version 1 of a key in a language, or (`new_version`) the next version, with the
+    variables the template declares (None: it declares none): the Templates actor refuses a
+    template that uses a variable outside the declared ones."""
 
     OWNER: ClassVar[str] = "templates"
     correlation_id: str

@@ -27,7 +27,6 @@ from clarion.persistence import dead_letters
 from clarion.persistence import notifications as notification_repo
 from clarion.persistence.broker import BatchPublisher, Outgoing, PublishError, UnroutableError
 from clarion.supervision.backoff import backoff_delay
-from clarion.supervision.breaker import CircuitBreaker
 
 MAX_ATTEMPTS = 5  # per batch, then the Gateway answers 503
 
@@ -43,9 +42,7 @@ class Publisher(ClarionActor):
     def setup(self) -> None:
         assert self.settings is not None
         self._publisher = BatchPublisher(self.settings.amqp_url, "clarion-publisher")
-        self._breaker = CircuitBreaker("rabbitmq", self.settings.breaker_failure_threshold,
-                                       self.settings.breaker_reset_timeout,
-                                       on_change=self.breaker_changed)
+        self._breaker = self.breaker("rabbitmq")
         self._retries: dict[str, _Retry] = {}
 
     def teardown(self) -> None:

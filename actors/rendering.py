@@ -157,6 +157,16 @@ class Renderer:
         return RenderedContent(subject, body, html, title or subject, push_body or body)
 
 
+def language_fallbacks(*tags: str | None) -> tuple[str, ...]:
+    """The languages to look a template up in, in order: each tag then its base (pt-BR → pt),
+    without repeats; None and empty tags are skipped."""
+    ordered: list[str] = []
+    for tag in tags:
+        if tag:
+            ordered += [tag, tag.split("-")[0]]
+    return tuple(dict.fromkeys(ordered))
+
+
 def check_syntax(source: str | None, html: bool = False) -> str | None:
     """None if `source` compiles; otherwise the error with its line."""
     if source is None:

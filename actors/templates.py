@@ -1,7 +1,7 @@
 """Templates actor: versions x languages, rendered in a Jinja2 sandbox, cached in Redis.
 
 Takes:   RenderBatch → answers Rendered (the sender: the Gateway)
-         SendBatch of CreateTemplate, CreateTemplateVersion, RetireTemplate, PreviewTemplate
+         SendBatch of CreateTemplateVersion, RetireTemplate, PreviewTemplate
                      → answers Replies, one Reply per item, to the batch's `reply_to`
 
 This actor is the only writer of the template cache (one entry per key: the latest version of
@@ -21,7 +21,6 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from clarion.actors.base import ClarionActor
 from clarion.actors.messages import (
-    CreateTemplate,
     CreateTemplateVersion,
     PreviewTemplate,
     RenderBatch,
@@ -33,7 +32,7 @@ from clarion.actors.messages import (
     RetireTemplate,
     SendBatch,
 )
-from clarion.actors.rendering import Renderer, RenderError, check_syntax
+from clarion.actors.rendering import Renderer, RenderError, check_syntax, language_fallbacks
 from clarion.persistence import cache as cache_mod
 from clarion.persistence import templates as template_repo
 from clarion.persistence.records import Template
@@ -49,15 +48,6 @@ def _pack(languages: dict[str, Template]) -> dict[str, Any]:
 
 def _unpack(data: dict[str, Any]) -> dict[str, Template]:
     return {lang: Template.from_json(t) for lang, t in data.items()}
-
-
-def preview_languages(requested: str | None, default: str) -> tuple[str, ...]:
-    """The requested language, its base (pt-BR → pt), then the default language and its base."""
-    ordered: list[str] = []
-    for tag in (requested, default):
-        if tag:
-            ordered += [tag, tag.split("-")[0]]
-    return tuple(dict.fromkeys(ordered))
 
 
 def undeclared_variables(template: Template, declared: tuple[str, ...]) -> dict[str, list[str]]:
@@ -180,7 +170,7 @@ class Templates(ClarionActor):
         """Carry out one write command: its reply, and the key it changed (if it did)."""
         correlation_id = getattr(item, "correlation_id", "")
         try:
-            if isinstance(item, (CreateTemplate, CreateTemplateVersion)):
+            if isinstance(item, CreateTemplateVersion):
                 reply = self.create(item)
                 return reply, item.template.template_key if reply.status == 201 else None
             if isinstance(item, RetireTemplate):
@@ -201,12 +191,11 @@ class Templates(ClarionActor):
             # The cache remembers them and deletes them before its next read.
             self.log.warning("template cache invalidation deferred", extra={"error": str(exc)})
 
-    def create(self, command: CreateTemplate | CreateTemplateVersion) -> Reply:
+    def create(self, command: CreateTemplateVersion) -> Reply:
         template = command.template
-        declared = getattr(command, "variables", None)
-        for field, html in (("subject", False), ("body", False), ("html_body", True),
-                            ("push_title", False), ("push_body", False)):
-            problem = check_syntax(getattr(template, field), html)
+        declared = command.variables
+        for field in _FIELDS:
+            problem = check_syntax(getattr(template, field), html=field == "html_body")
             if problem:
                 return Reply(command.correlation_id, 422, error_code="template_syntax_error",
                              message=f"{field}: {problem}", data={"field": field})
@@ -255,7 +244,7 @@ class Templates(ClarionActor):
             latest = self._latest({i.template_key for i in items if i.version is None})
             renderings = [self._render_item(RenderItem(
                 i.correlation_id, i.template_key,
-                preview_languages(i.language, self.settings.default_language),
+                language_fallbacks(i.language, self.settings.default_language),
                 i.variables, i.version), latest) for i in items]
         except (psycopg.Error, OSError) as exc:
             self.log.error("template lookup failed", extra={"error": str(exc)})

@@ -9,9 +9,11 @@ clients never raise from `send()`: every outcome, including bugs, becomes a
 from __future__ import annotations
 
 import time
+import urllib.request
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 # Longest error text kept: enough to diagnose, short enough for logs and DB rows.
 MAX_ERROR_CHARS = 500
@@ -98,3 +100,13 @@ def seconds_until_epoch(value: Any, now: float | None = None) -> float | None:
     except ValueError:
         return None
     return max(0.0, epoch - (time.time() if now is None else now))
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url` (`https_proxy`, ... unless `no_proxy` covers
+    its host), as urllib and requests would choose it; None for a direct connection."""
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        return proxy
+    return None

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import threading
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import requests.adapters
 from firebase_admin import credentials, exceptions, messaging
 from google.auth import exceptions as google_auth_exceptions
 
-from .base import DeliveryResult, failure, parse_retry_after
+from .base import DeliveryResult, environment_proxy, failure, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -151,10 +150,9 @@ class FcmPushProvider:
         # looked up once here instead (proxy, CA bundle, as requests would); a ~/.netrc entry
         # could only have replaced the bearer token.
         session.trust_env = False
-        url = urlsplit(service._fcm_url)
-        proxy = urllib.request.getproxies().get(url.scheme)
-        if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
-            session.proxies = {url.scheme: proxy}
+        proxy = environment_proxy(service._fcm_url)
+        if proxy:
+            session.proxies = {urlsplit(service._fcm_url).scheme: proxy}
         if session.verify is True:
             session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         return service

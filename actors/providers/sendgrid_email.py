@@ -21,10 +21,8 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import urllib.request
 from email.utils import parseaddr
 from typing import Any
-from urllib.parse import urlsplit
 
 import urllib3
 from python_http_client.exceptions import HTTPError as SendGridHTTPError
@@ -32,7 +30,7 @@ from python_http_client.exceptions import err_dict as sendgrid_http_errors
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, Mail
 
-from .base import DeliveryResult, failure, parse_retry_after, seconds_until_epoch
+from .base import DeliveryResult, environment_proxy, failure, parse_retry_after, seconds_until_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -176,9 +174,8 @@ class SendGridEmailProvider:
 def _connection_pool(url: str, size: int) -> urllib3.PoolManager:
     """Keep-alive connections to the API's host, through the environment's proxy as urllib
     would (`https_proxy`, `no_proxy`)."""
-    parts = urlsplit(url)
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+    proxy = environment_proxy(url)
+    if proxy:
         return urllib3.ProxyManager(proxy, num_pools=1, maxsize=size)
     # block=False: a thread beyond `size` opens a connection of its own instead of waiting.
     return urllib3.PoolManager(num_pools=1, maxsize=size, block=False)
