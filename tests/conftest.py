@@ -8,8 +8,6 @@ a silent skip): `make test` starts them first.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 import pytest
 
 from clarion.config.settings import Settings, load_settings
-from tests.stack import free_port
+from tests.stack import free_port, port_open, rabbitmqctl
 
 RUN = uuid.uuid4().hex[:8]
 TEST_DB = f"clarion_test_{RUN}"
@@ -26,27 +24,12 @@ TEST_VHOST = f"clarion_test_{RUN}"
 TEST_REDIS_DB = 15
 
 
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def _require_services() -> None:
     missing = [name for name, port in (("PostgreSQL", 5432), ("Redis", 6379),
-                                       ("RabbitMQ", 5672)) if not _port_open(port)]
+                                       ("RabbitMQ", 5672)) if not port_open(port)]
     if missing:
         pytest.fail(f"{', '.join(missing)} not running on 127.0.0.1: run"
                     " `bash scripts/ensure-services.sh` (make test does)", pytrace=False)
-
-
-def _rabbitmqctl(*args: str) -> None:
-    result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
-                            timeout=60)
-    if result.returncode != 0:
-        pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
 
 
 def _declare_queues(amqp_url: str) -> None:
@@ -67,8 +50,8 @@ def test_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
 
     from clarion.persistence import database
 
-    _rabbitmqctl("add_vhost", TEST_VHOST)
-    _rabbitmqctl("set_permissions", "-p", TEST_VHOST, "guest", ".*", ".*", ".*")
+    rabbitmqctl("add_vhost", TEST_VHOST)
+    rabbitmqctl("set_permissions", "-p", TEST_VHOST, "guest", ".*", ".*", ".*")
     settings = load_settings(
         database_url=f"postgresql://postgres@127.0.0.1:5432/{TEST_DB}",
         redis_url=f"redis://127.0.0.1:6379/{TEST_REDIS_DB}",
@@ -87,7 +70,7 @@ def test_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
     yield settings
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
         c.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
-    _rabbitmqctl("delete_vhost", TEST_VHOST)
+    rabbitmqctl("delete_vhost", TEST_VHOST)
 
 
 @pytest.fixture
@@ -122,6 +105,15 @@ def provider_settings(test_settings: Settings, simulator: Any,
         "fcm_credentials_file": credentials,
         "fcm_endpoint": simulator.base_url,
     })
+
+
+@pytest.fixture(scope="module")
+def anonymous(stack: Any) -> Iterator[Any]:
+    """An HTTP client without credentials for the module's running Clarion (its `stack`)."""
+    import httpx
+
+    with httpx.Client(base_url=stack.base_url, timeout=15) as client:
+        yield client
 
 
 @pytest.fixture

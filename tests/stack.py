@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,15 @@ from typing import Any
 import httpx
 
 from clarion.config.settings import Settings, settings_to_env
+
+
+def port_open(port: int, timeout: float = 1.0) -> bool:
+    """Whether something on 127.0.0.1 accepts connections on `port`."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def free_port() -> int:
@@ -147,6 +158,26 @@ def stop_stack(stack: Stack) -> None:
     stop_stack_processes(stack.http, stack.settings, stack.pgid)
 
 
+@contextmanager
+def running_stack(settings: Settings, simulator: Any, log_dir: Path,
+                  **changes: Any) -> Iterator[Stack]:
+    """A stack started on fresh ports with `changes` to these settings, stopped on leaving."""
+    stack = start_stack(new_stack_settings(settings).model_copy(update=changes), simulator,
+                        log_dir)
+    try:
+        yield stack
+    finally:
+        stop_stack(stack)
+
+
+def rabbitmqctl(*args: str) -> None:
+    """Run `rabbitmqctl -q args`; the test fails if it does."""
+    import pytest
+
+    result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
+                            timeout=60)
+    if result.returncode != 0:
+        pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
 
 
 def new_stack_settings(settings: Settings) -> Settings:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
+from tests.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_simulator")]
 
@@ -48,17 +48,9 @@ def stack(provider_settings: Any, simulator: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from pydantic import SecretStr
 
-    settings = new_stack_settings(provider_settings).model_copy(
-        update={"internal_secret": SecretStr(SECRET)})
-    running = start_stack(settings, simulator, Path(tmp_path_factory.mktemp("console-logs")))
-    yield running
-    stop_stack(running)
-
-
-@pytest.fixture(scope="module")
-def anonymous(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.base_url, timeout=15) as client:
-        yield client
+    with running_stack(provider_settings, simulator, tmp_path_factory.mktemp("console-logs"),
+                       internal_secret=SecretStr(SECRET)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

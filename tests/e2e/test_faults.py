@@ -13,12 +13,11 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
+from tests.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_simulator")]
 
@@ -26,11 +25,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_simulator")]
 @pytest.fixture(scope="module")
 def stack(provider_settings: Any, simulator: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    settings = new_stack_settings(provider_settings).model_copy(
-        update={"breaker_reset_timeout": 1.0})
-    running = start_stack(settings, simulator, Path(tmp_path_factory.mktemp("faults")))
-    yield running
-    stop_stack(running)
+    with running_stack(provider_settings, simulator, tmp_path_factory.mktemp("faults"),
+                       breaker_reset_timeout=1.0) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +105,7 @@ def test_fifty_parallel_requests_with_one_idempotency_key_make_one_notification(
     assert len(ids) == 1
     [notification_id] = ids
     assert stack.wait_for_status(notification_id, {"sent"})["status"] == "sent"
-    time.sleep(0.5)
+    time.sleep(0.5)  # deliberately: room for a duplicate delivery to arrive, if there were one
     assert delivered_ids(stack, "email")[notification_id] == 1
     assert delivered_ids(stack, "push")[notification_id] == 1
     # After the first finished, the key answers with it.
@@ -146,7 +143,7 @@ def test_killing_an_actor_under_a_steady_stream_loses_no_accepted_notification(
     thread = threading.Thread(target=stream)
     thread.start()
     try:
-        time.sleep(0.5)
+        time.sleep(0.5)  # deliberately: the kill lands in the middle of the stream
         os.kill(before["pid"], signal.SIGKILL)
         deadline = time.monotonic() + 15
         while True:

@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,7 +29,7 @@ from schemathesis.generation import GenerationMode
 from clarion.config.settings import Settings
 from clarion.http.openapi import ERRORS, OPERATIONS, Operation
 from clarion.http.schemas import NotificationIn
-from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
+from tests.stack import Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -89,10 +88,9 @@ def envelope_problems(status: int, content_type: str, body: bytes, request_text:
 def stack(test_settings: Settings, simulator: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # No rate limit: a 429 in the middle of the run would hide what the request would have done.
-    settings = new_stack_settings(test_settings).model_copy(update={"rate_limit_per_second": 0})
-    running = start_stack(settings, simulator, Path(tmp_path_factory.mktemp("fuzz")))
-    yield running
-    stop_stack(running)
+    with running_stack(test_settings, simulator, tmp_path_factory.mktemp("fuzz"),
+                       rate_limit_per_second=0) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

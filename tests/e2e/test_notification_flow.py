@@ -6,12 +6,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
+from tests.stack import Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -21,11 +20,9 @@ def stack(provider_settings: Any, simulator: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from pydantic import SecretStr
 
-    settings = new_stack_settings(provider_settings).model_copy(
-        update={"internal_secret": SecretStr("service-secret-for-tests")})
-    running = start_stack(settings, simulator, Path(tmp_path_factory.mktemp("stack-logs")))
-    yield running
-    stop_stack(running)
+    with running_stack(provider_settings, simulator, tmp_path_factory.mktemp("stack-logs"),
+                       internal_secret=SecretStr("service-secret-for-tests")) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
@@ -339,7 +336,7 @@ def test_inside_quiet_hours_a_notification_is_scheduled_and_released_when_they_e
 
     shown = stack.client().get(f"/v1/notifications/{data['notification_id']}").json()["data"]
     assert shown["status"] == "scheduled"
-    time.sleep(1.5)
+    time.sleep(1.5)  # deliberately: long enough for an unheld delivery to have gone out
     assert stack.simulator.state.messages("email") == []
 
     # Move the clock: make the held delivery due now, as if the quiet hours had ended.

@@ -8,7 +8,6 @@ import re
 import uuid
 from collections.abc import Iterator
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ from starlette.routing import Route
 from clarion.config.settings import Settings, load_settings
 from clarion.http.app import create_app
 from clarion.http.openapi import ERRORS, OPERATIONS, app_operations, build_openapi
-from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
+from tests.stack import Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -162,16 +161,8 @@ def test_request_bodies_are_described_by_the_models_that_validate_them() -> None
 @pytest.fixture(scope="module")
 def stack(test_settings: Settings, simulator: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(new_stack_settings(test_settings), simulator,
-                          Path(tmp_path_factory.mktemp("openapi")))
-    yield running
-    stop_stack(running)
-
-
-@pytest.fixture(scope="module")
-def anonymous(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.base_url, timeout=15) as client:
-        yield client
+    with running_stack(test_settings, simulator, tmp_path_factory.mktemp("openapi")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

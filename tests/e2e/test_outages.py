@@ -3,31 +3,21 @@ under a running Clarion. Each test restores the service it stopped, whatever hap
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
+from tests.stack import Stack, port_open, running_stack
 
 pytestmark = pytest.mark.e2e
 
 
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def _wait_port(port: int, up: bool, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while _port_open(port) != up:
+    while port_open(port, timeout=0.5) != up:
         assert time.monotonic() < deadline, f"port {port} still {'down' if up else 'up'}"
         time.sleep(0.2)
 
@@ -39,11 +29,9 @@ def _run(*command: str) -> None:
 @pytest.fixture(scope="module")
 def stack(provider_settings: Any, simulator: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    settings = new_stack_settings(provider_settings).model_copy(
-        update={"breaker_reset_timeout": 2.0})
-    running = start_stack(settings, simulator, Path(tmp_path_factory.mktemp("outages")))
-    yield running
-    stop_stack(running)
+    with running_stack(provider_settings, simulator, tmp_path_factory.mktemp("outages"),
+                       breaker_reset_timeout=2.0) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

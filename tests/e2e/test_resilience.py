@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
+from tests.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_simulator")]
 
@@ -56,11 +55,9 @@ def webhook() -> Iterator[WebhookReceiver]:
 @pytest.fixture(scope="module")
 def stack(provider_settings: Any, simulator: Any, webhook: WebhookReceiver,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    settings = new_stack_settings(provider_settings).model_copy(
-        update={"breaker_reset_timeout": 5.0, "alert_webhook_url": webhook.url})
-    running = start_stack(settings, simulator, Path(tmp_path_factory.mktemp("resilience")))
-    yield running
-    stop_stack(running)
+    with running_stack(provider_settings, simulator, tmp_path_factory.mktemp("resilience"),
+                       breaker_reset_timeout=5.0, alert_webhook_url=webhook.url) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

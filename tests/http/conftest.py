@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
-from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
+from tests.stack import Stack, running_stack
 
 Factory = Callable[..., dict[str, Any]]
 
@@ -27,23 +26,15 @@ def uid(prefix: str) -> str:
 @pytest.fixture(scope="module")
 def stack(provider_settings: Any, simulator: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(new_stack_settings(provider_settings), simulator,
-                          Path(tmp_path_factory.mktemp("stack-logs")))
-    yield running
-    stop_stack(running)
+    with running_stack(provider_settings, simulator,
+                       tmp_path_factory.mktemp("stack-logs")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def api(stack: Stack) -> httpx.Client:
     """A client that sends a valid API key."""
     return stack.client()
-
-
-@pytest.fixture(scope="module")
-def anonymous(stack: Stack) -> Iterator[httpx.Client]:
-    """A client that sends no credentials."""
-    with httpx.Client(base_url=stack.base_url, timeout=15) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

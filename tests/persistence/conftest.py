@@ -1,4 +1,5 @@
-"""Fixtures for the storage tests: throwaway databases, async queries and a clean broker.
+"""Fixtures for the storage tests: throwaway databases, async queries, a clean broker and a
+Redis client that counts its commands.
 
 Everything here runs against the real services of the top-level conftest (`test_settings`):
 throwaway databases (`clarion_mig_<random>`) and vhosts (`clarion_tmp_<random>`) are created for
@@ -9,7 +10,6 @@ DLQ before and after each test, never deleting them.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 import pika
 import psycopg
 import pytest
+import redis
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from clarion.config.settings import Settings
 from clarion.persistence import broker, database
+from tests.stack import rabbitmqctl
 
 T = TypeVar("T")
 
@@ -94,21 +96,52 @@ def publisher(test_settings: Settings, amqp: pika.BlockingConnection) -> Iterato
         pub.close()
 
 
-def _rabbitmqctl(*args: str) -> None:
-    result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
-                            timeout=60)
-    if result.returncode != 0:
-        pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
-
-
 @pytest.fixture(scope="module")
 def fresh_vhost_url(test_settings: Settings) -> Iterator[str]:
     """The AMQP URL of a brand-new, empty vhost (`clarion_tmp_<random>`), deleted afterwards."""
     vhost = f"clarion_tmp_{uuid.uuid4().hex[:12]}"
-    _rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("add_vhost", vhost)
     try:
-        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         base, _, _ = test_settings.amqp_url.rpartition("/")
         yield f"{base}/{vhost}"
     finally:
-        _rabbitmqctl("delete_vhost", vhost)
+        rabbitmqctl("delete_vhost", vhost)
+
+
+class CountingRedis(redis.Redis):
+    """A Redis client that records every command it sends and the size of every pipeline it
+    executes; with `fail_deletes` set, its DELs fail as if Redis went away."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: list[str] = []
+        self.pipelines: list[int] = []  # the number of commands in each executed pipeline
+        self.fail_deletes = False
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.commands.append(str(args[0]).upper())
+        if self.fail_deletes and str(args[0]).upper() == "DEL":
+            raise redis.ConnectionError("Redis went away")
+        return super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        def counted_execute(*args: Any, **kwargs: Any) -> Any:
+            self.pipelines.append(len(pipe.command_stack))
+            return execute(*args, **kwargs)
+
+        pipe.execute = counted_execute  # type: ignore[method-assign]
+        return pipe
+
+
+@pytest.fixture
+def client(test_settings: Settings) -> Iterator[CountingRedis]:
+    """A CountingRedis on the test Redis database."""
+    conn = CountingRedis.from_url(test_settings.redis_url, socket_timeout=2)
+    try:
+        yield conn
+    finally:
+        conn.close()

@@ -4,49 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
-import redis
 
-from clarion.config.settings import Settings
 from clarion.persistence import cache
 from clarion.persistence.records import User
 
+if TYPE_CHECKING:
+    from tests.persistence.conftest import CountingRedis  # the `client` fixture's type
+
 pytestmark = pytest.mark.integration
-
-
-class CountingRedis(redis.Redis):
-    """A Redis client that records every command it sends and every pipeline it executes."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.commands: list[str] = []
-        self.pipelines: list[int] = []  # the number of commands in each executed pipeline
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.commands.append(str(args[0]).upper())
-        return super().execute_command(*args, **options)
-
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
-        pipe = super().pipeline(transaction, shard_hint)
-        execute = pipe.execute
-
-        def counted_execute(*args: Any, **kwargs: Any) -> Any:
-            self.pipelines.append(len(pipe.command_stack))
-            return execute(*args, **kwargs)
-
-        pipe.execute = counted_execute  # type: ignore[method-assign]
-        return pipe
-
-
-@pytest.fixture
-def client(test_settings: Settings) -> Iterator[CountingRedis]:
-    conn = CountingRedis.from_url(test_settings.redis_url, socket_timeout=2)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 @pytest.fixture

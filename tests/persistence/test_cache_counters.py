@@ -2,48 +2,25 @@
 
 The running API's counters (`cache:user:*`, `cache:template:*`) are shared by every test run on
 the machine, so the API tests can only see them grow; here each test counts under a name of its
-own in `clarion:stats`. (These belong with tests/persistence/test_cache.py; they live here
-because this change owns only tests/http.)
+own in `clarion:stats`. The counting `client` comes from tests/persistence/conftest.py.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 
-from clarion.config.settings import Settings
 from clarion.persistence import cache
 from clarion.persistence.records import User
 
+if TYPE_CHECKING:
+    from tests.persistence.conftest import CountingRedis  # the `client` fixture's type
+
 pytestmark = pytest.mark.integration
-
-
-class CountingRedis(redis.Redis):
-    """A Redis client that records every command it sends (one per round trip here)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.commands: list[str] = []
-        self.fail_deletes = False
-
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.commands.append(str(args[0]).upper())
-        if self.fail_deletes and str(args[0]).upper() == "DEL":
-            raise redis.ConnectionError("Redis went away")
-        return super().execute_command(*args, **options)
-
-
-@pytest.fixture
-def client(test_settings: Settings) -> Iterator[CountingRedis]:
-    conn = CountingRedis.from_url(test_settings.redis_url, socket_timeout=2)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 @pytest.fixture

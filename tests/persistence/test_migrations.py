@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
 import psycopg
 import pytest
@@ -14,6 +17,8 @@ from clarion.config.settings import Settings
 from clarion.persistence import database
 
 pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
 
 TABLES = {"users", "templates", "notifications", "deliveries", "delivery_attempts", "outbox",
           "api_keys"}
@@ -34,6 +39,28 @@ def _tables(url: str) -> set[str]:
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
         )
         return {row[0] for row in rows}
+
+
+def _race(n: int, call: Callable[[], T]) -> tuple[list[T], list[BaseException]]:
+    """Run `call` in `n` threads released together: what they returned, and what they raised
+    (for the test's thread to report)."""
+    start = threading.Barrier(n, timeout=10)
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            start.wait()
+            results.append(call())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results, errors
 
 
 def test_migration_files_are_sql_in_name_order() -> None:
@@ -67,22 +94,7 @@ def test_a_new_database_gets_every_migration_and_every_table(fresh_database_url:
 def test_two_racing_migrations_both_succeed_and_apply_each_file_once(
     fresh_database_url: str,
 ) -> None:
-    start = threading.Barrier(2, timeout=10)
-    results: list[list[str]] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            start.wait()
-            results.append(database.migrate(fresh_database_url))
-        except BaseException as exc:  # reported below, in the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    results, errors = _race(2, partial(database.migrate, fresh_database_url))
 
     assert not errors, errors
     assert len(results) == 2
@@ -99,23 +111,8 @@ def test_racing_ensure_database_calls_create_the_database_once_and_none_fails(
     for _ in range(3):  # the race is lost nearly every time; three rounds make it certain
         name = f"clarion_mig_{uuid.uuid4().hex[:12]}"
         url = make_conninfo(test_settings.database_url, dbname=name)
-        start = threading.Barrier(4, timeout=10)
-        results: list[bool] = []
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                start.wait()
-                results.append(database.ensure_database(url))
-            except BaseException as exc:  # reported below, in the test's thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=run) for _ in range(4)]
         try:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=30)
+            results, errors = _race(4, partial(database.ensure_database, url))
         finally:
             with psycopg.connect(admin_url, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
