@@ -141,6 +141,7 @@ class NotificationRequest:
     idempotency_key: str | None = None
     category: str | None = None  # e.g. "marketing": users can opt out of a category
     received_at: float = 0.0  # when the HTTP layer received it (epoch seconds): the first hop
+    principal: str | None = None  # who asked (the authenticated caller, e.g. "key:billing")
 
 
 # Management commands name the actor that owns them (`OWNER`): the Gateway hands each one there,
