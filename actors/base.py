@@ -32,6 +32,7 @@ from clarion.config.settings import Settings, load_settings
 from clarion.persistence import database
 
 _TICK = "clarion.tick"
+INFRASTRUCTURE = frozenset({"postgresql", "redis", "rabbitmq"})
 
 
 class StorageUnavailable(psycopg.OperationalError):
@@ -179,9 +180,13 @@ class ClarionActor(ActorTypeDispatcher):
 
         if dependency not in self._breakers:
             assert self.settings is not None
+            # Our own services get a short reset: back after a blip, they are used again within
+            # about a second, not after a provider's 60 s (ARCHITECTURE "Resilience numbers").
+            reset = (self.settings.infra_breaker_reset_timeout if dependency in INFRASTRUCTURE
+                     else self.settings.breaker_reset_timeout)
             self._breakers[dependency] = CircuitBreaker(
-                dependency, self.settings.breaker_failure_threshold,
-                self.settings.breaker_reset_timeout, on_change=self.breaker_changed)
+                dependency, self.settings.breaker_failure_threshold, reset,
+                on_change=self.breaker_changed)
         return self._breakers[dependency]
 
     def cached(self, read: Any, default: Any) -> Any:

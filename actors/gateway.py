@@ -1,19 +1,23 @@
-"""Gateway actor: turns a batch of notification requests into queued, recorded notifications.
+"""Gateway actor: turns a batch of notification requests into recorded, queued notifications.
 
 Takes:   Peers (from the Supervisor), SendBatch (from the HTTP bridge), and the answers of its
-         peers: UsersResolved, Rendered, Published.
-Answers: Replies to the batch's `reply_to`: 202 for each accepted notification, only after the
-         broker committed its messages; a stable error code for each refused one.
+         peers: UsersResolved, Rendered.
+Answers: Replies to the batch's `reply_to`: 202 for each accepted notification, once it is
+         committed to PostgreSQL with its deliveries and broker messages (the transactional
+         outbox); a stable error code for each refused one. Then tells the Publisher to relay
+         the new outbox rows (RelayOutbox).
 
-A batch goes through users → render → persist + publish. Several batches are in flight at once,
-each keyed by its id; nothing here blocks on another actor. Management commands in a SendBatch
-(users, templates, status) are handed to the actor that owns them, which answers the bridge itself.
+A batch goes through users → render → persist. Several batches are in flight at once, each keyed
+by its id; nothing here blocks on another actor. Management commands in a SendBatch (users,
+templates, status) are handed to the actor that owns them, which answers the bridge itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,8 +32,7 @@ from clarion.actors.rendering import language_fallbacks
 from clarion.actors.messages import (
     NotificationRequest,
     Peers,
-    PublishBatch,
-    Published,
+    RelayOutbox,
     RenderBatch,
     Rendered,
     Rendering,
@@ -44,12 +47,16 @@ from clarion.persistence import cache
 from clarion.persistence import notifications as notification_repo
 from clarion.persistence.idempotency import IdempotencyStore
 from clarion.persistence.broker import CHANNELS, Outgoing
-from clarion.persistence.notifications import NewDelivery, NewNotification
+from clarion.persistence.notifications import Inserted, NewDelivery, NewNotification
 from clarion.persistence.records import User
 from clarion.supervision import metrics
 from clarion.supervision.backoff import backoff_delay
 
 MAX_ATTEMPTS = 5  # per stage, for a storage that fails (then the caller gets the 503)
+ACCEPTED = "notification accepted"  # the 202's message; a replay says exactly the same
+# Seconds a Gateway's "alive" mark lasts in Redis (renewed every tick): a reservation of an
+# idempotency key whose Gateway has been dead this long is taken over by a retry.
+ALIVE_SECONDS = 3.0
 
 # HTTP status for each way an item can be refused.
 _NOT_FOUND = {"user_not_found", "template_not_found"}
@@ -61,15 +68,15 @@ class PendingBatch:
     reply_to: Any
     items: list[NotificationRequest]
     deadline: float
-    stage: str = "users"  # users → render → publish
+    stage: str = "users"  # users → render → persist
     users: dict[str, User] = field(default_factory=dict)
     replies: dict[str, Reply] = field(default_factory=dict)
     accepted: dict[str, NewNotification] = field(default_factory=dict)  # by correlation id
-    outgoing: dict[str, list[Outgoing]] = field(default_factory=dict)  # by correlation id
     hops: dict[str, float] = field(default_factory=dict)  # the batch's hop times
     attempts: int = 1  # of the current stage, for retries of a storage that failed
     rendering: tuple[RenderItem, ...] = ()  # what was asked of Templates (to ask again)
     reserved: set[str] = field(default_factory=set)  # items whose idempotency key we reserved
+    keys: set[str] = field(default_factory=set)  # idempotency keys this batch holds in memory
 
     def open_items(self) -> list[NotificationRequest]:
         return [i for i in self.items if i.correlation_id not in self.replies]
@@ -154,9 +161,16 @@ class Gateway(ClarionActor):
     def setup(self) -> None:
         self._peers: Peers | None = None
         self._pending: dict[str, PendingBatch] = {}
-        self._queued_timings: list[tuple[str, float]] = []  # (notification id, broker took it)
-        assert self.settings is not None
-        self._idempotency = IdempotencyStore(cache.connect(self.settings.redis_url))
+        self._queued_timings: list[tuple[str, float]] = []  # (notification id, committed at)
+        # Idempotency keys held by batches in flight here, so that a repeat is refused without
+        # Redis (down, or not yet told) and one duplicate never costs its batch the others.
+        self._keys_in_flight: set[str] = set()
+        settings = self.settings
+        assert settings is not None
+        owner = f"{settings.node_name}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._idempotency = IdempotencyStore(cache.connect(settings.redis_url), owner,
+                                             pending_ttl=2 * settings.request_timeout)
+        self.cached(lambda: self._idempotency.beat(ALIVE_SECONDS), None)
 
     # -- peers and routing --------------------------------------------------------------------
 
@@ -167,8 +181,7 @@ class Gateway(ClarionActor):
         # A batch waiting on a peer that was replaced will never hear back: fail it now so
         # the caller can retry at once instead of waiting for the timeout.
         waiting_on = {"users": old.users != message.users,
-                      "render": old.templates != message.templates,
-                      "publish": old.publisher != message.publisher}
+                      "render": old.templates != message.templates}
         for batch in list(self._pending.values()):
             if waiting_on.get(batch.stage):
                 self._fail_open(batch, 503, "actor_restarted",
@@ -205,16 +218,38 @@ class Gateway(ClarionActor):
             self._unavailable(message, items)
             return
         assert self.settings is not None
-        # Answer a little before the bridge gives up, so the caller gets our reason.
-        deadline = time.monotonic() + self.settings.request_timeout * 0.9
+        # Answer a little before the bridge gives up, so the caller gets our reason, and never
+        # commit a request its caller has been told timed out: the clock starts when the HTTP
+        # layer received it, not when the batch reached us.
+        budget = self.settings.request_timeout * 0.9
+        now, wall = time.monotonic(), time.time()
+        received = min((i.received_at for i in items if i.received_at), default=wall)
+        deadline = now + min(budget, received + budget - wall)
         batch = PendingBatch(message.batch_id, message.reply_to, items, deadline)
         self._pending[batch.batch_id] = batch
+        for item in items:
+            if item.received_at and item.received_at + budget < wall:
+                batch.refuse(item, 504, "timeout", "the request waited too long to be processed")
+        self._hold_keys(batch)
         self._reserve_keys(batch)
-        open_items = batch.open_items()
-        if not open_items:
+        if not batch.open_items():
             self._finish(batch)
             return
         self._resolve_users(batch)
+
+    def _hold_keys(self, batch: PendingBatch) -> None:
+        """Refuse an item whose idempotency key another request here holds (this batch or one
+        still in flight): only the repeat is refused, never its batch."""
+        for item in batch.open_items():
+            key = item.idempotency_key
+            if not key:
+                continue
+            if key in self._keys_in_flight:
+                batch.refuse(item, 409, "idempotency_in_progress",
+                             "a request with this idempotency key is still being processed")
+            else:
+                self._keys_in_flight.add(key)
+                batch.keys.add(key)
 
     def _resolve_users(self, batch: PendingBatch) -> None:
         assert self._peers is not None
@@ -246,10 +281,10 @@ class Gateway(ClarionActor):
         elif stage == "render" and batch.stage == "render":
             self.send(self._peers.templates, RenderBatch(batch.batch_id, batch.rendering))
         elif stage == "persist" and batch.stage == "persist":
-            self._persist_and_publish(batch)
+            self._persist(batch)
 
     def _reserve_keys(self, batch: PendingBatch) -> None:
-        keyed = [i for i in batch.items if i.idempotency_key]
+        keyed = [i for i in batch.open_items() if i.idempotency_key]
         if not keyed:
             return
         # Without Redis, PostgreSQL's unique index still refuses a second notification per key.
@@ -263,8 +298,7 @@ class Gateway(ClarionActor):
             elif reservation.outcome == "replay":
                 batch.replies[item.correlation_id] = Reply(
                     item.correlation_id, reservation.status, data=reservation.data,
-                    message="replayed: the result of the first request with this key",
-                    replayed=True)
+                    message=reservation.message or ACCEPTED, replayed=True)
             elif reservation.outcome == "in_flight":
                 batch.refuse(item, 409, "idempotency_in_progress",
                              "a request with this idempotency key is still being processed")
@@ -327,38 +361,30 @@ class Gateway(ClarionActor):
                              "the user can receive none of the requested channels: "
                              + "; ".join(d.error or d.channel for d in deliveries))
                 continue
-            batch.accepted[item.correlation_id] = NewNotification(
-                notification_id, item.user_id, item.template_key, rendering.template_version,
-                rendering.language, item.priority, item.request_id, item.idempotency_key,
-                item.message_data, deliveries,
-                fingerprint(item) if item.idempotency_key else None,
-                {"received": item.received_at or batch.hops["user_resolved"], **batch.hops},
-            )
-            batch.outgoing[item.correlation_id] = messages
-        self._persist_and_publish(batch)
+            batch.accepted[item.correlation_id] = _new_notification(
+                item, notification_id, rendering, deliveries, messages,
+                {"received": item.received_at or batch.hops["user_resolved"], **batch.hops})
+        batch.stage = "persist"
+        self._persist(batch)
 
-    def _persist_and_publish(self, batch: PendingBatch) -> None:
+    def _persist(self, batch: PendingBatch) -> None:
+        """Commit the accepted notifications with their deliveries and broker messages (the
+        outbox), answer, and have the Publisher relay the messages."""
         if not batch.accepted:
             self._finish(batch)
             return
-        rows = lambda conn: notification_repo.insert_batch(  # noqa: E731
-            conn, list(batch.accepted.values()))
-        try:
-            try:
-                self.stored(rows)
-            except notification_repo.DuplicateIdempotencyKey:
-                # Redis did not know the key (down, or flushed): the database did. Answer those
-                # items from what it holds, then write the rest.
-                self._answer_known_keys(batch)
-                self.stored(rows)
-        except notification_repo.DuplicateIdempotencyKey:
-            self._fail_open(batch, 409, "idempotency_in_progress",
-                            "a request with this idempotency key is being processed")
+        if time.monotonic() >= batch.deadline:
+            # The caller is about to hear 504: committing now would accept behind its back.
+            self._fail_open(batch, 504, "timeout", "storage did not answer in time")
             return
+        try:
+            inserted: Inserted = self.stored(lambda conn: notification_repo.insert_batch(
+                conn, list(batch.accepted.values())))
         except psycopg.OperationalError as exc:
+            # Nothing committed, or (the connection broke during the commit) everything did:
+            # the next try finds its own rows by id and answers them as accepted.
             self.log.warning("notification insert failed", extra={"error": str(exc),
                                                                   "attempt": batch.attempts})
-            batch.stage = "persist"
             self._retry_later(batch, "persist", 503, "storage_unavailable",
                               "storage is unavailable, retry", getattr(exc, "retry_after", None))
             return
@@ -367,59 +393,52 @@ class Gateway(ClarionActor):
             self.log.error("notification insert refused", extra={"error": repr(exc)})
             self._fail_open(batch, 500, "internal_error", "the notification could not be stored")
             return
-        if not batch.accepted:
-            self._finish(batch)
-            return
-        assert self._peers is not None
-        outgoing = tuple(m for cid in batch.accepted for m in batch.outgoing[cid])
-        if not outgoing:  # every channel is held for quiet hours: accepted as it is
-            self._accept(batch)
-            return
-        batch.stage = "publish"
-        self.send(self._peers.publisher, PublishBatch(batch.batch_id, outgoing))
+        if len(inserted.notification_ids) < len(batch.accepted):
+            self._answer_from_storage(batch, inserted)
+        self._accept(batch)
+        if inserted.outbox_ids and self._peers is not None:
+            # If this message is lost (a Publisher restart), the Publisher's sweep relays them.
+            self.send(self._peers.publisher, RelayOutbox(inserted.outbox_ids))
 
-    def _answer_known_keys(self, batch: PendingBatch) -> None:
-        keyed = {n.idempotency_key: cid for cid, n in batch.accepted.items() if n.idempotency_key}
-        known = notification_repo.by_idempotency_keys(self._conn(), keyed)
-        for key, row in known.items():
-            cid = keyed[key]
-            notification = batch.accepted.pop(cid)
-            if row["fingerprint"] != notification.request_fingerprint:
+    def _answer_from_storage(self, batch: PendingBatch, inserted: Inserted) -> None:
+        """Items the insert left out: their id is stored (an earlier try of this batch whose
+        commit went unacknowledged: accepted), or their idempotency key is (a replay, or 422
+        for a different request under the same key)."""
+        left_out = {cid: n for cid, n in batch.accepted.items()
+                    if n.notification_id not in inserted.notification_ids}
+        try:
+            stored = notification_repo.existing(
+                self._conn(), [n.notification_id for n in left_out.values()],
+                [n.idempotency_key for n in left_out.values() if n.idempotency_key])
+        except psycopg.Error as exc:
+            self.log.warning("reading back stored notifications failed",
+                             extra={"error": str(exc)})
+            stored = {}
+        for cid, notification in left_out.items():
+            if notification.notification_id in stored:
+                continue  # ours, committed by the earlier try: accepted like the others
+            del batch.accepted[cid]
+            row = stored.get(notification.idempotency_key or "")
+            if row is None:
+                batch.replies[cid] = Reply(cid, 409, error_code="idempotency_in_progress",
+                                           message="a request with this idempotency key is"
+                                           " being processed")
+            elif row["fingerprint"] != notification.request_fingerprint:
                 batch.replies[cid] = Reply(cid, 422, error_code="idempotency_key_reused",
                                            message="this idempotency key was used for a"
                                            " different request")
-                continue
-            batch.replies[cid] = Reply(cid, 202, data={
-                "notification_id": row["notification_id"], "status": row["status"],
-                "language": row["language"], "template_version": row["template_version"],
-                "request_id": row["request_id"],
-            }, message="replayed: the result of the first request with this key", replayed=True)
-
-    def receiveMsg_Published(self, message: Published, sender: Any) -> None:
-        batch = self._pending.get(message.batch_id)
-        if batch is None or batch.stage != "publish":
-            return
-        if not message.ok:
-            self._withdraw(batch, message.retry_after)
-            return
-        self._accept(batch)
+            else:
+                batch.replies[cid] = Reply(cid, 202, data=row["accepted_reply"] or {
+                    "notification_id": row["notification_id"], "status": row["status"],
+                    "language": row["language"], "template_version": row["template_version"],
+                    "request_id": row["request_id"],
+                }, message=ACCEPTED, replayed=True)
 
     def _accept(self, batch: PendingBatch) -> None:
-        queued_at = time.time()
+        committed_at = time.time()
         for correlation_id, n in batch.accepted.items():
-            scheduled = [d.scheduled_for for d in n.deliveries if d.scheduled_for is not None]
-            batch.replies[correlation_id] = Reply(
-                correlation_id, 202, message="notification accepted",
-                data={
-                    "notification_id": n.notification_id,
-                    "status": n.status,
-                    "scheduled_for": min(scheduled).isoformat() if scheduled else None,
-                    "channels": {d.channel: d.status for d in n.deliveries},
-                    "language": n.language,
-                    "template_version": n.template_version,
-                    "request_id": n.request_id,
-                },
-            )
+            batch.replies[correlation_id] = Reply(correlation_id, 202, message=ACCEPTED,
+                                                  data=_accepted_data(n))
             for d in n.deliveries:
                 metrics.NOTIFICATIONS_ACCEPTED.labels(d.channel, d.status).inc()
             self.log.info("notification accepted", extra={
@@ -427,23 +446,11 @@ class Gateway(ClarionActor):
                 "actor": self.name})
         # The "queued" timing is written on the next tick, for every batch of that second at
         # once (`_write_timings`), not here: the Gateway is free for the next batch at once.
-        self._queued_timings.extend((n.notification_id, queued_at)
+        self._queued_timings.extend((n.notification_id, committed_at)
                                     for n in batch.accepted.values())
         self._finish(batch)
 
     # -- endings ------------------------------------------------------------------------------
-
-    def _withdraw(self, batch: PendingBatch, retry_after: float | None = None) -> None:
-        """The broker did not take the batch: not accepted, so not kept. The caller is told to
-        retry; a message that got through anyway finds no row and is never delivered."""
-        try:
-            notification_repo.delete(
-                self._conn(), [n.notification_id for n in batch.accepted.values()])
-        except psycopg.Error as exc:
-            self.log.error("cleanup of unpublished notifications failed",
-                           extra={"error": str(exc)})
-        self._fail_open(batch, 503, "broker_unavailable",
-                        "the message broker is unavailable, retry", retry_after)
 
     def _fail_open(self, batch: PendingBatch, status: int, code: str, message: str,
                    retry_after: float | None = None) -> None:
@@ -453,6 +460,7 @@ class Gateway(ClarionActor):
 
     def _finish(self, batch: PendingBatch) -> None:
         self._pending.pop(batch.batch_id, None)
+        self._keys_in_flight -= batch.keys
         for item in batch.open_items():  # every item gets an answer, whatever happened
             batch.refuse(item, 500, "internal_error", "the request could not be completed")
         replies = tuple(batch.replies[i.correlation_id] for i in batch.items)
@@ -472,7 +480,8 @@ class Gateway(ClarionActor):
                 continue
             reply = batch.replies[item.correlation_id]
             if reply.status == 202:
-                done.append((item.idempotency_key or "", fingerprint(item), 202, reply.data))
+                done.append((item.idempotency_key or "", fingerprint(item), 202, reply.data,
+                             reply.message))
             else:
                 # Refused, or unknown (504): free the key. If the notification was written after
                 # all, the database's unique key answers the retry with it.
@@ -497,24 +506,44 @@ class Gateway(ClarionActor):
         self._queued_timings = [t for t in left if t[1] > oldest] + self._queued_timings
 
     def on_tick(self) -> None:
+        self.cached(lambda: self._idempotency.beat(ALIVE_SECONDS), None)
         if self._queued_timings:
             self._write_timings()
         now = time.monotonic()
         for batch in [b for b in self._pending.values() if b.deadline < now]:
-            if batch.stage == "publish":
-                # The broker may still commit; the rows stay, the caller learns it is unknown.
-                self._fail_open(batch, 504, "publish_unconfirmed",
-                                "the broker did not confirm in time; the notification may"
-                                " still be delivered")
-            else:
-                self._fail_open(batch, 504, "timeout", "an internal actor did not answer in time")
+            self._fail_open(batch, 504, "timeout", "an internal actor did not answer in time")
 
     def on_poison(self, message: Any, receiver: Any) -> None:
         batch = self._pending.get(getattr(message, "batch_id", ""))
-        if batch is None:
-            return
-        if batch.stage == "publish":
-            self._withdraw(batch)  # its rows are written: take them back, never leave them queued
-        else:
+        if batch is not None:
             self._fail_open(batch, 500, "internal_error",
                             "an internal actor failed on this request")
+
+
+def _new_notification(item: NotificationRequest, notification_id: str, rendering: Rendering,
+                      deliveries: tuple[NewDelivery, ...], messages: list[Outgoing],
+                      hops: dict[str, float]) -> NewNotification:
+    notification = NewNotification(
+        notification_id, item.user_id, item.template_key, rendering.template_version,
+        rendering.language, item.priority, item.request_id, item.idempotency_key,
+        item.message_data, deliveries, fingerprint(item) if item.idempotency_key else None,
+        hops, created_by=item.principal, messages=tuple(m.envelope() for m in messages))
+    if item.idempotency_key:
+        # Kept with the row: a replay answered from the database says what the 202 said.
+        notification = dataclasses.replace(notification,
+                                           accepted_reply=_accepted_data(notification))
+    return notification
+
+
+def _accepted_data(n: NewNotification) -> dict[str, Any]:
+    """The data of a 202: what was accepted, and how each channel starts."""
+    scheduled = [d.scheduled_for for d in n.deliveries if d.scheduled_for is not None]
+    return {
+        "notification_id": n.notification_id,
+        "status": n.status,
+        "scheduled_for": min(scheduled).isoformat() if scheduled else None,
+        "channels": {d.channel: d.status for d in n.deliveries},
+        "language": n.language,
+        "template_version": n.template_version,
+        "request_id": n.request_id,
+    }

@@ -1,7 +1,7 @@
 """Every message Clarion's actors exchange, in one place.
 
 Commands are imperative (`SendBatch`, `RenderBatch`), answers and events past tense (`Rendered`,
-`Published`). All are frozen, slotted dataclasses that pickle: multiprocTCPBase pickles every
+`UsersResolved`). All are frozen, slotted dataclasses that pickle: multiprocTCPBase pickles every
 message between processes.
 
 The hot path is batch-shaped: a Thespian hop costs about 1 ms whatever it carries
@@ -9,8 +9,8 @@ The hot path is batch-shaped: a Thespian hop costs about 1 ms whatever it carrie
 
     bridge ──SendBatch──▶ Gateway ──ResolveUsers──▶ Users ──UsersResolved──▶ Gateway
                                   ──RenderBatch───▶ Templates ──Rendered───▶ Gateway
-                                  ──PublishBatch──▶ Publisher ──Published──▶ Gateway
-           ◀──Replies────────────  (after the broker committed the batch)
+           ◀──Replies────────────  (once the batch and its broker messages are committed)
+                                  ──RelayOutbox───▶ Publisher ──▶ RabbitMQ
 
 Management commands (`CreateUser`, `StatusRequest`, ...) travel the same way inside a `SendBatch`;
 the Gateway hands each to the actor that owns it, which answers the bridge directly.
@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 from clarion.config.settings import Settings
-from clarion.persistence.broker import Outgoing
 from clarion.persistence.records import Template, User
 
 _M = TypeVar("_M")
@@ -327,19 +326,16 @@ class Rendered:
 
 
 @message
-class PublishBatch:
-    batch_id: str
-    messages: tuple[Outgoing, ...] = field(default_factory=tuple)
+class RelayOutbox:
+    """The Gateway tells the Publisher that these outbox rows were just committed: publish them
+    now. Nothing answers; if the message is lost, the Publisher's sweep finds the rows."""
+
+    message_ids: tuple[int, ...]
 
 
 @message
-class Published:
-    """The broker committed (ok) or refused the whole batch."""
-
-    batch_id: str
-    ok: bool
-    error: str | None = None
-    retry_after: float = 0.0  # the broker's breaker is open: when to try again
+class SweepOutbox:
+    """The Publisher to itself: more outbox rows are waiting, relay the next chunk."""
 
 
 # --- dead letters (owned by the Publisher: it holds the broker connection) -----------------

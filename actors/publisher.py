@@ -1,14 +1,20 @@
-"""Publisher actor: one long-lived RabbitMQ connection, one committed transaction per batch.
+"""Publisher actor: the relay of the transactional outbox, on one long-lived RabbitMQ connection.
 
-Takes:   PublishBatch → answers Published (the sender: the Gateway) once the broker committed
-         the whole batch, or refused it.
+Takes:   RelayOutbox (from the Gateway, right after it committed a batch) → publishes those rows
+         with publisher confirms and deletes them; answers nothing.
+         Its tick: sweeps every row still waiting (left by a restart, a broker outage, a lost
+         RelayOutbox, a delivery actor that died before relaying its retries), in chunks, and
+         queues the deliveries held for quiet hours whose time has come.
          SendBatch of ReplayDeadLetters / DiscardDeadLetter (operators, via the Gateway) →
          answers Replies to the batch's `reply_to`.
+
+While RabbitMQ is down nothing here is in a hurry: the rows wait in PostgreSQL (Clarion keeps
+accepting), the breaker keeps us from hammering the broker, and the sweep drains the backlog
+within about a second of the broker's return (the infrastructure breaker's short reset).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -16,34 +22,26 @@ import psycopg
 from clarion.actors.base import ClarionActor
 from clarion.actors.messages import (
     DiscardDeadLetter,
-    PublishBatch,
-    Published,
+    RelayOutbox,
     Replies,
     ReplayDeadLetters,
     Reply,
     SendBatch,
+    SweepOutbox,
 )
-from clarion.persistence import dead_letters
+from clarion.persistence import broker_outbox, dead_letters
 from clarion.persistence import notifications as notification_repo
-from clarion.persistence.broker import BatchPublisher, Outgoing, PublishError, UnroutableError
-from clarion.supervision.backoff import backoff_delay
-
-MAX_ATTEMPTS = 5  # per batch, then the Gateway answers 503
-
-
-@dataclass
-class _Retry:
-    message: PublishBatch
-    sender: Any
-    attempt: int
+from clarion.persistence.broker import BatchPublisher, PublishError, UnroutableError
+from clarion.supervision import metrics
 
 
 class Publisher(ClarionActor):
     def setup(self) -> None:
         assert self.settings is not None
-        self._publisher = BatchPublisher(self.settings.amqp_url, "clarion-publisher")
+        self._publisher = BatchPublisher(self.settings.amqp_url, "clarion-publisher",
+                                         self.settings.queue_type)
         self._breaker = self.breaker("rabbitmq")
-        self._retries: dict[str, _Retry] = {}
+        self._sweeping = False  # a SweepOutbox to ourselves is on its way
 
     def teardown(self) -> None:
         if hasattr(self, "_publisher"):
@@ -52,82 +50,63 @@ class Publisher(ClarionActor):
     def on_tick(self) -> None:
         self._publisher.keep_alive()
         self._release_due()
+        self._sweep()
+
+    # -- relaying -----------------------------------------------------------------------------
+
+    def receiveMsg_RelayOutbox(self, message: RelayOutbox, sender: Any) -> None:
+        self._relay(message.message_ids)
+
+    def receiveMsg_SweepOutbox(self, message: SweepOutbox, sender: Any) -> None:
+        self._sweeping = False
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Relay the oldest waiting rows; while a whole chunk went out, go on in a message to
+        ourselves, so that other messages are served between chunks of a long backlog."""
+        if self._sweeping:
+            return
+        if self._relay(None) >= broker_outbox.RELAY_CHUNK:
+            self._sweeping = True
+            self.send(self.myAddress, SweepOutbox())
+
+    def _relay(self, message_ids: tuple[int, ...] | list[int] | None) -> int:
+        """Publish outbox rows (these, or the oldest chunk); how many went out."""
+        if not self._breaker.allow():
+            return 0  # the broker has been failing: the rows wait, the sweep tries again
+        try:
+            sent = self.stored(lambda conn: broker_outbox.relay(conn, self._publisher,
+                                                                message_ids))
+        except UnroutableError as exc:
+            # The topology is wrong or was deleted: those rows stay (the backlog shows them),
+            # the others are published. Not the broker being away: the breaker stays closed.
+            self.log.error("unroutable outbox messages kept", extra={"error": str(exc)})
+            self._breaker.success()
+            return 0
+        except PublishError as exc:
+            self._breaker.failure()
+            self.log.warning("outbox relay failed; rows kept", extra={"error": str(exc)})
+            return 0
+        except psycopg.Error as exc:
+            self.log.warning("outbox relay could not read the outbox",
+                             extra={"error": str(exc)})
+            return 0
+        self._breaker.success()
+        if sent:
+            metrics.OUTBOX_RELAYED.inc(sent)
+        return sent
 
     def _release_due(self) -> None:
-        """Publish the deliveries held for quiet hours whose time has come.
-
-        Taken, published and committed in one database transaction: if the broker refuses
-        them, they stay scheduled for the next tick. (SKIP LOCKED: several hosts' Publishers
-        share the work without taking the same delivery.)
-        """
-        if self._breaker.retry_after() > 0:
-            return  # the broker is failing: leave them scheduled until its breaker lets us try
-        due: list = []
+        """Queue the deliveries held for quiet hours whose time has come: they move to the
+        outbox in one transaction (SKIP LOCKED: several hosts' Publishers share the work)."""
         try:
-            conn = self._conn()
-            with conn.transaction():
-                due = notification_repo.take_due(conn)
-                if due:
-                    error = self._publish([Outgoing(m["channel"], m["body"], m["headers"])
-                                           for m in due])
-                    if error is not None:
-                        raise PublishError(error)
-        except PublishError:
-            self._breaker.failure()
-            return
+            released = self.stored(notification_repo.release_due)
         except psycopg.Error as exc:
-            self.log.error("releasing scheduled deliveries failed", extra={"error": str(exc)})
+            self.log.warning("releasing scheduled deliveries failed", extra={"error": str(exc)})
             return
-        if due:
-            self._breaker.success()
-            self.log.info("scheduled deliveries released", extra={"count": len(due)})
-
-    def receiveMsg_PublishBatch(self, message: PublishBatch, sender: Any) -> None:
-        self._attempt(_Retry(message, sender, 1))
-
-    def _attempt(self, work: _Retry) -> None:
-        """Publish a batch; on failure retry with backoff on a timer, never blocking."""
-        batch_id = work.message.batch_id
-        if not self._breaker.allow():
-            # Fail fast: the broker has been failing, and the caller should hear it now.
-            self._retries.pop(batch_id, None)
-            self.send(work.sender, Published(batch_id, False, "broker_unavailable",
-                                             retry_after=self._breaker.retry_after()))
-            return
-        error = self._publish(work.message.messages)
-        if error is None:
-            self._breaker.success()
-            self._retries.pop(batch_id, None)
-            self.send(work.sender, Published(batch_id, True))
-            return
-        self._breaker.failure()
-        if work.attempt >= MAX_ATTEMPTS or error.startswith("unroutable"):
-            self._retries.pop(batch_id, None)
-            self.send(work.sender, Published(batch_id, False, error,
-                                             retry_after=self._breaker.retry_after()))
-            return
-        work.attempt += 1
-        self._retries[batch_id] = work
-        self.wakeupAfter(backoff_delay(work.attempt - 1), payload=("publish", batch_id))
-
-    def on_wakeup(self, payload: Any) -> None:
-        if isinstance(payload, tuple) and payload[0] == "publish":
-            work = self._retries.get(payload[1])
-            if work is not None:
-                self._attempt(work)
-
-    def _publish(self, messages: tuple[Outgoing, ...] | list[Outgoing]) -> str | None:
-        """Publish and commit once; the error if the broker did not take them."""
-        try:
-            self._publisher.publish(messages)
-        except UnroutableError as exc:
-            # Committed already: publishing again would duplicate the routed ones.
-            self.log.error("unroutable messages", extra={"error": str(exc)})
-            return f"unroutable: {exc}"
-        except PublishError as exc:
-            self.log.warning("publish failed", extra={"error": str(exc)})
-            return str(exc)
-        return None
+        if released:
+            self.log.info("scheduled deliveries released", extra={"count": len(released)})
+            self._relay(released)
 
     # -- dead letters -------------------------------------------------------------------------
 
@@ -141,45 +120,27 @@ class Publisher(ClarionActor):
         self.send(message.reply_to, Replies(message.batch_id, tuple(replies)))
 
     def _replay(self, command: ReplayDeadLetters) -> Reply:
-        # The reset is committed before the messages are published: a delivery actor that got a
-        # replayed message before the commit would find the attempts of the dead delivery and
-        # drop it. If the broker then refuses them, the reset is undone.
+        # One transaction resets the deliveries and puts the messages in the outbox: from its
+        # commit on, the replay happens, whatever the broker is doing right now.
         try:
-            conn = self._conn()
-            with conn.transaction():
-                taken = dead_letters.take_for_replay(
-                    conn, list(command.ids) if command.ids is not None else None,
-                    command.channel, command.error_code, command.limit)
+            ids, outbox_ids = self.stored(lambda conn: dead_letters.replay(
+                conn, list(command.ids) if command.ids is not None else None,
+                command.channel, command.error_code, command.limit))
         except psycopg.Error as exc:
             self.log.error("replay failed", extra={"error": str(exc)})
             return Reply(command.correlation_id, 503, error_code="storage_unavailable",
                          message="storage is unavailable; nothing was replayed")
-        if command.ids is not None and len(command.ids) == 1 and not taken:
+        if command.ids is not None and len(command.ids) == 1 and not ids:
             return Reply(command.correlation_id, 404, error_code="dead_letter_not_found",
                          message=f"no dead letter {command.ids[0]} waiting for replay")
-        messages = [
-            Outgoing(body["channel"], {**body, "attempt": 1}, {
-                "x-request-id": body.get("request_id") or "",
-                "x-notification-id": body["notification_id"], "x-attempt": 1,
-                "x-replayed-from": dead_letter_id})
-            for dead_letter_id, body in taken
-        ]
-        ids = [dead_letter_id for dead_letter_id, _ in taken]
-        if messages and self._publish(messages) is not None:
-            try:
-                dead_letters.undo_replay(self._conn(), ids)
-            except psycopg.Error as exc:
-                self.log.error("undoing a failed replay failed", extra={
-                    "error": str(exc), "dead_letter_ids": ids})
-            return Reply(command.correlation_id, 503, error_code="broker_unavailable",
-                         message="the message broker is unavailable; nothing was replayed")
+        self._relay(outbox_ids)
         self.log.info("dead letters replayed", extra={"count": len(ids)})
         return Reply(command.correlation_id, 200, data={"replayed": ids, "count": len(ids)},
                      message=f"{len(ids)} dead letter(s) replayed")
 
     def _discard(self, command: DiscardDeadLetter) -> Reply:
         try:
-            found = dead_letters.discard(self._conn(), command.dead_letter_id)
+            found = self.stored(lambda conn: dead_letters.discard(conn, command.dead_letter_id))
         except psycopg.Error as exc:
             self.log.error("discard failed", extra={"error": str(exc)})
             return Reply(command.correlation_id, 503, error_code="storage_unavailable",

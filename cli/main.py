@@ -38,7 +38,7 @@ def _declare_queues(settings: Settings) -> None:
 
     conn = broker.connect(settings.amqp_url, "clarion-migrate")
     try:
-        broker.declare_topology(conn.channel())
+        broker.declare_topology(conn.channel(), settings.queue_type)
     finally:
         conn.close()
 

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/clarion"
     redis_url: str = "redis://127.0.0.1:6379/0"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    # The work queues, the delay ladder and the DLQ: `classic` (the default: on one broker node
+    # a quorum queue replicates to nobody and costs more) or `quorum` (replicated, for a RabbitMQ
+    # cluster). An existing queue keeps its type: RabbitMQ refuses to redeclare it as the other.
+    queue_type: Literal["classic", "quorum"] = "classic"
 
     # HTTP front door.
     http_host: str = "127.0.0.1"
@@ -90,6 +94,10 @@ class Settings(BaseSettings):
     # let one trial call through after the timeout.
     breaker_failure_threshold: int = Field(5, ge=1, le=1000)
     breaker_reset_timeout: float = Field(60.0, gt=0, le=3600)
+    # The same for Clarion's own infrastructure (PostgreSQL, Redis, RabbitMQ): a short wait, so
+    # that a service back after a blip is used again within about this long (a provider's 60 s
+    # protects someone else's service; ours we would rather probe every second).
+    infra_breaker_reset_timeout: float = Field(1.0, gt=0, le=3600)
 
     # Alerts: a work queue above this many messages for this long raises `queue_backlog`;
     # alerts are also POSTed as JSON to the webhook when one is set.

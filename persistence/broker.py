@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import json
+import select
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,42 +60,75 @@ def connect(url: str, name: str) -> pika.BlockingConnection:
     return pika.BlockingConnection(connection_parameters(url, name))
 
 
-def declare_topology(channel: BlockingChannel) -> None:
-    """Declare every exchange and queue; safe to call again (declarations are idempotent)."""
+def _queue_arguments(queue_type: str, **arguments: Any) -> dict[str, Any]:
+    # A classic queue is declared without `x-queue-type`, as it always was: queues declared by
+    # earlier versions stay equivalent and keep their messages.
+    return {**arguments, "x-queue-type": "quorum"} if queue_type == "quorum" else arguments
+
+
+def declare_topology(channel: BlockingChannel, queue_type: str = "classic") -> None:
+    """Declare every exchange and queue; safe to call again (declarations are idempotent).
+
+    `queue_type` "quorum" makes every queue a replicated quorum queue (a RabbitMQ cluster);
+    dead-lettering, per-queue TTLs, the length limit and drop-head all work the same on both.
+    """
     channel.exchange_declare(EXCHANGE, exchange_type="direct", durable=True)
     channel.queue_declare(
         FAILED_QUEUE,
         durable=True,
-        arguments={
-            "x-message-ttl": DLQ_TTL_MS,
-            "x-max-length": DLQ_MAX_LENGTH,
-            # When full, the oldest dead letter goes: the newest failures are the ones an operator
-            # is most likely still able to act on. Documented in README "Operating".
-            "x-overflow": "drop-head",
-        },
+        arguments=_queue_arguments(
+            queue_type,
+            **{
+                "x-message-ttl": DLQ_TTL_MS,
+                "x-max-length": DLQ_MAX_LENGTH,
+                # When full, the oldest dead letter goes: the newest failures are the ones an
+                # operator is most likely still able to act on; every dead letter is also kept
+                # in PostgreSQL (dead_letters), which is what the API replays from. README
+                # "Operating".
+                "x-overflow": "drop-head",
+            },
+        ),
     )
     for routing_key, queue in WORK_QUEUES.items():
         channel.queue_declare(
             queue,
             durable=True,
-            arguments={
-                # A message a delivery actor rejects (requeue=False) lands in the DLQ.
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": FAILED_QUEUE,
-            },
+            arguments=_queue_arguments(
+                queue_type,
+                **{
+                    # A message a delivery actor rejects (requeue=False) lands in the DLQ.
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": FAILED_QUEUE,
+                },
+            ),
         )
         channel.queue_bind(queue, EXCHANGE, routing_key=routing_key)
         for delay in RETRY_DELAYS:
             channel.queue_declare(
                 retry_queue(routing_key, delay),
                 durable=True,
-                arguments={
-                    # This HAS to be one value per queue: messages expire in order.
-                    "x-message-ttl": delay * 1000,
-                    "x-dead-letter-exchange": EXCHANGE,
-                    "x-dead-letter-routing-key": routing_key,
-                },
+                arguments=_queue_arguments(
+                    queue_type,
+                    **{
+                        # This HAS to be one value per queue: messages expire in order.
+                        "x-message-ttl": delay * 1000,
+                        "x-dead-letter-exchange": EXCHANGE,
+                        "x-dead-letter-routing-key": routing_key,
+                    },
+                ),
             )
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message exactly as it goes on the wire: where to, its headers and its JSON bytes.
+
+    What the transactional outbox stores (`broker_outbox`) and the relay publishes."""
+
+    exchange: str  # "" is the default exchange: straight to the queue named by routing_key
+    routing_key: str
+    headers: dict[str, Any]
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,79 +139,156 @@ class Outgoing:
     body: dict[str, Any]
     headers: dict[str, Any] = field(default_factory=dict)
 
+    def envelope(self) -> Envelope:
+        return Envelope(EXCHANGE, self.channel, self.headers,
+                        json.dumps(self.body, separators=(",", ":")).encode("utf-8"))
+
+
+def to_queue(queue: str, body: dict[str, Any], headers: dict[str, Any]) -> Envelope:
+    """A message straight to `queue` (a delay queue of the retry ladder, or the DLQ)."""
+    return Envelope("", queue, headers, json.dumps(body, separators=(",", ":")).encode("utf-8"))
+
 
 class PublishError(Exception):
-    """The broker did not take every message of a batch (nothing was committed)."""
+    """The broker did not confirm every message of a batch (some may have got through)."""
 
 
 class UnroutableError(PublishError):
-    """The batch was committed, but some messages matched no queue (the topology is wrong)."""
+    """The broker confirmed the batch, but some messages matched no queue (the topology is
+    wrong, or was deleted under us). The others are safely queued."""
+
+    def __init__(self, message: str, outbox_ids: frozenset[int] = frozenset()) -> None:
+        super().__init__(message)
+        self.outbox_ids = outbox_ids  # the `x-outbox-id` of each message that came back
 
 
 class BatchPublisher:
-    """Publishes batches in AMQP transactions: one broker round trip per batch.
+    """Publishes batches with publisher confirms: one broker round trip per batch.
 
-    A committed transaction is the broker's word that every message is routed to its durable
-    queue, which is what a 202 needs (notes/rabbitmq.md: one confirm wait per message would cap
-    us near 950 msg/s; a transaction of 100 reaches ~4,400).
+    Every message of a batch is written at once, then the broker's acks are awaited together
+    (RabbitMQ acks a run of messages with one `multiple` frame). An ack is the broker's word that
+    the message is routed to its durable queues, which is what the outbox relay needs before it
+    deletes a row (notes/rabbitmq.md: one confirm wait per message would cap us near 950 msg/s).
+
+    pika's BlockingChannel only knows one wait per message, so confirms are switched on on the
+    underlying channel (`_impl`, a private pika 1.x name, checked at connect) with our own
+    callbacks, and the socket is served until every delivery tag is settled.
     """
 
-    def __init__(self, url: str, name: str = "clarion-publisher") -> None:
+    def __init__(self, url: str, name: str = "clarion-publisher", queue_type: str = "classic",
+                 confirm_timeout: float = 10.0) -> None:
         self._url = url
         self._name = name
+        self._queue_type = queue_type
+        self._confirm_timeout = confirm_timeout
         self._conn: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
-        self._returned: list[str] = []
+        self._impl: Any = None
+        self._next_tag = 1  # the delivery tag the broker gives our next publish
+        self._unconfirmed: set[int] = set()
+        self._nacked = 0
+        self._returned: list[tuple[str, Any]] = []  # (routing key, x-outbox-id)
 
-    def _open(self) -> BlockingChannel:
-        if self._channel is None or not self._channel.is_open:
+    def _open(self) -> Any:
+        if self._channel is None or not self._channel.is_open or self._conn is None \
+                or not self._conn.is_open:
             self.close()
             self._conn = connect(self._url, self._name)
             channel = self._conn.channel()
-            declare_topology(channel)
-            channel.tx_select()
-            channel.add_on_return_callback(self._on_return)
-            self._channel = channel
-        return self._channel
+            declare_topology(channel, self._queue_type)
+            impl = getattr(channel, "_impl", None)
+            if impl is None or not hasattr(impl, "confirm_delivery"):
+                raise RuntimeError("pika changed: BlockingChannel._impl is gone (need pika 1.x)")
+            selected: list[bool] = []
+            impl.confirm_delivery(self._on_confirm, callback=lambda _frame: selected.append(True))
+            # Called from pika's I/O loop as the frame arrives: a basic.return always comes
+            # before the ack of the same message, so it is counted by the time we see the ack.
+            impl.add_on_return_callback(self._on_return)
+            self._channel, self._impl = channel, impl
+            self._next_tag = 1
+            self._unconfirmed.clear()
+            self._serve_until(lambda: bool(selected), self._confirm_timeout)
+            if not selected:
+                raise PublishError("the broker did not switch on publisher confirms")
+        return self._impl
 
-    def _on_return(self, _channel: Any, method: Any, _props: Any, _body: bytes) -> None:
-        self._returned.append(method.routing_key)
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        tag = method.delivery_tag
+        if method.multiple:
+            settled = {t for t in self._unconfirmed if t <= tag}
+        else:
+            settled = {tag} & self._unconfirmed
+        self._unconfirmed -= settled
+        if isinstance(method, pika.spec.Basic.Nack):
+            self._nacked += len(settled)
 
-    def publish(self, messages: Sequence[Outgoing]) -> None:
-        """Publish and commit; raise PublishError if any message was not routed or committed."""
+    def _on_return(self, _channel: Any, method: Any, props: Any, _body: bytes) -> None:
+        self._returned.append((method.routing_key, (props.headers or {}).get("x-outbox-id")))
+
+    def _serve_until(self, done: Any, timeout: float) -> None:
+        """Serve the connection's I/O until `done()` or the timeout."""
+        assert self._conn is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            self._conn.process_data_events(time_limit=0)
+            if done() or self._channel is None or not self._channel.is_open:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            # process_data_events(time_limit=x) waits out x even when a frame arrived: wait on
+            # the socket instead, and serve it the moment something is there.
+            try:
+                sock = self._conn._impl._transport._sock  # a private pika 1.x name
+            except AttributeError:
+                time.sleep(min(left, 0.001))
+                continue
+            select.select([sock], [], [], min(left, 0.5))
+
+    def publish(self, messages: Sequence[Outgoing | Envelope]) -> None:
+        """Publish and wait for the broker's confirms; raise PublishError unless the broker
+        confirmed every message (UnroutableError if it confirmed them but some matched no
+        queue)."""
         if not messages:
             return
         try:
-            channel = self._open()
+            impl = self._open()
             self._returned.clear()
-            # BlockingChannel.basic_publish writes each message to the socket before returning
-            # (one send per message: half the Publisher's CPU under load, py-spy). Inside a
-            # transaction nothing counts before the commit, so the messages are queued on the
-            # underlying channel and `tx_commit` sends them and the commit in one go.
-            publish = getattr(channel, "_impl", channel).basic_publish
+            self._nacked = 0
+            first = self._next_tag
             for message in messages:
-                publish(
-                    exchange=EXCHANGE,
-                    routing_key=message.channel,
-                    body=json.dumps(message.body).encode("utf-8"),
+                envelope = message.envelope() if isinstance(message, Outgoing) else message
+                impl.basic_publish(
+                    exchange=envelope.exchange,
+                    routing_key=envelope.routing_key,
+                    body=envelope.body,
                     properties=pika.BasicProperties(
                         delivery_mode=pika.DeliveryMode.Persistent,
                         content_type="application/json",
-                        headers=message.headers,
+                        headers=envelope.headers,
                     ),
                     # mandatory: an unroutable message comes back instead of vanishing.
                     mandatory=True,
                 )
-            channel.tx_commit()
-            # basic.return frames arrive before commit-ok, but BlockingConnection only hands them
-            # to our callback while it processes events.
-            assert self._conn is not None
-            self._conn.process_data_events(time_limit=0)
-        except pika.exceptions.AMQPError as exc:
+            self._next_tag = first + len(messages)
+            self._unconfirmed.update(range(first, self._next_tag))
+            self._serve_until(lambda: not self._unconfirmed, self._confirm_timeout)
+        except (pika.exceptions.AMQPError, OSError) as exc:
             self.close()
             raise PublishError(f"broker error: {exc.__class__.__name__}") from exc
+        if self._unconfirmed:
+            self.close()  # late confirms would be counted against the next batch
+            raise PublishError(f"{len(self._unconfirmed)} message(s) not confirmed within"
+                               f" {self._confirm_timeout:.0f} s")
+        if self._nacked:
+            raise PublishError(f"the broker refused {self._nacked} message(s) (nack)")
         if self._returned:
-            raise UnroutableError(f"unroutable: {sorted(set(self._returned))}")
+            returned, self._returned = self._returned, []
+            # Declared again on the next connection, in case the queues were deleted under us.
+            self.close()
+            raise UnroutableError(f"unroutable: {sorted({key for key, _ in returned})}",
+                                  frozenset(int(i) for _, i in returned if i is not None))
 
     def keep_alive(self) -> None:
         """Serve heartbeats while idle (BlockingConnection only does it inside calls)."""
@@ -187,7 +299,8 @@ class BatchPublisher:
                 self.close()
 
     def close(self) -> None:
-        conn, self._conn, self._channel = self._conn, None, None
+        conn, self._conn, self._channel, self._impl = self._conn, None, None, None
+        self._unconfirmed.clear()
         if conn is not None and conn.is_open:
             try:
                 conn.close()

@@ -1,7 +1,7 @@
 """Dead letters: deliveries that failed for good, for operators to review, replay or discard.
 
-Delivery actors write them (`notifications.record_outcomes`); the Publisher replays them; the
-HTTP layer lists them itself (`list_dead`, async, read-only).
+Delivery actors write them (`notifications.record_outcomes`); the Publisher replays them
+through the outbox; the HTTP layer lists them itself (`list_dead`, async, read-only).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from clarion.persistence import broker_outbox
 from clarion.persistence import notifications as notification_repo
+from clarion.persistence.broker import Outgoing
 
 _COLUMNS = ("dead_letter_id, notification_id::text, channel, attempts, error_code, error,"
             " state, created_at, resolved_at")
@@ -32,36 +34,34 @@ async def list_dead(conn: AsyncConnection, channel: str | None, error_code: str 
     return await cur.fetchall(), int(total)
 
 
-def take_for_replay(conn: psycopg.Connection, ids: list[int] | None, channel: str | None,
-                    error_code: str | None, limit: int) -> list[tuple[int, dict[str, Any]]]:
-    """Take up to `limit` dead letters matching the filter (call inside a transaction): they are
-    marked replayed and their deliveries reset (queued, attempt count back to 0)."""
-    rows = conn.execute(
-        "SELECT dead_letter_id, message FROM dead_letters WHERE state = 'dead'"
-        " AND (%(ids)s::bigint[] IS NULL OR dead_letter_id = ANY(%(ids)s::bigint[]))"
-        " AND (%(channel)s::text IS NULL OR channel = %(channel)s::text)"
-        " AND (%(code)s::text IS NULL OR error_code = %(code)s::text)"
-        " ORDER BY dead_letter_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED",
-        {"ids": ids, "channel": channel, "code": error_code, "limit": limit},
-    ).fetchall()
-    if not rows:
-        return []
-    taken = [int(r[0]) for r in rows]
-    conn.execute("UPDATE dead_letters SET state = 'replayed', resolved_at = now()"
-                 " WHERE dead_letter_id = ANY(%s)", (taken,))
-    notification_repo.reset_for_replay(
-        conn, [(r[1]["notification_id"], r[1]["channel"]) for r in rows])
-    return [(int(r[0]), r[1]) for r in rows]
-
-
-def undo_replay(conn: psycopg.Connection, dead_letter_ids: list[int]) -> None:
-    """The broker refused the replayed messages: make them dead letters again."""
-    with conn.transaction():
-        rows = conn.execute(
-            "UPDATE dead_letters SET state = 'dead', resolved_at = NULL"
-            " WHERE dead_letter_id = ANY(%s) RETURNING notification_id::text, channel,"
-            " attempts, error_code, error", (dead_letter_ids,)).fetchall()
-        notification_repo.restore_failed(conn, [tuple(r) for r in rows])
+def replay(conn: psycopg.Connection, ids: list[int] | None, channel: str | None,
+           error_code: str | None, limit: int) -> tuple[list[int], list[int]]:
+    """Replay up to `limit` dead letters matching the filter, in one transaction: each is marked
+    replayed, its delivery starts again (queued, no attempt spent) and its message goes back to
+    its work queue through the outbox, at attempt 1. Returns (dead letter ids, outbox ids)."""
+    with conn.transaction(), conn.cursor() as cur:
+        rows = cur.execute(
+            "SELECT dead_letter_id, message FROM dead_letters WHERE state = 'dead'"
+            " AND (%(ids)s::bigint[] IS NULL OR dead_letter_id = ANY(%(ids)s::bigint[]))"
+            " AND (%(channel)s::text IS NULL OR channel = %(channel)s::text)"
+            " AND (%(code)s::text IS NULL OR error_code = %(code)s::text)"
+            " ORDER BY dead_letter_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED",
+            {"ids": ids, "channel": channel, "code": error_code, "limit": limit},
+        ).fetchall()
+        if not rows:
+            return [], []
+        taken = [int(r[0]) for r in rows]
+        cur.execute("UPDATE dead_letters SET state = 'replayed', resolved_at = now()"
+                    " WHERE dead_letter_id = ANY(%s)", (taken,))
+        notification_repo.reset_for_replay(
+            conn, [(r[1]["notification_id"], r[1]["channel"]) for r in rows])
+        outbox_ids = broker_outbox.add(cur, [
+            Outgoing(body["channel"], {**body, "attempt": 1}, {
+                "x-request-id": body.get("request_id") or "",
+                "x-notification-id": body["notification_id"], "x-attempt": 1,
+                "x-replayed-from": dead_letter_id}).envelope()
+            for dead_letter_id, body in rows])
+    return taken, outbox_ids
 
 
 def discard(conn: psycopg.Connection, dead_letter_id: int) -> bool:

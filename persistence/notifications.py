@@ -15,6 +15,9 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from clarion.persistence import broker_outbox
+from clarion.persistence.broker import Envelope, Outgoing
+
 # Notification status, derived from its deliveries:
 #   queued          some channel is still on its way (queued, or retrying after a passing failure)
 #   scheduled       nothing on its way yet: held for the user's quiet hours
@@ -62,6 +65,11 @@ class NewNotification:
     deliveries: tuple[NewDelivery, ...]
     request_fingerprint: str | None = None
     hops: dict[str, float] = field(default_factory=dict)  # hop → epoch seconds
+    created_by: str | None = None  # the principal that asked for it
+    # The 202's data, kept for a request with an idempotency key: a replay answered from the
+    # database then says exactly what the first answer said.
+    accepted_reply: dict[str, Any] | None = None
+    messages: tuple[Envelope, ...] = ()  # its broker messages, for the outbox
 
     @property
     def status(self) -> str:
@@ -90,6 +98,7 @@ class Outcome:
     error: str | None = None
     retry_in: float | None = None
     dead_message: dict[str, Any] | None = None
+    messages: tuple[Envelope, ...] = ()  # what to publish: the retry, or the DLQ copy
 
     @property
     def delivery_status(self) -> str:
@@ -98,50 +107,94 @@ class Outcome:
         return "retrying" if self.retry_in is not None else "failed"
 
 
-class DuplicateIdempotencyKey(Exception):
-    """A notification with this idempotency key already exists."""
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    """What `insert_batch` wrote: the notifications (by id) and their outbox messages."""
+
+    notification_ids: frozenset[str]
+    outbox_ids: tuple[int, ...]
 
 
-def insert_batch(conn: psycopg.Connection, batch: Sequence[NewNotification]) -> None:
-    """Write a batch of new notifications and their deliveries in one transaction."""
+def insert_batch(conn: psycopg.Connection, batch: Sequence[NewNotification]) -> Inserted:
+    """Write new notifications, their deliveries and their broker messages (the transactional
+    outbox) in one transaction: once it commits, each is as good as queued.
+
+    A notification whose id or idempotency key is taken already is left out, alone, and not in
+    the result: the caller answers it from what is stored (`existing`). (Its id: an earlier try
+    of this very batch committed although its commit was not acknowledged. Its key: another
+    request with the key got there first, or is committing now; ON CONFLICT waits for that one.)
+    """
     if not batch:
-        return
-    try:
-        with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO notifications (notification_id, user_id, template_key,"
-                " template_version, language, status, priority, request_id, idempotency_key,"
-                " message_data, request_fingerprint, hops)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        n.notification_id, n.user_id, n.template_key, n.template_version,
-                        n.language, n.status, n.priority, n.request_id, n.idempotency_key,
-                        Jsonb(n.message_data), n.request_fingerprint, Jsonb(n.hops),
-                    )
-                    for n in batch
-                ],
-            )
-            cur.executemany(
+        return Inserted(frozenset(), ())
+    with conn.transaction(), conn.cursor() as cur:
+        written = cur.execute(
+            "INSERT INTO notifications (notification_id, user_id, template_key,"
+            " template_version, language, status, priority, request_id, idempotency_key,"
+            " message_data, request_fingerprint, hops, accepted_reply, created_by)"
+            " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::int[], %s::text[],"
+            " %s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[], %s::text[],"
+            " %s::jsonb[], %s::jsonb[], %s::text[])"
+            " ON CONFLICT DO NOTHING RETURNING notification_id::text",
+            (
+                [n.notification_id for n in batch], [n.user_id for n in batch],
+                [n.template_key for n in batch], [n.template_version for n in batch],
+                [n.language for n in batch], [n.status for n in batch],
+                [n.priority for n in batch], [n.request_id for n in batch],
+                [n.idempotency_key for n in batch], [Jsonb(n.message_data) for n in batch],
+                [n.request_fingerprint for n in batch], [Jsonb(n.hops) for n in batch],
+                [_jsonb_or_null(n.accepted_reply) for n in batch],
+                [n.created_by for n in batch],
+            ),
+        ).fetchall()
+        inserted = frozenset(row[0] for row in written)
+        kept = [n for n in batch if n.notification_id in inserted]
+        deliveries = [(n, d) for n in kept for d in n.deliveries]
+        if deliveries:
+            cur.execute(
                 "INSERT INTO deliveries (notification_id, channel, status, recipient, content,"
                 " error_code, error, next_attempt_at, pending_message, finished_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                " CASE WHEN %s = 'skipped' THEN now() END)",
-                [
-                    (
-                        n.notification_id, d.channel, d.status, d.recipient, Jsonb(d.content),
-                        d.error_code, d.error, d.scheduled_for,
-                        Jsonb(d.pending_message) if d.pending_message is not None else None,
-                        d.status,
-                    )
-                    for n in batch
-                    for d in n.deliveries
-                ],
+                " SELECT d.id, d.channel, d.status, d.recipient, d.content, d.error_code,"
+                " d.error, d.next_at, d.pending, CASE WHEN d.status = 'skipped' THEN now() END"
+                " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::jsonb[],"
+                " %s::text[], %s::text[], %s::timestamptz[], %s::jsonb[])"
+                " AS d(id, channel, status, recipient, content, error_code, error, next_at,"
+                " pending)",
+                (
+                    [n.notification_id for n, _ in deliveries], [d.channel for _, d in deliveries],
+                    [d.status for _, d in deliveries], [d.recipient for _, d in deliveries],
+                    [Jsonb(d.content) for _, d in deliveries],
+                    [d.error_code for _, d in deliveries], [d.error for _, d in deliveries],
+                    [d.scheduled_for for _, d in deliveries],
+                    [_jsonb_or_null(d.pending_message) for _, d in deliveries],
+                ),
             )
-    except psycopg.errors.UniqueViolation as exc:
-        if exc.diag.constraint_name == "notifications_idempotency_key_key":
-            raise DuplicateIdempotencyKey() from None
-        raise
+        outbox_ids = broker_outbox.add(cur, [m for n in kept for m in n.messages])
+    return Inserted(inserted, tuple(outbox_ids))
+
+
+def _jsonb_or_null(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
+
+
+def existing(conn: psycopg.Connection, notification_ids: Iterable[str],
+             idempotency_keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Stored notifications with these ids or idempotency keys, by id and by key (both keys
+    in one dict: ids are UUIDs and keys carry a principal prefix, so they never meet)."""
+    rows = conn.execute(
+        "SELECT notification_id::text, idempotency_key, request_fingerprint, status, language,"
+        " template_version, request_id, accepted_reply FROM notifications"
+        " WHERE notification_id = ANY(%s::uuid[]) OR idempotency_key = ANY(%s::text[])",
+        (list(notification_ids), list(idempotency_keys)),
+    ).fetchall()
+    found: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        record = {"notification_id": r[0], "idempotency_key": r[1], "fingerprint": r[2],
+                  "status": r[3], "language": r[4], "template_version": r[5],
+                  "request_id": r[6], "accepted_reply": r[7]}
+        found[r[0]] = record
+        if r[1] is not None:
+            found[r[1]] = record
+    return found
 
 
 def record_hops(conn: psycopg.Connection, hop: str,
@@ -171,144 +224,156 @@ def record_hops(conn: psycopg.Connection, hop: str,
     return [t for t in timings if t[0] not in done]
 
 
-def by_idempotency_keys(conn: psycopg.Connection,
-                        keys: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Existing notifications for these idempotency keys, by key."""
-    rows = conn.execute(
-        "SELECT idempotency_key, notification_id::text, request_fingerprint, status, language,"
-        " template_version, request_id FROM notifications WHERE idempotency_key = ANY(%s)",
-        (list(keys),),
-    )
-    return {
-        r[0]: {"notification_id": r[1], "fingerprint": r[2], "status": r[3], "language": r[4],
-               "template_version": r[5], "request_id": r[6]}
-        for r in rows
-    }
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One message a delivery actor wants to send: its delivery and attempt number."""
+
+    notification_id: str
+    channel: str
+    attempt: int
 
 
-def delete(conn: psycopg.Connection, notification_ids: Iterable[str]) -> None:
-    """Remove notifications that were never accepted (the broker refused them)."""
-    with conn.transaction():
-        conn.execute("DELETE FROM notifications WHERE notification_id = ANY(%s)",
-                     (list(notification_ids),))
+# What claiming found, per message:
+SEND = "send"  # claimed for us: call the provider
+DONE = "done"  # recorded already, or not waiting for delivery (sent, failed, gone): ack it
+HELD = "held"  # another process claimed this attempt moments ago and may be sending it now
 
 
-def pending_attempts(conn: psycopg.Connection,
-                     keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """For the (notification_id, channel) pairs still waiting for delivery: attempts made so far.
+def claim_attempts(conn: psycopg.Connection, owner: str, claims: Sequence[Claim],
+                   lease_seconds: float) -> dict[Claim, str]:
+    """Claim attempts before calling the provider, in one statement: SEND, DONE or HELD each.
 
-    A delivery actor sends a message only if its pair is here and the message's attempt is
-    beyond the attempts recorded. So a message redelivered after a crash between the provider
-    call and the ack (its outcome already recorded) does not reach the provider twice, and a
-    withdrawn notification (the broker failed its batch, the caller got a 503) has no row.
+    An attempt is claimed once. A second copy of the message (the outbox published it twice; a
+    redelivery after the broker lost our connection) finds it claimed and is not sent again:
+    DONE once its outcome is recorded, HELD while the claim is fresh. A claim older than
+    `lease_seconds` with no outcome belongs to a process that died mid-call: the attempt is
+    claimed again and sent again (the one duplicate physics allows, README "Delivery
+    guarantees"). `owner` may re-claim its own claims.
     """
-    pairs = list(keys)
-    if not pairs:
+    if not claims:
         return {}
     rows = conn.execute(
-        "SELECT notification_id::text, channel, attempts FROM deliveries"
-        " WHERE (notification_id, channel) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))"
-        # 'scheduled' too: a released delivery's message can arrive before its release commits.
-        " AND status IN ('queued', 'retrying', 'scheduled')",
-        ([p[0] for p in pairs], [p[1] for p in pairs]),
-    )
-    return {(row[0], row[1]): int(row[2]) for row in rows}
-
-
-def take_due(conn: psycopg.Connection, limit: int = 500) -> list[dict[str, Any]]:
-    """Scheduled deliveries whose time has come, marked queued (call inside a transaction, and
-    commit it only once their messages are published). Returns their stored messages."""
-    rows = conn.execute(
-        "SELECT notification_id::text, channel, pending_message FROM deliveries"
-        " WHERE status = 'scheduled' AND next_attempt_at <= now()"
-        " ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
-        (limit,),
+        "WITH wanted AS ("
+        "  SELECT * FROM unnest(%(ids)s::uuid[], %(channels)s::text[], %(attempts)s::int[])"
+        "  AS w(notification_id, channel, attempt)),"
+        " claimed AS ("
+        "  UPDATE deliveries AS d SET claimed_attempt = w.attempt, claimed_by = %(owner)s,"
+        "         claimed_at = now()"
+        "    FROM wanted AS w"
+        "   WHERE d.notification_id = w.notification_id AND d.channel = w.channel"
+        "     AND d.status IN ('queued', 'retrying', 'scheduled') AND d.attempts < w.attempt"
+        "     AND (d.claimed_attempt < w.attempt OR d.claimed_by = %(owner)s"
+        "          OR d.claimed_at < now() - make_interval(secs => %(lease)s))"
+        "  RETURNING d.notification_id, d.channel, w.attempt)"
+        " SELECT w.notification_id::text, w.channel, w.attempt,"
+        "        c.notification_id IS NOT NULL AS mine,"
+        "        d.status IN ('queued', 'retrying', 'scheduled') AND d.attempts < w.attempt"
+        "          AND d.claimed_attempt <= w.attempt AS open"
+        "   FROM wanted AS w"
+        "   LEFT JOIN claimed AS c ON (c.notification_id, c.channel, c.attempt)"
+        "                           = (w.notification_id, w.channel, w.attempt)"
+        "   LEFT JOIN deliveries AS d ON (d.notification_id, d.channel)"
+        "                              = (w.notification_id, w.channel)",
+        {"ids": [c.notification_id for c in claims], "channels": [c.channel for c in claims],
+         "attempts": [c.attempt for c in claims], "owner": owner, "lease": lease_seconds},
     ).fetchall()
-    if not rows:
-        return []
-    conn.execute(
-        "UPDATE deliveries SET status = 'queued', next_attempt_at = NULL, pending_message = NULL"
-        " WHERE (notification_id, channel) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))",
-        ([r[0] for r in rows], [r[1] for r in rows]),
-    )
-    conn.execute(_DERIVE_STATUS, (sorted({r[0] for r in rows}),))
-    return [r[2] for r in rows]
+    # The LEFT JOIN reads the rows as they were before the UPDATE (one snapshot): an attempt
+    # still open there and not claimed by us is someone else's fresh claim.
+    verdicts: dict[Claim, str] = {}
+    for notification_id, channel, attempt, mine, still_open in rows:
+        claim = Claim(notification_id, channel, attempt)
+        verdicts[claim] = SEND if mine else (HELD if still_open else DONE)
+    return verdicts
+
+
+def release_due(conn: psycopg.Connection, limit: int = 500) -> list[int]:
+    """Queue the scheduled deliveries whose time has come: in one transaction, mark them queued
+    and put their stored messages in the outbox. Returns the outbox ids to relay."""
+    with conn.transaction(), conn.cursor() as cur:
+        rows = cur.execute(
+            "SELECT notification_id::text, channel, pending_message FROM deliveries"
+            " WHERE status = 'scheduled' AND next_attempt_at <= now()"
+            " ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED",
+            (limit,),
+        ).fetchall()
+        if not rows:
+            return []
+        cur.execute(
+            "UPDATE deliveries SET status = 'queued', next_attempt_at = NULL,"
+            " pending_message = NULL"
+            " WHERE (notification_id, channel) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))",
+            ([r[0] for r in rows], [r[1] for r in rows]),
+        )
+        cur.execute(_DERIVE_STATUS, (sorted({r[0] for r in rows}),))
+        return broker_outbox.add(cur, [
+            Outgoing(m["channel"], m["body"], m["headers"]).envelope() for _, _, m in rows])
 
 
 def reset_for_replay(conn: psycopg.Connection, pairs: Sequence[tuple[str, str]]) -> None:
-    """Put failed deliveries back to `queued` with no attempts spent (their log stays)."""
+    """Put failed deliveries back to `queued` with no attempts spent and no claim (their log
+    stays), for a replayed dead letter to start again at attempt 1."""
     if not pairs:
         return
     conn.execute(
         "UPDATE deliveries SET status = 'queued', attempts = 0, error_code = NULL, error = NULL,"
-        " finished_at = NULL, next_attempt_at = NULL"
+        " finished_at = NULL, next_attempt_at = NULL, claimed_attempt = 0, claimed_by = NULL,"
+        " claimed_at = NULL"
         " WHERE (notification_id, channel) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))",
         ([p[0] for p in pairs], [p[1] for p in pairs]),
     )
     conn.execute(_DERIVE_STATUS, (sorted({p[0] for p in pairs}),))
 
 
-def restore_failed(conn: psycopg.Connection,
-                   rows: Sequence[tuple[Any, ...]]) -> None:
-    """Undo `reset_for_replay`: (notification_id, channel, attempts, error_code, error) each."""
-    if not rows:
-        return
-    with conn.cursor() as cur:
-        cur.executemany(
-            "UPDATE deliveries SET status = 'failed', attempts = %s, error_code = %s, error = %s,"
-            " finished_at = now() WHERE notification_id = %s AND channel = %s",
-            [(r[2], r[3], r[4], r[0], r[1]) for r in rows],
-        )
-        cur.execute(_DERIVE_STATUS, (sorted({r[0] for r in rows}),))
+def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> list[int]:
+    """Record a run of attempts in one transaction: each attempt's log row, its delivery's new
+    state, its dead letter, its broker message (the retry, or the DLQ copy) in the outbox, and
+    the notifications' derived status. Returns the outbox ids to relay.
 
-
-def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> None:
-    """Record a run of attempts, update their deliveries and derive the notifications' status."""
+    Idempotent per attempt: an attempt already recorded (its delivery is past it) is skipped
+    whole, so recording a run again writes nothing twice and queues no second retry.
+    """
     if not outcomes:
-        return
-    ids = sorted({o.notification_id for o in outcomes})
+        return []
+    outcomes = list({(o.notification_id, o.channel, o.attempt): o for o in outcomes}.values())
     with conn.transaction(), conn.cursor() as cur:
-        # KEY SHARE: the notifications cannot be deleted under us, yet the other channel's
-        # actor, recording the same notifications, is not held up.
-        cur.execute(
-            "SELECT notification_id::text FROM notifications WHERE notification_id = ANY(%s)"
-            " FOR KEY SHARE",
-            (ids,),
-        )
-        # A notification deleted meanwhile has nothing to record against; skipping it keeps
-        # one withdrawn notification from blocking the whole run.
-        present = {row[0] for row in cur.fetchall()}
-        outcomes = [o for o in outcomes if o.notification_id in present]
+        applied = cur.execute(
+            # attempts = the attempt's number: the delivery is past this attempt from now on.
+            "UPDATE deliveries AS d SET status = o.status, attempts = o.attempt,"
+            " provider = o.provider, provider_message_id = o.message_id,"
+            " error_code = o.error_code, error = o.error,"
+            " next_attempt_at = now() + make_interval(secs => o.retry_in),"
+            " finished_at = CASE WHEN o.status = 'retrying' THEN NULL ELSE now() END"
+            " FROM unnest(%s::uuid[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[],"
+            " %s::text[], %s::text[], %s::float8[])"
+            " AS o(notification_id, channel, attempt, status, provider, message_id, error_code,"
+            " error, retry_in)"
+            " WHERE d.notification_id = o.notification_id AND d.channel = o.channel"
+            " AND d.attempts < o.attempt"
+            " RETURNING d.notification_id::text, d.channel, o.attempt",
+            (
+                [o.notification_id for o in outcomes], [o.channel for o in outcomes],
+                [o.attempt for o in outcomes], [o.delivery_status for o in outcomes],
+                [o.provider for o in outcomes], [o.provider_message_id for o in outcomes],
+                [o.error_code for o in outcomes], [o.error for o in outcomes],
+                [o.retry_in for o in outcomes],
+            ),
+        ).fetchall()
+        done = {(r[0], r[1], r[2]) for r in applied}
+        outcomes = [o for o in outcomes if (o.notification_id, o.channel, o.attempt) in done]
         if not outcomes:
-            return
-        cur.executemany(
+            return []
+        cur.execute(
             "INSERT INTO delivery_attempts (notification_id, channel, attempt, outcome, provider,"
             " provider_message_id, error_code, error, started_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    o.notification_id, o.channel, o.attempt, "sent" if o.ok else "failed",
-                    o.provider, o.provider_message_id, o.error_code, o.error,
-                    datetime.fromtimestamp(o.started_at, tz=timezone.utc),
-                )
-                for o in outcomes
-            ],
-        )
-        cur.executemany(
-            # attempts = the attempt's number, not +1: recording one twice changes nothing.
-            "UPDATE deliveries SET status = %s, attempts = GREATEST(attempts, %s), provider = %s,"
-            " provider_message_id = %s, error_code = %s, error = %s,"
-            " next_attempt_at = now() + make_interval(secs => %s),"
-            " finished_at = CASE WHEN %s = 'retrying' THEN NULL ELSE now() END"
-            " WHERE notification_id = %s AND channel = %s",
-            [
-                (
-                    o.delivery_status, o.attempt, o.provider, o.provider_message_id,
-                    o.error_code, o.error, o.retry_in, o.delivery_status,
-                    o.notification_id, o.channel,
-                )
-                for o in outcomes
-            ],
+            " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::int[], %s::text[], %s::text[],"
+            " %s::text[], %s::text[], %s::text[], %s::timestamptz[])",
+            (
+                [o.notification_id for o in outcomes], [o.channel for o in outcomes],
+                [o.attempt for o in outcomes], ["sent" if o.ok else "failed" for o in outcomes],
+                [o.provider for o in outcomes], [o.provider_message_id for o in outcomes],
+                [o.error_code for o in outcomes], [o.error for o in outcomes],
+                [datetime.fromtimestamp(o.started_at, tz=timezone.utc) for o in outcomes],
+            ),
         )
         dead = [o for o in outcomes if o.dead_message is not None]
         if dead:
@@ -318,6 +383,8 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> No
                 [(o.notification_id, o.channel, Jsonb(o.dead_message), o.attempt, o.error_code,
                   o.error) for o in dead],
             )
+        outbox_ids = broker_outbox.add(cur, [m for o in outcomes for m in o.messages])
+        ids = sorted({o.notification_id for o in outcomes})
         # Each channel is recorded by its own actor. Without this lock two channels finishing
         # at once would each derive the status before seeing the other's commit, and leave it
         # "queued" for ever: the second waits here until the first has committed, and its
@@ -326,6 +393,7 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> No
         cur.execute(
             "SELECT 1 FROM notifications WHERE notification_id = ANY(%s)"
             " ORDER BY notification_id FOR NO KEY UPDATE",
-            (sorted(present),),
+            (ids,),
         )
-        cur.execute(_DERIVE_STATUS, (sorted(present),))
+        cur.execute(_DERIVE_STATUS, (ids,))
+    return outbox_ids

@@ -121,13 +121,16 @@ def _content_of_type(body: dict[str, Any], mime: str) -> str | None:
 
 async def sendgrid_mail_send(request: Request) -> Response:
     state = _state(request)
+    started_at = time.time()  # each record says when its call began (what was in flight when)
     raw_bytes = await request.body()
     await _apply_latency(state)
     raw = _parse_json(raw_bytes)
     to = _first_recipient(raw)
 
     def reject(status: int, reason: str) -> None:
-        state.record_rejected({"channel": "email", "status": status, "reason": reason, "to": to, "raw": raw})
+        state.record_rejected(
+            {"channel": "email", "status": status, "reason": reason, "to": to, "raw": raw, "started_at": started_at}
+        )
 
     if _bearer(request) is None:
         reject(401, "unauthorized")
@@ -157,6 +160,7 @@ async def sendgrid_mail_send(request: Request) -> Response:
     state.record_message(
         {
             "id": message_id,
+            "started_at": started_at,
             "channel": "email",
             "to": to,
             "from": raw["from"]["email"],
@@ -268,6 +272,7 @@ def _fcm_target(raw: Any) -> str | None:
 
 async def fcm_messages_send(request: Request) -> Response:
     state = _state(request)
+    started_at = time.time()  # each record says when its call began (what was in flight when)
     project = request.path_params["project"]
     raw_bytes = await request.body()
     await _apply_latency(state)
@@ -275,7 +280,9 @@ async def fcm_messages_send(request: Request) -> Response:
     to = _fcm_target(raw)
 
     def reject(status: int, reason: str) -> None:
-        state.record_rejected({"channel": "push", "status": status, "reason": reason, "to": to, "raw": raw})
+        state.record_rejected(
+            {"channel": "push", "status": status, "reason": reason, "to": to, "raw": raw, "started_at": started_at}
+        )
 
     token = _bearer(request)
     if token is None or not state.token_is_valid(token):
@@ -323,6 +330,7 @@ async def fcm_messages_send(request: Request) -> Response:
     state.record_message(
         {
             "id": message_id,
+            "started_at": started_at,
             "channel": "push",
             "to": to,
             "title": notification.get("title"),

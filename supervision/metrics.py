@@ -38,6 +38,14 @@ DELIVERY_LATENCY = Histogram(
 BREAKER_STATE = Gauge(
     "clarion_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open",
     ["actor", "dependency"], multiprocess_mode="livemax")
+OUTBOX_RELAYED = Counter(
+    "clarion_outbox_relayed_total",
+    "Broker messages published from the transactional outbox (broker-confirmed)")
+DELIVERY_DUPLICATES_AVOIDED = Counter(
+    "clarion_delivery_duplicates_avoided_total",
+    "Second copies of a delivery message recognised and not sent again, by channel and how"
+    " (in_memory: this actor is running or finished it; claimed: the database says so)",
+    ["channel", "how"])
 ACTOR_RESTARTS = Counter(
     "clarion_actor_restarts_total", "Actor restarts by the Supervisor", ["actor"])
 

@@ -2,7 +2,7 @@
 
 Counters and histograms come from the multiprocess files every process writes. Three families
 are read at scrape time instead, from where the truth lives: queue depths (RabbitMQ, passive
-declares), the dead-letter count (PostgreSQL) and cache hits and misses (a Redis hash the Users
+declares), the dead-letter count and the outbox backlog (PostgreSQL) and cache hits and misses (a Redis hash the Users
 and Templates actors increment). Those reads are cached for a few seconds so a fast scraper
 cannot load the services.
 """
@@ -66,9 +66,21 @@ async def _live_families(request: Request) -> list[Metric]:
         async with state.db.connection() as conn:
             cur = await conn.execute("SELECT count(*) FROM dead_letters WHERE state = 'dead'")
             row = await cur.fetchone()
+            cur = await conn.execute(
+                "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)"
+                " FROM broker_outbox")
+            outbox = await cur.fetchone()
         dlq = GaugeMetricFamily("clarion_dlq_size", "Dead letters waiting for an operator")
         dlq.add_metric([], row[0] if row else 0)
         families.append(dlq)
+        waiting = GaugeMetricFamily("clarion_outbox_backlog",
+                                    "Broker messages committed and not yet confirmed by RabbitMQ")
+        waiting.add_metric([], outbox[0] if outbox else 0)
+        families.append(waiting)
+        age = GaugeMetricFamily("clarion_outbox_oldest_seconds",
+                                "Age of the oldest message waiting in the outbox")
+        age.add_metric([], float(outbox[1]) if outbox else 0.0)
+        families.append(age)
     except Exception:  # noqa: BLE001
         pass
     try:

@@ -6,6 +6,8 @@ is ever truncated.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 import time
 import uuid
@@ -16,7 +18,7 @@ import psycopg
 import pytest
 
 from clarion.config.settings import Settings
-from clarion.persistence import api_keys, database, outbox, queries
+from clarion.persistence import api_keys, broker, database, outbox, queries
 from clarion.persistence import notifications as repo
 from clarion.persistence import templates as template_repo
 from clarion.persistence import users as user_repo
@@ -332,56 +334,107 @@ def test_two_channels_recorded_at_the_same_moment_never_leave_the_notification_q
         assert _status(db, nid) == expected
 
 
-def test_pending_attempts_reports_only_pairs_still_waiting_for_delivery(
+def _claims(db: psycopg.Connection, owner: str, *claims: repo.Claim,
+            lease: float = 30.0) -> dict[repo.Claim, str]:
+    return repo.claim_attempts(db, owner, list(claims), lease)
+
+
+def test_an_attempt_is_claimed_once_and_a_second_copy_waits_then_is_acked(
+    db: psycopg.Connection,
+) -> None:
+    notification = _notification(("email", "queued"))
+    repo.insert_batch(db, [notification])
+    claim = repo.Claim(notification.notification_id, "email", 1)
+
+    assert _claims(db, "actor-a", claim) == {claim: repo.SEND}
+    # Another process gets a copy while actor-a is sending: it must not send it too.
+    assert _claims(db, "actor-b", claim) == {claim: repo.HELD}
+    # actor-a may claim its own attempt again (a redelivery to itself).
+    assert _claims(db, "actor-a", claim) == {claim: repo.SEND}
+
+    repo.record_outcomes(db, [_outcome(notification.notification_id, "email", True)])
+
+    assert _claims(db, "actor-b", claim) == {claim: repo.DONE}
+    assert _claims(db, "actor-a", claim) == {claim: repo.DONE}
+
+
+def test_a_claim_older_than_the_lease_is_taken_over_by_another_process(
+    db: psycopg.Connection,
+) -> None:
+    notification = _notification(("push", "queued"))
+    repo.insert_batch(db, [notification])
+    claim = repo.Claim(notification.notification_id, "push", 1)
+    assert _claims(db, "killed-actor", claim) == {claim: repo.SEND}
+    db.execute("UPDATE deliveries SET claimed_at = now() - interval '1 minute'"
+               " WHERE notification_id = %s", (notification.notification_id,))
+
+    assert _claims(db, "new-actor", claim, lease=30.0) == {claim: repo.SEND}
+    assert _claims(db, "killed-actor", claim) == {claim: repo.HELD}
+
+
+def test_claims_say_done_for_finished_skipped_unknown_and_older_attempts(
     db: psycopg.Connection,
 ) -> None:
     sent = _notification(("email", "queued"), ("push", "skipped"))
-    failed = _notification(("email", "queued"), ("push", "queued"))
-    repo.insert_batch(db, [sent, failed])
+    retrying = _notification(("email", "queued"))
+    repo.insert_batch(db, [sent, retrying])
     repo.record_outcomes(db, [_outcome(sent.notification_id, "email", True),
-                              _outcome(failed.notification_id, "email", False)])
-    unknown = str(uuid.uuid4())
+                              dataclasses.replace(_outcome(retrying.notification_id, "email",
+                                                           False), retry_in=1.0)])
+    claims = [repo.Claim(sent.notification_id, "email", 1),
+              repo.Claim(sent.notification_id, "push", 1),
+              repo.Claim(str(uuid.uuid4()), "email", 1),
+              repo.Claim(retrying.notification_id, "email", 1),  # a stale copy of attempt 1
+              repo.Claim(retrying.notification_id, "email", 2)]
 
-    found = repo.pending_attempts(db, [
-        (sent.notification_id, "email"), (sent.notification_id, "push"),
-        (failed.notification_id, "email"), (failed.notification_id, "push"),
-        (unknown, "email"),
-    ])
+    found = _claims(db, "actor-a", *claims)
 
-    # Sent, failed, skipped and unknown (withdrawn) deliveries are never sent again.
-    assert found == {(failed.notification_id, "push"): 0}
-    assert repo.pending_attempts(db, []) == {}
+    assert found == {**{c: repo.DONE for c in claims[:4]}, claims[4]: repo.SEND}
+    assert repo.claim_attempts(db, "actor-a", [], 30.0) == {}
 
 
-def test_a_duplicate_idempotency_key_rolls_back_the_whole_batch(db: psycopg.Connection) -> None:
+def test_a_repeated_idempotency_key_leaves_only_the_repeat_out(db: psycopg.Connection) -> None:
     key = f"idem-{_uid()}"
     first = _notification(("email", "queued"), idempotency_key=key)
     repo.insert_batch(db, [first])
     innocent = _notification(("email", "queued"), idempotency_key=f"idem-{_uid()}")
     repeat = _notification(("email", "queued"), ("push", "queued"), idempotency_key=key)
 
-    with pytest.raises(repo.DuplicateIdempotencyKey):
-        repo.insert_batch(db, [innocent, repeat])
+    inserted = repo.insert_batch(db, [innocent, repeat])
 
-    assert not _exists(db, innocent.notification_id)
+    assert inserted.notification_ids == {innocent.notification_id}
+    assert _exists(db, innocent.notification_id)
     assert not _exists(db, repeat.notification_id)
-    assert _deliveries(db, innocent.notification_id) == {}
-    assert _exists(db, first.notification_id)
-    # The connection is usable afterwards (no transaction left aborted).
-    assert _status(db, first.notification_id) == "queued"
+    assert _deliveries(db, repeat.notification_id) == {}
+    stored = repo.existing(db, [repeat.notification_id], [key])
+    assert stored[key]["notification_id"] == first.notification_id
 
 
-def test_a_duplicate_idempotency_key_within_one_batch_is_refused(
+def test_a_key_repeated_within_one_batch_keeps_the_first_and_the_rest_of_the_batch(
     db: psycopg.Connection,
 ) -> None:
     key = f"idem-{_uid()}"
     one = _notification(("email", "queued"), idempotency_key=key)
     two = _notification(("email", "queued"), idempotency_key=key)
+    other = _notification(("email", "queued"))
 
-    with pytest.raises(repo.DuplicateIdempotencyKey):
-        repo.insert_batch(db, [one, two])
+    inserted = repo.insert_batch(db, [one, two, other])
 
-    assert not _exists(db, one.notification_id)
+    assert inserted.notification_ids == {one.notification_id, other.notification_id}
+    assert not _exists(db, two.notification_id)
+
+
+def test_inserting_a_batch_again_after_an_unacknowledged_commit_writes_nothing_twice(
+    db: psycopg.Connection,
+) -> None:
+    batch = [_notification(("email", "queued")) for _ in range(2)]
+    repo.insert_batch(db, batch)
+
+    again = repo.insert_batch(db, batch)
+
+    assert again.notification_ids == frozenset() and again.outbox_ids == ()
+    found = repo.existing(db, [n.notification_id for n in batch], [])
+    assert set(found) == {n.notification_id for n in batch}
 
 
 def test_notifications_without_an_idempotency_key_never_collide(db: psycopg.Connection) -> None:
@@ -392,33 +445,66 @@ def test_notifications_without_an_idempotency_key_never_collide(db: psycopg.Conn
     assert all(_exists(db, n.notification_id) for n in batch)
 
 
-def test_delete_removes_notifications_with_their_deliveries(db: psycopg.Connection) -> None:
-    gone = _notification(("email", "queued"), ("push", "queued"))
-    kept = _notification(("email", "queued"))
-    repo.insert_batch(db, [gone, kept])
-
-    repo.delete(db, [gone.notification_id])
-
-    assert not _exists(db, gone.notification_id)
-    assert _deliveries(db, gone.notification_id) == {}
-    assert _exists(db, kept.notification_id)
-
-
-def test_an_outcome_for_a_deleted_notification_does_not_block_the_rest_of_its_run(
+def test_an_outcome_for_an_unknown_notification_does_not_block_the_rest_of_its_run(
     db: psycopg.Connection,
 ) -> None:
-    orphan = _notification(("email", "queued"))
     live = _notification(("email", "queued"))
-    repo.insert_batch(db, [orphan, live])
-    # The gateway deletes a batch the publisher reported as failed, though messages of it may
-    # already be in the queue (an UnroutableError, or a commit whose commit-ok was lost).
-    repo.delete(db, [orphan.notification_id])
+    repo.insert_batch(db, [live])
 
-    repo.record_outcomes(db, [_outcome(orphan.notification_id, "email", True),
+    repo.record_outcomes(db, [_outcome(str(uuid.uuid4()), "email", True),
                               _outcome(live.notification_id, "email", True)])
 
     assert _status(db, live.notification_id) == "sent"
-    assert not _exists(db, orphan.notification_id)
+
+
+def test_recording_an_attempt_twice_writes_its_log_and_its_retry_once(
+    db: psycopg.Connection,
+) -> None:
+    notification = _notification(("email", "queued"))
+    repo.insert_batch(db, [notification])
+    retry = broker.to_queue("email.retry.1s", {"notification_id": notification.notification_id,
+                                               "attempt": 2}, {"x-attempt": 2})
+    failed = dataclasses.replace(_outcome(notification.notification_id, "email", False),
+                                 retry_in=1.0, messages=(retry,))
+
+    first = repo.record_outcomes(db, [failed])
+    second = repo.record_outcomes(db, [failed, failed])
+
+    assert len(first) == 1 and second == []
+    attempts = db.execute("SELECT count(*) FROM delivery_attempts WHERE notification_id = %s",
+                          (notification.notification_id,)).fetchone()
+    assert attempts is not None and attempts[0] == 1
+    queued = db.execute("SELECT routing_key, body FROM broker_outbox WHERE message_id = %s",
+                        (first[0],)).fetchone()
+    assert queued is not None and queued[0] == "email.retry.1s"
+    assert json.loads(bytes(queued[1]))["attempt"] == 2
+    assert _deliveries(db, notification.notification_id) == {"email": ("retrying", 1, False)}
+
+
+def test_a_notification_and_its_broker_messages_are_written_in_one_transaction(
+    db: psycopg.Connection,
+) -> None:
+    message = broker.Outgoing("email", {"to": "ada@example.test"}, {"x-attempt": 1}).envelope()
+    good = dataclasses.replace(_notification(("email", "queued")), messages=(message,))
+    # A second notification that cannot be written (no such channel row type: a NULL status)
+    # takes the first one's outbox row down with it.
+    broken = dataclasses.replace(_notification(("email", "queued")), template_key=None)
+
+    with pytest.raises(psycopg.errors.NotNullViolation):
+        repo.insert_batch(db, [good, broken])  # type: ignore[list-item]
+
+    assert not _exists(db, good.notification_id)
+    left = db.execute("SELECT count(*) FROM broker_outbox WHERE body = %s",
+                      (message.body,)).fetchone()
+    assert left is not None and left[0] == 0
+
+    inserted = repo.insert_batch(db, [good])
+    assert len(inserted.outbox_ids) == 1
+    row = db.execute("SELECT exchange, routing_key, headers, body FROM broker_outbox"
+                     " WHERE message_id = %s", (inserted.outbox_ids[0],)).fetchone()
+    assert row is not None
+    assert (row[0], row[1], row[2], bytes(row[3])) == (
+        "notifications", "email", {"x-attempt": 1}, message.body)
 
 
 # API keys
