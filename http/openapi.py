@@ -75,7 +75,6 @@ ERRORS: dict[str, tuple[int, str]] = {
     "internal_error": (500, "the request could not be completed (details are in the log)"),
     "auth_unavailable": (503, "credentials cannot be checked right now; retry"),
     "storage_unavailable": (503, "PostgreSQL is unavailable; nothing was kept, retry"),
-    "broker_unavailable": (503, "RabbitMQ is unavailable; nothing was kept, retry"),
     "actors_unavailable": (503, "Clarion's actors are unavailable; retry"),
     "actor_restarted": (503, "an internal actor restarted during the request; retry"),
     "not_ready": (503, "Clarion is starting; retry"),
@@ -83,7 +82,6 @@ ERRORS: dict[str, tuple[int, str]] = {
     "unhealthy": (503, "a dependency or an actor is down; `data.checks` says which"),
     "cluster_view_unavailable": (503, "the hosts' heartbeats cannot be read (Redis); retry"),
     "timeout": (504, "no answer in time; the outcome is unknown: retry with the same key"),
-    "publish_unconfirmed": (504, "the broker did not confirm in time: retry with the same key"),
 }
 
 AUTH = ("unauthorized", "rate_limited", "auth_unavailable")  # added to every secured route
@@ -191,12 +189,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                     " accepted and refused items.",
     ),
     ("POST", "/v1/notifications"): Operation(
-        "Send a notification: 202 once RabbitMQ committed its messages", "notifications",
+        "Send a notification: 202 once it is committed with its broker messages (the outbox)",
+        "notifications",
         status=202, body=NotificationIn,
         errors=("invalid_idempotency_key", "user_not_found", *RENDER, "no_deliverable_channel",
-                "idempotency_in_progress", "idempotency_key_reused", "broker_unavailable",
-                "storage_unavailable", "actor_restarted", "publish_unconfirmed",
-                "internal_error", *ACTORS),
+                "idempotency_in_progress", "idempotency_key_reused", "storage_unavailable",
+                "actor_restarted", "internal_error", *ACTORS),
         data=_ref("NotificationAccepted"),
         headers=(
             Param("X-Idempotency-Key", {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
@@ -309,12 +307,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/v1/dlq/replay"): Operation(
         "Replay every dead letter matching the filter (1,000 at most per call)",
         "dead letters", body=ReplayFilter,
-        errors=("dead_letter_not_found", "broker_unavailable", *WRITE),
+        errors=("dead_letter_not_found", *WRITE),
         data=_ref("Replayed"), example={"channel": "email", "limit": 100}),
     ("POST", "/v1/dlq/{dead_letter_id}/replay"): Operation(
         "Put one dead letter back on its queue with a fresh attempt count", "dead letters",
         path={"dead_letter_id": DEAD_LETTER_ID},
-        errors=("dead_letter_not_found", "broker_unavailable", *WRITE), data=_ref("Replayed")),
+        errors=("dead_letter_not_found", *WRITE), data=_ref("Replayed")),
     ("DELETE", "/v1/dlq/{dead_letter_id}"): Operation(
         "Discard one dead letter", "dead letters", path={"dead_letter_id": DEAD_LETTER_ID},
         errors=("dead_letter_not_found", *WRITE),
