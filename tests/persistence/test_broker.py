@@ -280,3 +280,46 @@ def test_the_publisher_reopens_a_channel_closed_under_it(
     method, _, body = _get(channel, "push.queue")
     assert json.loads(body) == message.body
     channel.basic_ack(method.delivery_tag, multiple=True)
+
+
+# Quorum queues (CLARION_QUEUE_TYPE=quorum): the same topology, replicated
+
+
+def test_with_quorum_queues_the_ladder_and_the_dead_letter_queue_work_the_same(
+    test_settings: Any,
+) -> None:
+    from tests.stack import rabbitmqctl
+
+    vhost = f"clarion_quorum_{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        url = test_settings.amqp_url.rpartition("/")[0] + "/" + vhost
+        conn = broker.connect(url, "clarion-tests-quorum")
+        try:
+            broker.declare_topology(conn.channel(), "quorum")
+            broker.declare_topology(conn.channel(), "quorum")  # idempotent
+            # Every queue is a quorum queue: redeclaring one as classic is refused.
+            for queue in (*WORK_QUEUES, "failed.queue", "email.retry.1s"):
+                assert _refused(conn, lambda ch, q=queue: ch.queue_declare(
+                    q, durable=True)) == 406
+            channel = conn.channel()
+            publisher = broker.BatchPublisher(url, "clarion-tests-quorum-pub", "quorum")
+            try:
+                # A retry waits its delay, then dead-letters back into the work queue...
+                publisher.publish([broker.to_queue("email.retry.1s", {"n": 1}, {"x-attempt": 2})])
+                started = time.monotonic()
+                method, properties, body = _get(channel, "email.queue", deadline=10)
+                assert time.monotonic() - started >= 0.5
+                assert json.loads(body) == {"n": 1} and properties.headers["x-attempt"] == 2
+                # ...and a rejected message lands in the DLQ.
+                channel.basic_reject(method.delivery_tag, requeue=False)
+                method, _, body = _get(channel, "failed.queue", deadline=10)
+                assert json.loads(body) == {"n": 1}
+                channel.basic_ack(method.delivery_tag)
+            finally:
+                publisher.close()
+        finally:
+            conn.close()
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
