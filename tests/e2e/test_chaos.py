@@ -82,10 +82,11 @@ def _command(*args: str) -> None:
 @pytest.fixture(scope="module")
 def stack(provider_settings: Any, simulator: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    # A provider's breaker waits 60 s in production; a 3 s wait keeps the 50 % phase from
-    # parking delivery for minutes of this test.
+    # A provider's breaker opens after 5 failures in a row and waits 60 s in production: half
+    # the calls failing would then mostly park delivery. Here it opens only after 12 (rare at
+    # 50 %), so the phase spends attempts: retries, and dead letters after the third.
     with running_stack(provider_settings, simulator, tmp_path_factory.mktemp("chaos"),
-                       breaker_reset_timeout=3.0) as running:
+                       breaker_failure_threshold=12, breaker_reset_timeout=3.0) as running:
         yield running
 
 
