@@ -128,6 +128,7 @@ class GatewayLocated:
 class NotificationRequest:
     """One `POST /v1/notifications`, validated by the HTTP layer."""
 
+    OWNER: ClassVar[str] = "gateway"
     correlation_id: str
     user_id: str
     template_key: str
@@ -145,6 +146,15 @@ class NotificationRequest:
 
 # Management commands name the actor that owns them (`OWNER`): the Gateway hands each one there,
 # and that actor answers the bridge directly. A new command needs no change in the Gateway.
+
+
+def owner_of(item: Any) -> str:
+    """The actor that handles a request item: the one rule the bridge and the Gateway route by.
+
+    The bridge sends "supervisor" items (status questions) to the Supervisor itself, so they are
+    answered while the Gateway restarts, and everything else to the Gateway; the Gateway runs
+    its own ("gateway": notifications) and hands the others to their owner."""
+    return str(getattr(type(item), "OWNER", ""))
 
 
 @message

@@ -3,6 +3,8 @@
 Takes:   ResolveUsers  → answers UsersResolved (the sender: the Gateway)
          SendBatch of CreateUser, UpdateUser, DeleteUser, AddPushToken, RemovePushToken
                        → answers Replies, one Reply per item, to the batch's `reply_to`
+         its tick      → removes the push tokens the delivery actors handed over as
+                         unregistered (`push_token_removals`, written from any host)
 
 This actor is the only writer of the user cache: every write invalidates the users it changed,
 once per batch and before the batch is answered, so a read after a write (an API read or the
@@ -66,6 +68,17 @@ class Users(ClarionActor):
             AddPushToken: self.add_push_token,
             RemovePushToken: self.remove_push_token,
         }
+
+    def on_tick(self) -> None:
+        try:
+            changed = self.stored(user_repo.apply_token_removals)
+        except psycopg.Error as exc:
+            self.log.warning("removing unregistered push tokens failed",
+                             extra={"error": str(exc)})
+            return
+        if changed:
+            self._invalidate(changed)
+            self.log.info("unregistered push tokens removed", extra={"users": len(changed)})
 
     # -- the Gateway's lookups ----------------------------------------------------------------
 

@@ -14,7 +14,8 @@ from psycopg.rows import dict_row
 
 from clarion.persistence import broker_outbox
 from clarion.persistence import notifications as notification_repo
-from clarion.persistence.broker import Outgoing
+from clarion.persistence import delivery_message as framing
+from clarion.persistence.delivery_message import DeliveryMessage
 
 _COLUMNS = ("dead_letter_id, notification_id::text, channel, attempts, error_code, error,"
             " state, created_at, resolved_at")
@@ -56,10 +57,8 @@ def replay(conn: psycopg.Connection, ids: list[int] | None, channel: str | None,
         notification_repo.reset_for_replay(
             conn, [(r[1]["notification_id"], r[1]["channel"]) for r in rows])
         outbox_ids = broker_outbox.add(cur, [
-            Outgoing(body["channel"], {**body, "attempt": 1}, {
-                "x-request-id": body.get("request_id") or "",
-                "x-notification-id": body["notification_id"], "x-attempt": 1,
-                "x-replayed-from": dead_letter_id}).envelope()
+            DeliveryMessage.from_body(body).first_attempt().to_amqp(
+                **{framing.REPLAYED_FROM: dead_letter_id})
             for dead_letter_id, body in rows])
     return taken, outbox_ids
 

@@ -16,7 +16,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from clarion.persistence import broker_outbox
-from clarion.persistence.broker import Envelope, Outgoing
+from clarion.persistence.broker import Envelope
+from clarion.persistence.delivery_message import DeliveryMessage
 
 # Notification status, derived from its deliveries:
 #   queued          some channel is still on its way (queued, or retrying after a passing failure)
@@ -306,7 +307,7 @@ def release_due(conn: psycopg.Connection, limit: int = 500) -> list[int]:
         )
         cur.execute(_DERIVE_STATUS, (sorted({r[0] for r in rows}),))
         return broker_outbox.add(cur, [
-            Outgoing(m["channel"], m["body"], m["headers"]).envelope() for _, _, m in rows])
+            DeliveryMessage.from_body(m["body"]).to_amqp() for _, _, m in rows])
 
 
 def reset_for_replay(conn: psycopg.Connection, pairs: Sequence[tuple[str, str]]) -> None:

@@ -135,3 +135,40 @@ def remove_push_token(
             return user, False
         tokens = tuple(t for t in user.push_tokens if t != token)
         return _store(conn, replace(user, push_tokens=tokens)), True
+
+
+def queue_token_removals(conn: psycopg.Connection, removals: Iterable[tuple[str, str]]) -> None:
+    """Hand (user_id, token) pairs to the Users actor for removal (`apply_token_removals`)."""
+    pairs = sorted(set(removals))
+    if not pairs:
+        return
+    conn.execute(
+        "INSERT INTO push_token_removals (user_id, token)"
+        " SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+        ([p[0] for p in pairs], [p[1] for p in pairs]),
+    )
+
+
+def apply_token_removals(conn: psycopg.Connection, limit: int = 500) -> set[str]:
+    """Remove the queued tokens from their users, in one transaction with taking them off the
+    queue; return the users changed (their cache entries are stale)."""
+    with conn.transaction():
+        rows = conn.execute(
+            "DELETE FROM push_token_removals WHERE (user_id, token) IN ("
+            "  SELECT user_id, token FROM push_token_removals ORDER BY created_at"
+            "  LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING user_id, token",
+            (limit,),
+        ).fetchall()
+        if not rows:
+            return set()
+        changed = conn.execute(
+            "UPDATE users AS u SET push_tokens = ARRAY(SELECT t FROM unnest(u.push_tokens) AS t"
+            "   WHERE t <> ALL(r.tokens)), updated_at = now()"
+            "  FROM (SELECT user_id, array_agg(token) AS tokens"
+            "          FROM unnest(%s::text[], %s::text[]) AS x(user_id, token)"
+            "         GROUP BY user_id) AS r"
+            " WHERE u.user_id = r.user_id AND u.push_tokens && r.tokens"
+            " RETURNING u.user_id",
+            ([r[0] for r in rows], [r[1] for r in rows]),
+        ).fetchall()
+    return {row[0] for row in changed}

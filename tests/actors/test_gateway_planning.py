@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from clarion.actors.gateway import language_candidates, plan_deliveries
+from clarion.actors.planning import language_candidates, plan_deliveries
 from clarion.actors.messages import NotificationRequest, Rendering
 from clarion.persistence.notifications import NewDelivery
 from clarion.persistence.records import User

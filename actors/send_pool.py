@@ -1,0 +1,75 @@
+"""SendPool: provider calls on worker threads, their completions handed back through a socket.
+
+An actor must never block its mailbox on a provider call (tens to hundreds of ms each), so it
+submits calls here and watches `fileno()`: a byte arrives when calls have finished, and
+`completions()` takes them. Only the first completion since the last `completions()` writes a
+byte: at 1,000 completions/s a byte each (and a lock around the write) cost a syscall and a GIL
+hand-over per delivery, and threads queued on the lock.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from clarion.actors.providers.base import DeliveryResult, Provider
+
+
+class SendPool:
+    def __init__(self, provider: Provider, concurrency: int, name: str) -> None:
+        self._provider = provider
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=name)
+        self._finished: deque[tuple[Hashable, DeliveryResult]] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._wake_pending = False
+        self.in_flight = 0
+
+    def fileno(self) -> int:
+        return self._wake_r.fileno()
+
+    def submit(self, key: Hashable, message: dict[str, Any]) -> None:
+        """Send `message` on a worker thread; its result comes back under `key`."""
+        self.in_flight += 1
+        self._pool.submit(self._send, key, message)
+
+    def _send(self, key: Hashable, message: dict[str, Any]) -> None:
+        """Runs on a worker thread: the provider call, then a wake-up for the owner."""
+        try:
+            result = self._provider.send(message)
+        except Exception as exc:  # noqa: BLE001 - providers must not raise; if one does, record it
+            result = DeliveryResult(False, error_code="provider_exception",
+                                    error=f"{type(exc).__name__}: {exc}")
+        self._finished.append((key, result))
+        if self._wake_pending:
+            return  # the owner has a wake-up coming and will find this one with it
+        self._wake_pending = True
+        try:
+            self._wake_w.send(b"x")
+        except (BlockingIOError, OSError):
+            pass  # the socket buffer is full of wake-ups already: the owner will wake
+
+    def completions(self) -> list[tuple[Hashable, DeliveryResult]]:
+        """The calls finished since the last time, in the order they finished."""
+        # Cleared before the completions are taken: a worker finishing after this line wakes
+        # the owner again, one finishing before it is in `_finished` already.
+        self._wake_pending = False
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        done = []
+        while self._finished:
+            done.append(self._finished.popleft())
+        self.in_flight -= len(done)
+        return done
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._wake_r.close()
+        self._wake_w.close()
