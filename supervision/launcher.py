@@ -69,7 +69,7 @@ def _launch(settings: Settings, timeout: float) -> None:
     log_defs = thespian_log_defs(settings.log_level, str(settings.state_dir / "actors.log"))
     system = ActorSystem(BASE, capabilities(settings), logDefs=log_defs)
     supervisor = system.createActor(SUPERVISOR_CLASS, globalName=GLOBAL_NAME)
-    system.tell(supervisor, Configure(settings, "supervisor"))
+    system.tell(supervisor, Configure("supervisor"))  # it reads its settings as we did
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         answer = system.listen(max(0.1, deadline - time.monotonic()))
