@@ -80,9 +80,9 @@ class ClarionActor(ActorTypeDispatcher):
     def receiveMsg_Configure(self, message: Configure, sender: Any) -> None:
         if self.settings is not None:
             return  # a duplicate; already running
-        # A child placed here by another host's Supervisor uses this host's own settings (its
-        # credentials, its services' addresses), which its admin passed on in the environment.
-        self.settings = load_settings() if message.placed_by else message.settings
+        # This host's own settings (its credentials, its services' addresses), which its admin
+        # passed on in the environment: no secret travels in a message (issue 12).
+        self.settings = load_settings()
         self.name = message.name
         self.parent = sender
         self._placed_by = message.placed_by

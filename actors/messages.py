@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
-from clarion.config.settings import Settings
 from clarion.persistence.records import Template, User
 
 _M = TypeVar("_M")
@@ -53,13 +52,13 @@ def message(cls: type[_M]) -> type[_M]:
 
 @message
 class Configure:
-    """Sent by a parent to a child it just created: everything the child needs to start.
+    """Sent by a parent to a child it just created: the child's name in the tree, and for a
+    child placed on another host (through the convention), the node whose Supervisor placed it.
 
-    `placed_by` names the node whose Supervisor placed this child on another host (through the
-    convention, for a capability only that host has): such a child reads its settings from its
-    own host's environment, where that host's credentials are, not from `settings`."""
+    It carries no settings: every actor reads its own from its host's environment (the launcher
+    starts the admin with them, and every actor process inherits them), so the database URL, the
+    internal secret and provider keys never travel in a message, between processes or hosts."""
 
-    settings: Settings
     name: str
     placed_by: str | None = None
 

@@ -124,7 +124,7 @@ def _in_foreground(settings: Settings, announce: Callable[[int], None],
             return 0
         # Nothing to serve: stay in the foreground while the actor system runs, so a service
         # manager sees the node stop if its admin dies (and restarts it).
-        while admin_running(settings.actor_port):
+        while admin_running(settings.actor_port, settings.node_address):
             time.sleep(1)
         print("clarion: the actor system stopped", file=sys.stderr)
         return 1
@@ -208,7 +208,7 @@ def _actors(settings: Settings, action: str) -> int:
         stop_actor_system(settings)
         print("actor system stopped")
     else:
-        up = admin_running(settings.actor_port)
+        up = admin_running(settings.actor_port, settings.node_address)
         print(f"actor system on port {settings.actor_port}: {'running' if up else 'not running'}")
         return 0 if up else 1
     return 0

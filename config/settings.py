@@ -6,12 +6,13 @@ A bad value stops start-up with a message naming the setting (`load_settings`). 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
@@ -56,6 +57,13 @@ class Settings(BaseSettings):
     # Actor system. 1900 is Thespian's default; tests always use a port of their own.
     actor_port: int = Field(1900, ge=1024, le=65535)
     state_dir: Path = Path(".clarion")
+    # Where every actor socket of this host listens (Thespian unpickles whatever reaches them,
+    # supervision/transport_security.py): loopback on a single host, this host's cluster
+    # address in a cluster. Never 0.0.0.0.
+    node_address: str = "127.0.0.1"
+    # The other hosts of the cluster, comma-separated addresses or CIDR networks: the only peers
+    # (besides loopback and node_address) whose connections the actor sockets accept.
+    cluster_peers: str = ""
 
     # Auth for routes that manage users and templates from other services (compared in constant
     # time); public routes take `Authorization: Bearer <api key>` (keys live hashed in PostgreSQL).
@@ -138,14 +146,43 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown channel(s) {', '.join(unknown)}: use email and/or push")
         return ",".join(dict.fromkeys(channels))
 
+    @field_validator("node_address")
+    @classmethod
+    def _bind_address(cls, value: str) -> str:
+        try:
+            address = ipaddress.IPv4Address(value.strip())
+        except ValueError:
+            raise ValueError("must be an IPv4 address of this host") from None
+        if address.is_unspecified:
+            raise ValueError("must be one address of this host, not 0.0.0.0 (every interface)")
+        return str(address)
+
+    @field_validator("cluster_peers")
+    @classmethod
+    def _peer_list(cls, value: str) -> str:
+        for entry in (part.strip() for part in value.split(",")):
+            if not entry:
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is neither an IP address nor a CIDR network"
+                                 ) from None
+        return ",".join(part.strip() for part in value.split(",") if part.strip())
+
     @field_validator("convention")
     @classmethod
-    def _host_port(cls, value: str | None) -> str | None:
+    def _host_port(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or value == "":
             return None
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("must be HOST:PORT, the convention leader's actor admin")
+        bound = info.data.get("node_address")
+        if bound is not None and _is_loopback(bound) and not _is_loopback(host.strip("[]")):
+            # The actor sockets would listen on 127.0.0.1, where no other host can reach them.
+            raise ValueError("a convention on another host needs CLARION_NODE_ADDRESS, this"
+                             " host's address on the cluster network")
         return value
 
     @field_validator("default_language")
@@ -198,6 +235,11 @@ class Settings(BaseSettings):
         return tuple(c for c in self.node_channels.split(",") if c)
 
     @property
+    def cluster_peer_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(entry, strict=False)
+                     for entry in self.cluster_peers.split(",") if entry)
+
+    @property
     def convention_address(self) -> tuple[str, int] | None:
         if self.convention is None:
             return None
@@ -211,6 +253,15 @@ class Settings(BaseSettings):
     @property
     def push_provider(self) -> str:
         return "fcm" if self.fcm_credentials_file else "outbox"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: another host as far as we can tell without asking DNS
 
 
 def load_settings(**overrides: object) -> Settings:

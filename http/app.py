@@ -84,7 +84,8 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await pool.open(wait=True, timeout=10)
         bridge = ActorBridge(settings.actor_port, settings.request_timeout,
-                             settings.bridge_batches_in_flight)
+                             settings.bridge_batches_in_flight, settings.node_address,
+                             settings.cluster_peer_networks)
         bridge.start()
         amqp = urlparse(settings.amqp_url)
         app.state.settings = settings

@@ -29,6 +29,7 @@ from typing import Any
 from clarion.actors.messages import GatewayLocated, LocateGateway, Replies, Reply, SendBatch
 from clarion.supervision.launcher import BASE, SUPERVISOR_CLASS, admin_running
 from clarion.supervision.supervisor import GLOBAL_NAME
+from clarion.supervision.transport_security import Network, secure_transport
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,11 @@ class _Waiting:
 
 
 class ActorBridge:
-    def __init__(self, actor_port: int, timeout: float, max_in_flight: int = 2) -> None:
+    def __init__(self, actor_port: int, timeout: float, max_in_flight: int = 2,
+                 address: str = "127.0.0.1", peers: tuple[Network, ...] = ()) -> None:
         self._port = actor_port
+        self._address = address  # the node's actor address: the admin's, and our endpoints'
+        self._peers = peers
         self._timeout = timeout
         self._window = _Window(max_in_flight)
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -70,7 +74,7 @@ class ActorBridge:
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        if not admin_running(self._port):
+        if not admin_running(self._port, self._address):
             # Checked first: ActorSystem() with no admin on the port would silently start one
             # inside this (threaded, uvicorn) process.
             raise BridgeUnavailable(
@@ -79,6 +83,8 @@ class ActorBridge:
             )
         from thespian.actors import ActorSystem
 
+        # The bridge's endpoints are actor sockets too: the replies come back to them.
+        secure_transport(self._address, self._peers)
         self._system = ActorSystem(BASE, {"Admin Port": self._port})
         receiver = threading.Thread(target=self._receive, name="bridge-rx", daemon=True)
         sender = threading.Thread(target=self._send, name="bridge-tx", daemon=True)

@@ -112,17 +112,9 @@ def is_leader(settings: Settings) -> bool:
 
 
 def own_address(settings: Settings) -> str:
-    """The address other hosts reach this one at: the one that routes to the convention
-    leader (or loopback when standing alone)."""
-    target = settings.convention_address
-    if target is None:
-        return "127.0.0.1"
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect((target[0], target[1]))  # UDP: nothing is sent
-            return str(probe.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
+    """The address other hosts reach this one at: the one its actor sockets listen on
+    (`CLARION_NODE_ADDRESS`; loopback when standing alone)."""
+    return settings.node_address
 
 
 # -- heartbeats -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from pathlib import Path
 from clarion.config.logging import thespian_log_defs
 from clarion.config.settings import Settings, load_settings, settings_to_env
 from clarion.supervision.cluster import convention_env
+from clarion.supervision.transport_security import secure_transport
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,13 @@ def admin_running(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def secure(settings: Settings) -> None:
+    """Before this process first touches Thespian: its actor sockets (and those of every process
+    it forks: the admin and all actors) listen on the node's address only and admit only the
+    cluster's peers (supervision/transport_security.py)."""
+    secure_transport(settings.node_address, settings.cluster_peer_networks)
+
+
 def _launch(settings: Settings, timeout: float) -> None:
     """Body of the launcher process."""
     from thespian.actors import ActorSystem
@@ -56,11 +64,12 @@ def _launch(settings: Settings, timeout: float) -> None:
     from clarion.actors.messages import Configure, SystemReady
     from clarion.supervision.supervisor import GLOBAL_NAME
 
+    secure(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     log_defs = thespian_log_defs(settings.log_level, str(settings.state_dir / "actors.log"))
     system = ActorSystem(BASE, capabilities(settings), logDefs=log_defs)
     supervisor = system.createActor(SUPERVISOR_CLASS, globalName=GLOBAL_NAME)
-    system.tell(supervisor, Configure(settings, "supervisor"))
+    system.tell(supervisor, Configure("supervisor"))  # it reads its settings as we did
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         answer = system.listen(max(0.1, deadline - time.monotonic()))
@@ -94,7 +103,7 @@ def reset_metrics_dir(settings: Settings) -> Path:
 
 def start_actor_system(settings: Settings, timeout: float = 60.0) -> int:
     """Start the actor system; return the process group id of all its processes."""
-    if admin_running(settings.actor_port):
+    if admin_running(settings.actor_port, settings.node_address):
         raise LauncherError(
             f"something already listens on the actor port {settings.actor_port}: another"
             " Clarion (stop it with `clarion actors stop`) or another program;"
@@ -135,9 +144,10 @@ def stop_actor_system(settings: Settings, pgid: int | None = None, grace: float 
     pgid_file = _pgid_file(settings)
     if pgid is None and pgid_file.exists():
         pgid = int(pgid_file.read_text() or 0) or None
-    if admin_running(settings.actor_port):
+    if admin_running(settings.actor_port, settings.node_address):
         from thespian.actors import ActorSystem
 
+        secure(settings)
         try:
             ActorSystem(BASE, {"Admin Port": settings.actor_port}).shutdown()
         except Exception as exc:  # noqa: BLE001 - the process group clean-up below still runs

@@ -164,7 +164,7 @@ class Supervisor(ClarionActor):
             return
         child.address = self.createActor(child.spec.actor_class)
         child.node, child.placed = self.settings.node_name, False
-        self.send(child.address, Configure(self.settings, child.spec.name))
+        self.send(child.address, Configure(child.spec.name))
 
     # -- placement on other hosts ------------------------------------------------------------
 
@@ -188,8 +188,7 @@ class Supervisor(ClarionActor):
         child.state, child.node = "starting", name
         child.address = self.createActor(child.spec.actor_class, targetActorRequirements={
             cluster.NODE: name, cluster.provider_capability(channel): provider})
-        self.send(child.address, Configure(self.settings, child.spec.name,
-                                           placed_by=self.settings.node_name))
+        self.send(child.address, Configure(child.spec.name, placed_by=self.settings.node_name))
         self.log.info("child placed on another host", extra={
             "actor": self.name, "child": child.spec.name, "node": name, "provider": provider})
 

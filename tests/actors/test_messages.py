@@ -16,7 +16,6 @@ import pytest
 from thespian.actors import ActorAddress
 
 from clarion.actors import messages
-from clarion.config.settings import Settings, load_settings
 from clarion.persistence.records import Template, User
 
 MESSAGE_CLASSES = sorted(
@@ -25,22 +24,6 @@ MESSAGE_CLASSES = sorted(
      and obj.__module__ == messages.__name__),
     key=lambda cls: cls.__name__,
 )
-
-SECRET_KEY = "SG.message-test-key.do-not-print"
-SECRET_INTERNAL = "internal-message-secret-do-not-print"
-
-
-pytestmark = pytest.mark.usefixtures("no_clarion_environment")
-
-
-def _settings() -> Settings:
-    return load_settings(
-        internal_secret=SECRET_INTERNAL,
-        sendgrid_api_key=SECRET_KEY,
-        http_port=8123,
-        default_language="pt-BR",
-    )
-
 
 def _user() -> User:
     return User("user-1", email_address="ada@example.com", phone_number="+351900000000",
@@ -61,7 +44,6 @@ LEAF_SAMPLES: dict[Any, Any] = {
     bool: lambda: True,
     float: lambda: 1.5,
     Any: lambda: ActorAddress("sample-actor-address"),
-    Settings: _settings,
     User: _user,
     Template: _template,
 }
@@ -122,24 +104,3 @@ def test_every_message_is_frozen(cls: type) -> None:
 def test_every_message_has_slots(cls: type) -> None:
     assert "__slots__" in vars(cls)
     assert not hasattr(sample_message(cls), "__dict__")
-
-
-def test_a_configure_message_keeps_its_secrets_through_pickle() -> None:
-    message = messages.Configure(settings=_settings(), name="gateway")
-
-    copy = pickle.loads(pickle.dumps(message))
-
-    assert copy.settings.sendgrid_api_key is not None
-    assert copy.settings.internal_secret is not None
-    assert copy.settings.sendgrid_api_key.get_secret_value() == SECRET_KEY
-    assert copy.settings.internal_secret.get_secret_value() == SECRET_INTERNAL
-    assert copy.settings == message.settings
-
-
-def test_a_configure_message_does_not_show_its_secrets_in_repr_or_str() -> None:
-    message = messages.Configure(settings=_settings(), name="gateway")
-
-    for text in (repr(message), str(message)):
-        assert SECRET_KEY not in text
-        assert SECRET_INTERNAL not in text
-        assert "gateway" in text  # the repr is real, not blank

@@ -3,17 +3,21 @@
     gw   198.51.100.11   clarion node --role gateway   leads the convention, serves HTTP
     d1   198.51.100.12   clarion node --role delivery
     d2   198.51.100.13   clarion node --role delivery
+    x    198.51.100.14   no Clarion: a host outside the cluster's peers, on the same network
 
 Each host reaches the shared PostgreSQL, Redis, RabbitMQ and the provider simulator only
 through forwarders on 198.51.100.1. The test sends to the gateway's HTTP port, crashes d1 (every
 process of that host, SIGKILL) under a steady stream, and checks that the cluster view marks it
-down within 10 s, that d2 delivers everything accepted meanwhile, and that d1 rejoins.
+down within 10 s, that d2 delivers everything accepted meanwhile, and that d1 rejoins. And that
+a host outside the cluster's peers cannot get a pickle into any actor socket.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -37,6 +41,7 @@ _wait = functools.partial(wait, ignore=(httpx.HTTPError,))
 ACTOR_PORT = 19_555  # every host has its own network, so all use the same admin port
 HTTP_PORT = 8_080
 HOSTS = ("gw", "d1", "d2")
+OUTSIDER = "x"  # on the same network as the hosts, but not one of the cluster's peers
 ROLES = {"gw": "gateway", "d1": "delivery", "d2": "delivery"}
 
 
@@ -72,6 +77,10 @@ class Cluster:
         settings = self.base.model_copy(update={
             "node_name": self.names[host], "node_role": ROLES[host],
             "http_host": self.net.address(host),
+            # Each host's actor sockets listen on its own address and admit only the hosts of
+            # the cluster (not OUTSIDER, which shares their network).
+            "node_address": self.net.address(host),
+            "cluster_peers": ",".join(self.net.address(h) for h in HOSTS),
             "state_dir": self.folder / host})
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
         env.update(settings_to_env(settings))
@@ -113,7 +122,7 @@ def cluster(provider_settings: Settings, simulator: Any,
             pytest.fail(f"network namespaces are needed for the cluster test: {reason}")
         pytest.skip(f"network namespaces unavailable here: {reason}")
     simulator_port = int(simulator.base_url.rsplit(":", 1)[1])
-    with TestNetwork(list(HOSTS)) as net:
+    with TestNetwork([*HOSTS, OUTSIDER]) as net:
         for port in (5432, 6379, 5672, simulator_port):
             net.forward(port)
         running = Cluster(net, provider_settings, simulator,
@@ -181,6 +190,94 @@ def test_three_hosts_join_and_the_delivery_hosts_deliver(
     for notification_id in ids:
         assert notification_id is not None
         _wait(lambda n=notification_id: _status(client, n) == "sent", 30, "delivered")
+
+
+def _listeners(net: TestNetwork, host: str) -> list[tuple[str, int]]:
+    """(address, port) of every listening TCP socket inside `host`."""
+    out = subprocess.run(net.command(host, ["ss", "-Hltn"]), capture_output=True, text=True,
+                         timeout=10, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        address, _, port = line.split()[3].rpartition(":")
+        found.append((address.strip("[]"), int(port)))
+    return found
+
+
+def _pickle_frame(marker: Path) -> bytes:
+    """One Thespian transport frame ("<length>>" and a pickle) whose unpickling creates
+    `marker`: any callable would run the same way."""
+    class Payload:
+        def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+            return open, (str(marker), "a")
+
+    data = pickle.dumps(Payload())
+    return f"{len(data)}>".encode() + data
+
+
+SEND_FRAME = """
+import json, socket, sys
+frame, answers = bytes.fromhex(sys.argv[1]), {}
+for target in sys.argv[2:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), 5) as s:
+            s.sendall(frame)
+            s.settimeout(2)
+            answers[target] = s.recv(100).decode("latin-1")
+    except OSError as exc:  # reset or broken pipe: dropped as well
+        answers[target] = type(exc).__name__
+print(json.dumps(answers))
+"""
+
+
+def _send_frame(net: TestNetwork, source: str, frame: bytes,
+                targets: list[tuple[str, int]]) -> dict[str, str]:
+    result = subprocess.run(
+        net.command(source, [sys.executable, "-c", SEND_FRAME, frame.hex(),
+                             *(f"{a}:{p}" for a, p in targets)]),
+        capture_output=True, text=True, timeout=120, check=True)
+    answers: dict[str, str] = json.loads(result.stdout)
+    return answers
+
+
+def test_a_host_outside_the_peers_is_dropped_by_every_actor_socket_and_runs_nothing(
+    cluster: Cluster, client: httpx.Client, tmp_path: Path,
+) -> None:
+    net = cluster.net
+    _wait(lambda: all(cluster.hosts(client).get(cluster.names[h], {}).get("status") == "up"
+                      for h in HOSTS), 30, "all three hosts beating")
+    targets = []
+    for host in ("gw", "d1"):
+        listening = _listeners(net, host)
+        # Nothing of the node listens on every interface, or on another address than its own.
+        assert {address for address, _ in listening} == {net.address(host)}, listening
+        actor_ports = [(a, p) for a, p in listening if p != HTTP_PORT]
+        assert (net.address(host), ACTOR_PORT) in actor_ports  # the admin
+        assert len(actor_ports) > 3  # and the actor processes
+        targets += actor_ports
+
+    # From outside the peers: nothing is read, let alone unpickled. The admin and the actor
+    # processes, which accept at all times, shut the connection at once; a socket that nobody
+    # accepts on (the launcher's, inherited by the processes it forked; a bridge endpoint
+    # between two sends) leaves it waiting unread until it times out.
+    marker = tmp_path / "outsider-ran-code"
+    answers = _send_frame(net, OUTSIDER, _pickle_frame(marker), targets)
+    assert set(answers) == {f"{a}:{p}" for a, p in targets}
+    assert set(answers.values()) <= {"", "ConnectionResetError", "BrokenPipeError",
+                                     "TimeoutError"}, answers
+    for host in ("gw", "d1"):
+        assert answers[f"{net.address(host)}:{ACTOR_PORT}"] == ""
+    assert sum(1 for answer in answers.values() if answer == "") >= 8
+    time.sleep(1)
+    assert not marker.exists()
+
+    # The same frame from a peer is unpickled: the payload is real, and peers trust each other
+    # fully (README "Security model"). Thespian then refuses it as no message ("ACK+DATAERR").
+    control = tmp_path / "peer-ran-code"
+    answers = _send_frame(net, "d2", _pickle_frame(control), [(net.address("d1"), ACTOR_PORT)])
+    assert "ACK+DATAERR" in answers[f"{net.address('d1')}:{ACTOR_PORT}"], answers
+    assert control.exists()
+    assert cluster.hosts(client)[cluster.names["d1"]]["status"] == "up"
 
 
 def test_a_crashed_delivery_host_is_marked_down_and_nothing_accepted_is_lost(

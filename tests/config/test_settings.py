@@ -44,6 +44,9 @@ BAD_VALUES = [
     ("CLARION_AMQP_URL", "redis://127.0.0.1:5672/"),
     ("CLARION_FCM_CREDENTIALS_FILE", "{tmp}/no-such-service-account.json"),
     ("CLARION_LOG_LEVEL", "LOUD"),
+    ("CLARION_NODE_ADDRESS", "0.0.0.0"),
+    ("CLARION_NODE_ADDRESS", "gw.internal"),
+    ("CLARION_CLUSTER_PEERS", "10.0.0.12,10.0.0.300"),
 ]
 
 
@@ -165,6 +168,8 @@ def every_field_changed(tmp_path: Path) -> Settings:
         request_timeout=7.5,
         actor_port=19_001,
         state_dir=tmp_path / "state",
+        node_address="198.51.100.12",
+        cluster_peers="198.51.100.11,198.51.100.0/28",
         internal_secret=INTERNAL_SECRET,
         default_language="pt-BR",
         log_level="DEBUG",
@@ -241,6 +246,26 @@ def test_the_push_provider_is_fcm_only_with_a_credentials_file(tmp_path: Path) -
 
     assert load_settings().push_provider == "outbox"
     assert load_settings(fcm_credentials_file=credentials).push_provider == "fcm"
+
+
+def test_a_convention_on_another_host_needs_the_nodes_cluster_address(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLARION_CONVENTION", "10.0.0.11:1950")
+
+    with pytest.raises(SettingsError, match="CLARION_NODE_ADDRESS"):
+        load_settings()
+    monkeypatch.setenv("CLARION_NODE_ADDRESS", "10.0.0.12")
+    monkeypatch.setenv("CLARION_CLUSTER_PEERS", " 10.0.0.11, 10.0.1.0/24 ")
+    settings = load_settings()
+    assert settings.cluster_peers == "10.0.0.11,10.0.1.0/24"
+    assert [str(n) for n in settings.cluster_peer_networks] == ["10.0.0.11/32", "10.0.1.0/24"]
+
+
+def test_a_convention_on_this_host_binds_loopback_by_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLARION_CONVENTION", "127.0.0.1:1950")
+
+    assert load_settings().node_address == "127.0.0.1"
 
 
 def test_env_example_lists_every_setting_and_nothing_else() -> None:
