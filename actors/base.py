@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import psycopg
+import redis
 from thespian.actors import (
     ActorExitRequest,
     ActorTypeDispatcher,
@@ -29,7 +30,9 @@ from thespian.actors import (
 from clarion.actors.messages import BreakerChanged, ChildReady, Configure
 from clarion.config.logging import log_actor_events_to_file
 from clarion.config.settings import Settings, load_settings
-from clarion.persistence import database
+from clarion.persistence import cache, database
+from clarion.supervision import cluster, metrics
+from clarion.supervision.breaker import OPEN, CircuitBreaker
 
 _TICK = "clarion.tick"
 INFRASTRUCTURE = frozenset({"postgresql", "redis", "rabbitmq"})
@@ -41,6 +44,10 @@ class StorageUnavailable(psycopg.OperationalError):
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"storage breaker open; retry in {retry_after:.0f} s")
         self.retry_after = retry_after
+
+
+class NotConfigured(RuntimeError):
+    """An actor's settings were used before its parent's `Configure` arrived."""
 
 
 class ClarionActor(ActorTypeDispatcher):
@@ -55,7 +62,7 @@ class ClarionActor(ActorTypeDispatcher):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.settings: Settings | None = None
+        self._settings: Settings | None = None
         self.name = type(self).__name__
         self.parent: Any = None
         self._ppid: int | None = None
@@ -63,8 +70,16 @@ class ClarionActor(ActorTypeDispatcher):
         self._stopping = False
         self._db: psycopg.Connection | None = None
         self._breakers: dict[str, Any] = {}  # by dependency, made on first use (`breaker`)
-        self._placer_view: tuple[Any, Any] | None = None  # (Redis client, SilenceJudge)
+        self._placer_watch: Any = None  # for a child placed here by another host (cluster.py)
         self.log = logging.getLogger(f"clarion.actors.{self.name.lower()}")
+
+    @property
+    def settings(self) -> Settings:
+        """This host's settings, read at `Configure` (never before: an actor does nothing in
+        `__init__`, act1 of Thespian's examples)."""
+        if self._settings is None:
+            raise NotConfigured(f"{self.name} used its settings before Configure")
+        return self._settings
 
     # -- Thespian entry point ----------------------------------------------------------------
 
@@ -78,11 +93,11 @@ class ClarionActor(ActorTypeDispatcher):
         return ThespianWatch(filenos) if filenos else None
 
     def receiveMsg_Configure(self, message: Configure, sender: Any) -> None:
-        if self.settings is not None:
+        if self._settings is not None:
             return  # a duplicate; already running
         # This host's own settings (its credentials, its services' addresses), which its admin
         # passed on in the environment: no secret travels in a message (issue 12).
-        self.settings = load_settings()
+        self._settings = load_settings()
         self.name = message.name
         self.parent = sender
         self._placed_by = message.placed_by
@@ -114,21 +129,11 @@ class ClarionActor(ActorTypeDispatcher):
         self.wakeupAfter(self.TICK_SECONDS, payload=_TICK)
 
     def _placer_gone(self) -> bool:
-        from clarion.persistence import cache
-        from clarion.supervision import cluster
-
-        assert self.settings is not None
-        # Twice the Supervisors' own limit: a placer that is merely slow is not abandoned.
-        down_after = 2 * self.settings.host_down_after
-        if self._placer_view is None:
-            self._placer_view = (cache.connect(self.settings.redis_url),
-                                 cluster.SilenceJudge(down_after))
-        client, judge = self._placer_view
-        hosts = self.cached(lambda: cluster.read_view(client, down_after), None)
-        if not judge.saw(hosts) or hosts is None:
-            return False  # Redis unreachable, or only just back: no evidence, keep working
-        placer = next((h for h in hosts if h["node"] == self._placed_by), None)
-        return placer is None or placer["status"] != "up"
+        if self._placer_watch is None:
+            self._placer_watch = cluster.PlacerWatch(cache.connect(self.settings.redis_url),
+                                                     self._placed_by or "",
+                                                     self.settings.host_down_after)
+        return self._placer_watch.placer_gone(lambda read: self.cached(read, None))
 
     def receiveMsg_ActorExitRequest(self, message: ActorExitRequest, sender: Any) -> None:
         self._stop(request=False)
@@ -164,9 +169,6 @@ class ClarionActor(ActorTypeDispatcher):
 
     def breaker_changed(self, dependency: str, old: str, new: str) -> None:
         """The `on_change` of every breaker an actor holds: log, count, tell the Supervisor."""
-        from clarion.supervision import metrics
-        from clarion.supervision.breaker import OPEN
-
         metrics.BREAKER_STATE.labels(self.name, dependency).set(metrics.BREAKER_LEVEL[new])
         log = self.log.warning if new == OPEN else self.log.info
         log("breaker state changed", extra={"actor": self.name, "dependency": dependency,
@@ -176,10 +178,7 @@ class ClarionActor(ActorTypeDispatcher):
 
     def breaker(self, dependency: str) -> Any:
         """This actor's circuit breaker for one dependency (made on first use)."""
-        from clarion.supervision.breaker import CircuitBreaker
-
         if dependency not in self._breakers:
-            assert self.settings is not None
             # Our own services get a short reset: back after a blip, they are used again within
             # about a second, not after a provider's 60 s (ARCHITECTURE "Resilience numbers").
             reset = (self.settings.infra_breaker_reset_timeout if dependency in INFRASTRUCTURE
@@ -192,8 +191,6 @@ class ClarionActor(ActorTypeDispatcher):
     def cached(self, read: Any, default: Any) -> Any:
         """Run a cache call behind the Redis breaker: the cache is an optimisation, so while
         Redis fails (or its breaker is open) the answer is `default` and PostgreSQL serves."""
-        import redis
-
         breaker = self.breaker("redis")
         if not breaker.allow():
             return default
@@ -226,7 +223,6 @@ class ClarionActor(ActorTypeDispatcher):
     def _conn(self) -> psycopg.Connection:
         """This actor's own PostgreSQL connection, opened again if it broke (a restarted
         server, a network blip): the next message simply reconnects."""
-        assert self.settings is not None
         if self._db is None or self._db.closed or self._db.broken:
             self._db = database.connect(self.settings.database_url, autocommit=True)
         return self._db

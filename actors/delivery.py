@@ -65,7 +65,6 @@ class ChannelDelivery(ClarionActor):
 
     def setup(self) -> None:
         settings = self.settings
-        assert settings is not None
         self._provider = self.make_provider()
         self._pool = SendPool(self._provider, settings.delivery_concurrency,
                               f"{self.CHANNEL}-send")
@@ -110,7 +109,6 @@ class ChannelDelivery(ClarionActor):
         self._waiting.clear()  # their tags died with the old connection
 
     def _consume(self) -> None:
-        assert self.settings is not None
         # While the breaker is half-open, one message at a time: that one is the trial.
         prefetch = 1 if self._breaker.state != CLOSED else self.settings.delivery_prefetch
         self._consumer.consume(prefetch)
@@ -305,7 +303,6 @@ class ChannelDelivery(ClarionActor):
             was = self._breaker.state
             self._breaker.success()
             if was != CLOSED:
-                assert self.settings is not None
                 try:
                     self._consumer.set_prefetch(self.settings.delivery_prefetch)
                 except pika.exceptions.AMQPError:

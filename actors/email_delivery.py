@@ -15,5 +15,4 @@ class EmailDelivery(ChannelDelivery):
     CHANNEL = "email"
 
     def make_provider(self) -> Provider:
-        assert self.settings is not None
         return email_provider(self.settings)

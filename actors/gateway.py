@@ -60,7 +60,6 @@ _NOT_FOUND = {"user_not_found", "template_not_found"}
 class Gateway(ClarionActor):
     def setup(self) -> None:
         settings = self.settings
-        assert settings is not None
         self._peers: Peers | None = None
         self._pending: dict[str, PendingBatch] = {}
         self._timings = QueuedTimings(self._conn)
@@ -128,7 +127,6 @@ class Gateway(ClarionActor):
         if self._peers is None:
             self._unavailable(message, items)
             return
-        assert self.settings is not None
         # Answer a little before the bridge gives up, so the caller gets our reason, and never
         # commit a request its caller has been told timed out: the clock starts when the HTTP
         # layer received it, not when the batch reached us.
@@ -184,7 +182,6 @@ class Gateway(ClarionActor):
         if message.error:
             self._retry_later(batch, message.error, "user storage is unavailable, try again")
             return
-        assert self.settings is not None
         batch.attempts = 1
         batch.hops["user_resolved"] = time.time()
         batch.users = message.users

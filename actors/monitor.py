@@ -24,7 +24,6 @@ QUEUES = (*broker.WORK_QUEUES.values(), broker.FAILED_QUEUE)
 
 class Monitor(ClarionActor):
     def setup(self) -> None:
-        assert self.settings is not None
         self._ticks = 0
         self._redis = cache.connect(self.settings.redis_url)
         self._amqp: pika.BlockingConnection | None = None
@@ -73,7 +72,6 @@ class Monitor(ClarionActor):
         return Observations(dependencies, queues, attempts, consumers)
 
     def _broker(self) -> pika.BlockingConnection:
-        assert self.settings is not None
         if self._amqp is None or not self._amqp.is_open:
             self._amqp = broker.connect(self.settings.amqp_url, "clarion-monitor")
         else:

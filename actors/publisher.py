@@ -37,7 +37,6 @@ from clarion.supervision import metrics
 
 class Publisher(ClarionActor):
     def setup(self) -> None:
-        assert self.settings is not None
         self._publisher = BatchPublisher(self.settings.amqp_url, "clarion-publisher",
                                          self.settings.queue_type)
         self._breaker = self.breaker("rabbitmq")

@@ -16,5 +16,4 @@ class PushDelivery(ChannelDelivery):
     CHANNEL = "push"
 
     def make_provider(self) -> Provider:
-        assert self.settings is not None
         return push_provider(self.settings)

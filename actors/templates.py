@@ -74,7 +74,6 @@ def _status(code: str) -> int:
 
 class Templates(ClarionActor):
     def setup(self) -> None:
-        assert self.settings is not None
         self._renderer = Renderer()
         # One cache entry per key: the latest version of each of its languages.
         self._cache = cache_mod.RecordCache[dict[str, Template]](
@@ -239,7 +238,6 @@ class Templates(ClarionActor):
         """Render each item as the Gateway would, without sending: one cache read for all."""
         if not items:
             return {}
-        assert self.settings is not None
         try:
             latest = self._latest({i.template_key for i in items if i.version is None})
             renderings = [self._render_item(RenderItem(

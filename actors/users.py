@@ -52,7 +52,6 @@ def _duplicate(correlation_id: str) -> Reply:
 
 class Users(ClarionActor):
     def setup(self) -> None:
-        assert self.settings is not None
         self._cache = cache_mod.RecordCache[User](
             cache_mod.connect(self.settings.redis_url),
             cache_mod.USER_PREFIX,

@@ -26,7 +26,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from clarion.actors.messages import GatewayLocated, LocateGateway, Replies, Reply, SendBatch
+from clarion.actors.messages import (
+    GatewayLocated,
+    LocateGateway,
+    Replies,
+    Reply,
+    SendBatch,
+    owner_of,
+)
 from clarion.supervision.launcher import BASE, SUPERVISOR_CLASS, admin_running
 from clarion.supervision.supervisor import GLOBAL_NAME
 from clarion.supervision.transport_security import Network, secure_transport
@@ -126,10 +133,6 @@ class ActorBridge:
                 self._waiting.pop(item.correlation_id, None)
             self._window.answered((item.correlation_id,))
 
-    @staticmethod
-    def correlation_id() -> str:
-        return uuid.uuid4().hex
-
     # -- threads ------------------------------------------------------------------------------
 
     def _receive(self) -> None:
@@ -159,7 +162,8 @@ class ActorBridge:
 
     def _send(self) -> None:
         with self._system.private() as endpoint:
-            targets: tuple[Any, Any] | None = None  # (supervisor, gateway)
+            supervisor: Any = None
+            gateway: Any = None
             while not self._stop.is_set():
                 first = self._outbox.get()
                 if first is None:
@@ -179,35 +183,49 @@ class ActorBridge:
                 stale = time.monotonic() - self._located_at > _RELOCATE_EVERY
                 if stale or self._relocate.is_set():
                     self._relocate.clear()
-                    targets = None
+                    supervisor = gateway = None
                 # Status questions go to the Supervisor itself, so they are answered even
-                # while the Gateway restarts; everything else goes through the Gateway.
-                for_supervisor = [i for i in items if _owner(i) == "supervisor"]
-                for_gateway = [i for i in items if _owner(i) != "supervisor"]
+                # while the Gateway restarts; everything else goes through the Gateway. Each
+                # half fails alone: a Gateway being restarted does not refuse a status question.
+                for_supervisor = [i for i in items if owner_of(i) == "supervisor"]
+                for_gateway = [i for i in items if owner_of(i) != "supervisor"]
                 try:
-                    targets = targets or self._locate(endpoint)
-                    for target, batch in zip(targets, (for_supervisor, for_gateway)):
-                        if batch:
-                            batch_id = uuid.uuid4().hex
-                            if batch is for_gateway:
-                                self._window.sent(batch_id, [i.correlation_id for i in batch])
-                            endpoint.tell(target, SendBatch(batch_id, tuple(batch),
+                    supervisor = supervisor or endpoint.createActor(SUPERVISOR_CLASS,
+                                                                    globalName=GLOBAL_NAME)
+                    if for_supervisor:
+                        endpoint.tell(supervisor, SendBatch(uuid.uuid4().hex,
+                                                            tuple(for_supervisor),
                                                             self._reply_to))
+                except Exception as exc:  # noqa: BLE001 - answer every item, then look again
+                    log.error("bridge send failed", extra={"error": repr(exc)})
+                    supervisor = gateway = None
+                    self._unavailable(for_supervisor + for_gateway)
+                    continue
+                if not for_gateway:
+                    continue
+                try:
+                    gateway = gateway or self._locate(endpoint, supervisor)
+                    batch_id = uuid.uuid4().hex
+                    self._window.sent(batch_id, [i.correlation_id for i in for_gateway])
+                    endpoint.tell(gateway, SendBatch(batch_id, tuple(for_gateway),
+                                                     self._reply_to))
                 except Exception as exc:  # noqa: BLE001 - answer every item, then re-locate
                     log.error("bridge send failed", extra={"error": repr(exc)})
-                    targets = None
-                    self._resolve(tuple(
-                        Reply(i.correlation_id, 503, error_code="actors_unavailable",
-                              message="Clarion's actors are unavailable, retry",
-                              retry_after=1) for i in items))
+                    gateway = None
+                    self._unavailable(for_gateway)
 
-    def _locate(self, endpoint: Any) -> tuple[Any, Any]:
-        supervisor = endpoint.createActor(SUPERVISOR_CLASS, globalName=GLOBAL_NAME)
+    def _unavailable(self, items: list[Any]) -> None:
+        self._resolve(tuple(
+            Reply(i.correlation_id, 503, error_code="actors_unavailable",
+                  message="Clarion's actors are unavailable, retry", retry_after=1)
+            for i in items))
+
+    def _locate(self, endpoint: Any, supervisor: Any) -> Any:
         answer = endpoint.ask(supervisor, LocateGateway(), 5)
         if not isinstance(answer, GatewayLocated) or answer.address is None:
             raise BridgeUnavailable("the Supervisor did not say where the Gateway is")
         self._located_at = time.monotonic()
-        return supervisor, answer.address
+        return answer.address
 
 
 class _Window:
@@ -252,10 +270,6 @@ class _Window:
                         self._batch_of.pop(cid, None)
                     continue
                 self._cond.wait(min(overdue, 0.5))
-
-
-def _owner(item: Any) -> str:
-    return str(getattr(type(item), "OWNER", ""))
 
 
 def _set_result(future: asyncio.Future[Reply], reply: Reply) -> None:

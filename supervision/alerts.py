@@ -10,12 +10,15 @@
                         (at least `error_min_attempts` of them)
 
 An alert is raised once when its condition starts, stays active while it holds, and is resolved
-when it stops; `on_change` hears both (to log and to post the webhook).
+when it stops; `on_change` hears both (to log and to post the webhook: `post_webhook`).
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -103,3 +106,16 @@ class AlertBook:
     def snapshot(self) -> dict[str, Any]:
         return {"active": [a.to_json() for a in self.active.values()],
                 "recent": [a.to_json() for a in self.recent]}
+
+
+def post_webhook(url: str, payload: dict[str, Any]) -> None:
+    """POST an alert as JSON from a short-lived thread: a slow receiver never stalls us."""
+    def post() -> None:
+        request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - operator's URL
+        except OSError:
+            pass  # alerts are in the log and the API too; a webhook is best effort
+
+    threading.Thread(target=post, name="alert-webhook", daemon=True).start()

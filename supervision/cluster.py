@@ -186,3 +186,49 @@ def _decode(raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
         if isinstance(entry, dict):
             entries[key] = entry
     return entries
+
+
+def placement_target(hosts: list[dict[str, Any]], channel: str, own_node: str
+                     ) -> tuple[str, str] | None:
+    """Where to place a delivery child of `channel` that this host cannot run: the first (by
+    name) live convention member, other than this host, that delivers and holds the channel's
+    credentials; (its node name, its provider), or None while there is none.
+
+    Only members of the leader's convention count: Thespian places through the leader, and
+    without a live leader nothing can be placed."""
+    leader = next((h for h in hosts if h.get("leader") and h["status"] == "up"), None)
+    if leader is None:
+        return None
+    members = {*leader.get("convention_members", ()), leader["node"]}
+    candidates = sorted(
+        (h for h in hosts
+         if h["status"] == "up" and h["node"] in members and h["node"] != own_node
+         and h.get("role") in ("delivery", "all")  # a gateway host delivers nothing
+         and h.get("providers", {}).get(channel, "outbox") != "outbox"),
+        key=lambda h: h["node"])
+    if not candidates:
+        return None
+    return candidates[0]["node"], candidates[0]["providers"][channel]
+
+
+class PlacerWatch:
+    """For an actor another host's Supervisor placed here: has that host stopped beating?
+
+    Thespian re-parents orphans instead of stopping them, and a crashed member's Supervisor
+    sends nothing: the placed actor must notice by itself and exit, so the replacement its
+    placer's successor makes is the only one (notes/thespian.md). `read(call)` reads the view
+    through the actor's Redis breaker (returns None when Redis did not answer)."""
+
+    def __init__(self, client: Any, placed_by: str, host_down_after: float) -> None:
+        self._client = client
+        self._placed_by = placed_by
+        # Twice the Supervisors' own limit: a placer that is merely slow is not abandoned.
+        self._down_after = 2 * host_down_after
+        self._judge = SilenceJudge(self._down_after)
+
+    def placer_gone(self, read: Any) -> bool:
+        hosts = read(lambda: read_view(self._client, self._down_after))
+        if not self._judge.saw(hosts) or hosts is None:
+            return False  # Redis unreachable, or only just back: no evidence, keep working
+        placer = next((h for h in hosts if h["node"] == self._placed_by), None)
+        return placer is None or placer["status"] != "up"

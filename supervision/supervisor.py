@@ -56,27 +56,10 @@ from clarion.actors.messages import (
 )
 from clarion.persistence import cache
 from clarion.supervision import cluster, metrics
-from clarion.supervision.alerts import Alert, AlertBook
+from clarion.supervision.alerts import Alert, AlertBook, post_webhook
 from clarion.supervision.restart import RestartIntensity
 
 GLOBAL_NAME = "clarion-supervisor"
-
-
-def post_webhook(url: str, payload: dict[str, Any]) -> None:
-    """POST an alert as JSON from a short-lived thread: a slow receiver never stalls us."""
-    import json
-    import threading
-    import urllib.request
-
-    def post() -> None:
-        request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-        try:
-            urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - operator's URL
-        except OSError:
-            pass  # alerts are in the log and the API too; a webhook is best effort
-
-    threading.Thread(target=post, name="alert-webhook", daemon=True).start()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +101,6 @@ class Child:
 
 class Supervisor(ClarionActor):
     def setup(self) -> None:
-        assert self.settings is not None
         wanted = cluster.children_for(self.settings)
         self._children = {
             spec.name: Child(spec, intensity=RestartIntensity(self.settings.restart_max,
@@ -153,7 +135,6 @@ class Supervisor(ClarionActor):
             self._beat(state="stopped")
 
     def _start(self, child: Child) -> None:
-        assert self.settings is not None
         child.ready = False
         child.pid = None
         child.breakers = {}
@@ -175,7 +156,6 @@ class Supervisor(ClarionActor):
         names it in the requirements: asking Thespian for a capability no live member has
         leaves its admin unable to answer (notes/thespian.md), and a crashed member stays in the
         convention for ~15 s after its heartbeat stopped."""
-        assert self.settings is not None
         target = self._placement_target(channel)
         child.placed, child.address = True, None
         if target is None:
@@ -193,34 +173,17 @@ class Supervisor(ClarionActor):
             "actor": self.name, "child": child.spec.name, "node": name, "provider": provider})
 
     def _placement_target(self, channel: str) -> tuple[str, str] | None:
-        assert self.settings is not None
         hosts = self._hosts()
-        if hosts is None:
-            return None
-        leader = next((h for h in hosts if h.get("leader") and h["status"] == "up"), None)
-        if leader is None:
-            return None  # without its leader the convention cannot place anything
-        members = {*leader.get("convention_members", ()), leader["node"]}
-        candidates = sorted(
-            (h for h in hosts
-             if h["status"] == "up" and h["node"] in members
-             and h["node"] != self.settings.node_name
-             and h.get("role") in ("delivery", "all")  # a gateway host delivers nothing
-             and h.get("providers", {}).get(channel, "outbox") != "outbox"),
-            key=lambda h: h["node"])
-        if not candidates:
-            return None
-        return candidates[0]["node"], candidates[0]["providers"][channel]
+        return None if hosts is None else cluster.placement_target(
+            hosts, channel, self.settings.node_name)
 
     def _hosts(self) -> list[dict[str, Any]] | None:
-        assert self.settings is not None
         down_after = self.settings.host_down_after
         return self.cached(lambda: cluster.read_view(self._redis, down_after), None)
 
     def _check_placed_children(self) -> None:
         """Re-place children whose host stopped beating (a crashed member's actors send no
         `ChildActorExited`), and try again for children still waiting for a host."""
-        assert self.settings is not None
         placed = [c for c in self._children.values() if c.placed]
         if not placed:
             return
@@ -316,7 +279,6 @@ class Supervisor(ClarionActor):
         self._evaluate_alerts()
 
     def on_tick(self) -> None:
-        assert self.settings is not None
         self._evaluate_alerts()
         if time.time() - self._last_beat >= self.settings.heartbeat_interval:
             self._beat()
@@ -325,7 +287,6 @@ class Supervisor(ClarionActor):
 
     def _beat(self, state: str = "up") -> None:
         """Write this host's heartbeat: who it is, what it can do, and its actors."""
-        assert self.settings is not None
         settings = self.settings
         beat = {
             "node": settings.node_name, "state": state, "role": settings.node_role,
@@ -359,7 +320,6 @@ class Supervisor(ClarionActor):
         else:
             self.log.warning(f"alert resolved: {alert.kind}", extra={
                 "actor": self.name, "alert": alert.kind, "alert_key": alert.key})
-        assert self.settings is not None
         if self.settings.alert_webhook_url:
             post_webhook(self.settings.alert_webhook_url, alert.to_json())
 
@@ -382,7 +342,6 @@ class Supervisor(ClarionActor):
         self.send(message.reply_to, Replies(message.batch_id, replies))
 
     def status(self) -> dict[str, Any]:
-        assert self.settings is not None
         return {
             "supervisor": {"pid": os.getpid(), "name": GLOBAL_NAME},
             "node": {"name": self.settings.node_name, "role": self.settings.node_role,
