@@ -16,8 +16,6 @@ import logging
 import os
 from typing import Any
 
-import psycopg
-import redis
 from thespian.actors import (
     ActorExitRequest,
     ActorTypeDispatcher,
@@ -30,20 +28,12 @@ from thespian.actors import (
 from clarion.actors.messages import BreakerChanged, ChildReady, Configure
 from clarion.config.logging import log_actor_events_to_file
 from clarion.config.settings import Settings, load_settings
-from clarion.persistence import cache, database
+from clarion.actors.dependencies import Dependencies
+from clarion.persistence import cache
 from clarion.supervision import cluster, metrics
-from clarion.supervision.breaker import OPEN, CircuitBreaker
+from clarion.supervision.breaker import OPEN
 
 _TICK = "clarion.tick"
-INFRASTRUCTURE = frozenset({"postgresql", "redis", "rabbitmq"})
-
-
-class StorageUnavailable(psycopg.OperationalError):
-    """PostgreSQL's breaker is open: not tried, fail fast."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"storage breaker open; retry in {retry_after:.0f} s")
-        self.retry_after = retry_after
 
 
 class NotConfigured(RuntimeError):
@@ -51,6 +41,13 @@ class NotConfigured(RuntimeError):
 
 
 class ClarionActor(ActorTypeDispatcher):
+    """The life cycle every Clarion actor shares (the module docstring walks through it).
+
+    More methods than most classes here, for a reason: six are Thespian's handlers of the
+    life-cycle messages, and seven are the empty hooks a subclass overrides (`setup`,
+    `teardown`, `on_tick`, `on_wakeup`, `on_child_exited`, `on_poison`, `watched_filenos`).
+    What an actor reaches outside itself is in `deps` (actors/dependencies.py)."""
+
     TICK_SECONDS = 1.0
 
     @staticmethod
@@ -62,14 +59,12 @@ class ClarionActor(ActorTypeDispatcher):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._settings: Settings | None = None
+        self._deps: Dependencies | None = None
         self.name = type(self).__name__
         self.parent: Any = None
         self._ppid: int | None = None
         self._placed_by: str | None = None
         self._stopping = False
-        self._db: psycopg.Connection | None = None
-        self._breakers: dict[str, Any] = {}  # by dependency, made on first use (`breaker`)
         self._placer_watch: Any = None  # for a child placed here by another host (cluster.py)
         self.log = logging.getLogger(f"clarion.actors.{self.name.lower()}")
 
@@ -77,9 +72,7 @@ class ClarionActor(ActorTypeDispatcher):
     def settings(self) -> Settings:
         """This host's settings, read at `Configure` (never before: an actor does nothing in
         `__init__`, act1 of Thespian's examples)."""
-        if self._settings is None:
-            raise NotConfigured(f"{self.name} used its settings before Configure")
-        return self._settings
+        return self.deps.settings
 
     # -- Thespian entry point ----------------------------------------------------------------
 
@@ -93,12 +86,12 @@ class ClarionActor(ActorTypeDispatcher):
         return ThespianWatch(filenos) if filenos else None
 
     def receiveMsg_Configure(self, message: Configure, sender: Any) -> None:
-        if self._settings is not None:
+        if self._deps is not None:
             return  # a duplicate; already running
         # This host's own settings (its credentials, its services' addresses), which its admin
         # passed on in the environment: no secret travels in a message (issue 12).
-        self._settings = load_settings()
         self.name = message.name
+        self._deps = Dependencies(load_settings(), self.log, self.breaker_changed)
         self.parent = sender
         self._placed_by = message.placed_by
         log_actor_events_to_file(self.settings.log_level,
@@ -133,7 +126,7 @@ class ClarionActor(ActorTypeDispatcher):
             self._placer_watch = cluster.PlacerWatch(cache.connect(self.settings.redis_url),
                                                      self._placed_by or "",
                                                      self.settings.host_down_after)
-        return self._placer_watch.placer_gone(lambda read: self.cached(read, None))
+        return self._placer_watch.placer_gone(lambda read: self.deps.cached(read, None))
 
     def receiveMsg_ActorExitRequest(self, message: ActorExitRequest, sender: Any) -> None:
         self._stop(request=False)
@@ -160,8 +153,8 @@ class ClarionActor(ActorTypeDispatcher):
         self._stopping = True
         try:
             self.teardown()
-            if self._db is not None:
-                self._db.close()
+            if self._deps is not None:
+                self._deps.close()
         except Exception:  # noqa: BLE001 - exiting anyway; say why
             self.log.exception("teardown failed", extra={"actor": self.name})
         if request:
@@ -176,56 +169,12 @@ class ClarionActor(ActorTypeDispatcher):
         if self.parent is not None:
             self.send(self.parent, BreakerChanged(self.name, dependency, new))
 
-    def breaker(self, dependency: str) -> Any:
-        """This actor's circuit breaker for one dependency (made on first use)."""
-        if dependency not in self._breakers:
-            # Our own services get a short reset: back after a blip, they are used again within
-            # about a second, not after a provider's 60 s (ARCHITECTURE "Resilience numbers").
-            reset = (self.settings.infra_breaker_reset_timeout if dependency in INFRASTRUCTURE
-                     else self.settings.breaker_reset_timeout)
-            self._breakers[dependency] = CircuitBreaker(
-                dependency, self.settings.breaker_failure_threshold, reset,
-                on_change=self.breaker_changed)
-        return self._breakers[dependency]
-
-    def cached(self, read: Any, default: Any) -> Any:
-        """Run a cache call behind the Redis breaker: the cache is an optimisation, so while
-        Redis fails (or its breaker is open) the answer is `default` and PostgreSQL serves."""
-        breaker = self.breaker("redis")
-        if not breaker.allow():
-            return default
-        try:
-            value = read()
-        except redis.RedisError as exc:
-            breaker.failure()
-            self.log.warning("cache unavailable", extra={"actor": self.name, "error": str(exc)})
-            return default
-        breaker.success()
-        return value
-
-    def stored(self, query: Any) -> Any:
-        """Run a PostgreSQL call behind the breaker. Raises StorageUnavailable at once while
-        the breaker is open, instead of making every caller wait for the same failure."""
-        breaker = self.breaker("postgresql")
-        if not breaker.allow():
-            raise StorageUnavailable(breaker.retry_after())
-        try:
-            value = query(self._conn())
-        except psycopg.OperationalError:
-            breaker.failure()
-            raise
-        except BaseException:
-            breaker.success()  # it answered: the error is ours, not the database being away
-            raise
-        breaker.success()
-        return value
-
-    def _conn(self) -> psycopg.Connection:
-        """This actor's own PostgreSQL connection, opened again if it broke (a restarted
-        server, a network blip): the next message simply reconnects."""
-        if self._db is None or self._db.closed or self._db.broken:
-            self._db = database.connect(self.settings.database_url, autocommit=True)
-        return self._db
+    @property
+    def deps(self) -> Dependencies:
+        """What this actor reaches outside itself (made at Configure, actors/dependencies.py)."""
+        if self._deps is None:
+            raise NotConfigured(f"{self.name} used its dependencies before Configure")
+        return self._deps
 
     # -- for subclasses ----------------------------------------------------------------------
 

@@ -56,6 +56,10 @@ from clarion.supervision.breaker import CLOSED, OPEN
 
 
 class ChannelDelivery(ClarionActor):
+    """Glue: one method per event (broker traffic, completions, the tick) and per step of an
+    attempt (claim, start, finish, relay, judge); the mechanics are QueueConsumer, SendPool,
+    AttemptBook and outcome_of."""
+
     CHANNEL = ""  # "email" or "push": set by each subclass
 
     def make_provider(self) -> Provider:
@@ -68,7 +72,7 @@ class ChannelDelivery(ClarionActor):
         self._provider = self.make_provider()
         self._pool = SendPool(self._provider, settings.delivery_concurrency,
                               f"{self.CHANNEL}-send")
-        self._breaker = self.breaker(self._provider.name)
+        self._breaker = self.deps.breaker(self._provider.name)
         self._policy = delivery_policy(settings.delivery_max_attempts)
         self._owner = f"{settings.node_name}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # A claim whose holder records nothing within this long died with its process.
@@ -195,7 +199,7 @@ class ChannelDelivery(ClarionActor):
         claims = {Claim(w.message.notification_id, self.CHANNEL, w.message.attempt): w
                   for w in fresh.values()}
         try:
-            verdicts = self.stored(lambda conn: notification_repo.claim_attempts(
+            verdicts = self.deps.stored(lambda conn: notification_repo.claim_attempts(
                 conn, self._owner, list(claims), self._lease))
         except psycopg.Error as exc:
             # Cannot tell what was delivered already: keep them (unacked) and ask again on
@@ -243,7 +247,7 @@ class ChannelDelivery(ClarionActor):
             # The outcomes, the deliveries' new state, dead letters and the next messages
             # (retries, DLQ copies), in one transaction: all or nothing, and nothing is
             # published before it commits.
-            outbox_ids = self.stored(lambda conn: notification_repo.record_outcomes(
+            outbox_ids = self.deps.stored(lambda conn: notification_repo.record_outcomes(
                 conn, [a.outcome for a in pending if a.outcome is not None]))
         except psycopg.Error as exc:
             self.log.error("recording outcomes failed; will retry", extra={
@@ -271,7 +275,7 @@ class ChannelDelivery(ClarionActor):
         if not outbox_ids:
             return
         try:
-            broker_outbox.relay(self._conn(), self._relay, outbox_ids)
+            broker_outbox.relay(self.deps.conn(), self._relay, outbox_ids)
         except (PublishError, psycopg.Error) as exc:
             self.log.warning("relaying retries failed; left to the sweep", extra={
                 "actor": self.name, "error": str(exc)})
@@ -292,7 +296,7 @@ class ChannelDelivery(ClarionActor):
         if not removals:
             return
         try:
-            self.stored(lambda conn: user_repo.queue_token_removals(conn, removals))
+            self.deps.stored(lambda conn: user_repo.queue_token_removals(conn, removals))
         except psycopg.Error as exc:
             self.log.warning("could not hand over unregistered push tokens", extra={
                 "actor": self.name, "error": str(exc), "count": len(removals)})

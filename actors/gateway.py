@@ -58,15 +58,19 @@ _NOT_FOUND = {"user_not_found", "template_not_found"}
 
 
 class Gateway(ClarionActor):
+    """One handler per message it takes (Peers, SendBatch, UsersResolved, Rendered, its
+    wake-ups, poison) and one method per stage or ending: the mechanics (keys, timings,
+    planning, the batch and its stages) live in plain classes beside it."""
+
     def setup(self) -> None:
         settings = self.settings
         self._peers: Peers | None = None
         self._pending: dict[str, PendingBatch] = {}
-        self._timings = QueuedTimings(self._conn)
+        self._timings = QueuedTimings(self.deps.conn)
         owner = f"{settings.node_name}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._keys = KeyGuard(IdempotencyStore(cache.connect(settings.redis_url), owner,
                                                pending_ttl=2 * settings.request_timeout),
-                              self.cached)
+                              self.deps.cached)
         self._keys.beat()
 
     def teardown(self) -> None:
@@ -243,7 +247,7 @@ class Gateway(ClarionActor):
             self._fail_open(batch, 504, "timeout", "storage did not answer in time")
             return
         try:
-            inserted: Inserted = self.stored(lambda conn: notification_repo.insert_batch(
+            inserted: Inserted = self.deps.stored(lambda conn: notification_repo.insert_batch(
                 conn, list(batch.accepted.values())))
         except psycopg.OperationalError as exc:
             # Nothing committed, or (the connection broke during the commit) everything did:
@@ -273,7 +277,7 @@ class Gateway(ClarionActor):
                     if n.notification_id not in inserted.notification_ids}
         try:
             stored = notification_repo.existing(
-                self._conn(), [n.notification_id for n in left_out.values()],
+                self.deps.conn(), [n.notification_id for n in left_out.values()],
                 [n.idempotency_key for n in left_out.values() if n.idempotency_key])
         except psycopg.Error as exc:
             self.log.warning("reading back stored notifications failed",

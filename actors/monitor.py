@@ -47,14 +47,14 @@ class Monitor(ClarionActor):
         queues: dict[str, int] = {}
         consumers: dict[str, int] = {}
         try:
-            row = self._conn().execute(
+            row = self.deps.conn().execute(
                 "SELECT count(*), count(*) FILTER (WHERE outcome = 'failed')"
                 " FROM delivery_attempts WHERE finished_at > now() - interval '5 minutes'"
             ).fetchone()
             attempts = (int(row[0]), int(row[1])) if row else (0, 0)
             dependencies["postgresql"] = True
         except psycopg.Error:
-            self._db = None
+            pass  # deps.conn() opens a new connection once this one is broken
         try:
             dependencies["redis"] = bool(self._redis.ping())
         except redis.RedisError:

@@ -39,7 +39,7 @@ class Publisher(ClarionActor):
     def setup(self) -> None:
         self._publisher = BatchPublisher(self.settings.amqp_url, "clarion-publisher",
                                          self.settings.queue_type)
-        self._breaker = self.breaker("rabbitmq")
+        self._breaker = self.deps.breaker("rabbitmq")
         self._sweeping = False  # a SweepOutbox to ourselves is on its way
 
     def teardown(self) -> None:
@@ -74,7 +74,7 @@ class Publisher(ClarionActor):
         if not self._breaker.allow():
             return 0  # the broker has been failing: the rows wait, the sweep tries again
         try:
-            sent = self.stored(lambda conn: broker_outbox.relay(conn, self._publisher,
+            sent = self.deps.stored(lambda conn: broker_outbox.relay(conn, self._publisher,
                                                                 message_ids))
         except UnroutableError as exc:
             # The topology is wrong or was deleted: those rows stay (the backlog shows them),
@@ -99,7 +99,7 @@ class Publisher(ClarionActor):
         """Queue the deliveries held for quiet hours whose time has come: they move to the
         outbox in one transaction (SKIP LOCKED: several hosts' Publishers share the work)."""
         try:
-            released = self.stored(notification_repo.release_due)
+            released = self.deps.stored(notification_repo.release_due)
         except psycopg.Error as exc:
             self.log.warning("releasing scheduled deliveries failed", extra={"error": str(exc)})
             return
@@ -122,7 +122,7 @@ class Publisher(ClarionActor):
         # One transaction resets the deliveries and puts the messages in the outbox: from its
         # commit on, the replay happens, whatever the broker is doing right now.
         try:
-            ids, outbox_ids = self.stored(lambda conn: dead_letters.replay(
+            ids, outbox_ids = self.deps.stored(lambda conn: dead_letters.replay(
                 conn, list(command.ids) if command.ids is not None else None,
                 command.channel, command.error_code, command.limit))
         except psycopg.Error as exc:
@@ -139,7 +139,7 @@ class Publisher(ClarionActor):
 
     def _discard(self, command: DiscardDeadLetter) -> Reply:
         try:
-            found = self.stored(lambda conn: dead_letters.discard(conn, command.dead_letter_id))
+            found = self.deps.stored(lambda conn: dead_letters.discard(conn, command.dead_letter_id))
         except psycopg.Error as exc:
             self.log.error("discard failed", extra={"error": str(exc)})
             return Reply(command.correlation_id, 503, error_code="storage_unavailable",

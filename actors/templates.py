@@ -101,16 +101,16 @@ class Templates(ClarionActor):
     def _latest(self, keys: set[str]) -> dict[str, dict[str, Template]]:
         if not keys:
             return {}
-        found: dict[str, dict[str, Template]] = self.cached(
+        found: dict[str, dict[str, Template]] = self.deps.cached(
             lambda: self._cache.get_many(keys), {})
         missing = keys - found.keys()
         if missing:
             loaded: dict[str, dict[str, Template]] = {}
-            latest = self.stored(lambda conn: template_repo.fetch_latest(conn, missing))
+            latest = self.deps.stored(lambda conn: template_repo.fetch_latest(conn, missing))
             for (key, language), template in latest.items():
                 loaded.setdefault(key, {})[language] = template
             found.update(loaded)
-            self.cached(lambda: self._cache.set_many(loaded), None)
+            self.deps.cached(lambda: self._cache.set_many(loaded), None)
         return found
 
     def _render_item(self, item: RenderItem, latest: dict[str, dict[str, Template]]) -> Rendering:
@@ -120,7 +120,7 @@ class Templates(ClarionActor):
             languages = {
                 lang: t
                 for (_, lang), t in template_repo.fetch_version(
-                    self._conn(), item.template_key, item.version
+                    self.deps.conn(), item.template_key, item.version
                 ).items()
             }
         if not languages:
@@ -207,7 +207,7 @@ class Templates(ClarionActor):
                              message="the template uses variables it does not declare: "
                              + ", ".join(names),
                              data={"variables": names, "fields": extra})
-        conn = self._conn()
+        conn = self.deps.conn()
         try:
             if command.new_version:
                 stored = template_repo.create_next(conn, template, declared)
@@ -225,7 +225,7 @@ class Templates(ClarionActor):
                      message=f"template version {stored.version} created")
 
     def retire(self, command: RetireTemplate) -> Reply:
-        retired = template_repo.retire(self._conn(), command.template_key)
+        retired = template_repo.retire(self.deps.conn(), command.template_key)
         if not retired:
             return Reply(command.correlation_id, 404, error_code="template_not_found",
                          message=f"no template '{command.template_key}'")

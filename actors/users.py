@@ -70,7 +70,7 @@ class Users(ClarionActor):
 
     def on_tick(self) -> None:
         try:
-            changed = self.stored(user_repo.apply_token_removals)
+            changed = self.deps.stored(user_repo.apply_token_removals)
         except psycopg.Error as exc:
             self.log.warning("removing unregistered push tokens failed",
                              extra={"error": str(exc)})
@@ -92,12 +92,12 @@ class Users(ClarionActor):
 
     def lookup(self, user_ids: tuple[str, ...]) -> dict[str, User]:
         """Cache first; the misses in one query; then fill the cache with what was found."""
-        found: dict[str, User] = self.cached(lambda: self._cache.get_many(user_ids), {})
+        found: dict[str, User] = self.deps.cached(lambda: self._cache.get_many(user_ids), {})
         missing = [u for u in user_ids if u not in found]
         if missing:
-            loaded = self.stored(lambda conn: user_repo.fetch_users(conn, missing))
+            loaded = self.deps.stored(lambda conn: user_repo.fetch_users(conn, missing))
             found.update(loaded)
-            self.cached(lambda: self._cache.set_many(loaded), None)
+            self.deps.cached(lambda: self._cache.set_many(loaded), None)
         return found
 
     # -- management ---------------------------------------------------------------------------
@@ -133,7 +133,7 @@ class Users(ClarionActor):
 
     def create(self, command: CreateUser) -> Outcome:
         try:
-            user = user_repo.create_user(self._conn(), command.user)
+            user = user_repo.create_user(self.deps.conn(), command.user)
         except user_repo.DuplicateUser:
             return _duplicate(command.correlation_id), ()
         return Reply(command.correlation_id, 201, data=user.to_json(),
@@ -141,7 +141,7 @@ class Users(ClarionActor):
 
     def update(self, command: UpdateUser) -> Outcome:
         try:
-            user = user_repo.update_user(self._conn(), command.user_id, command.changes)
+            user = user_repo.update_user(self.deps.conn(), command.user_id, command.changes)
         except user_repo.DuplicateUser:
             return _duplicate(command.correlation_id), ()
         if user is None:
@@ -150,7 +150,7 @@ class Users(ClarionActor):
                      message="user updated"), (user.user_id,)
 
     def delete(self, command: DeleteUser) -> Outcome:
-        if not user_repo.delete_user(self._conn(), command.user_id):
+        if not user_repo.delete_user(self.deps.conn(), command.user_id):
             return _not_found(command.correlation_id, command.user_id), ()
         return Reply(command.correlation_id, 200,
                      data={"user_id": command.user_id, "deleted": True},
@@ -159,7 +159,7 @@ class Users(ClarionActor):
 
     def add_push_token(self, command: AddPushToken) -> Outcome:
         try:
-            found = user_repo.add_push_token(self._conn(), command.user_id, command.token)
+            found = user_repo.add_push_token(self.deps.conn(), command.user_id, command.token)
         except user_repo.TooManyPushTokens as exc:
             return Reply(command.correlation_id, 422, error_code="push_token_limit_reached",
                          message=str(exc)), ()
@@ -173,7 +173,7 @@ class Users(ClarionActor):
                      message="push token added"), (user.user_id,)
 
     def remove_push_token(self, command: RemovePushToken) -> Outcome:
-        found = user_repo.remove_push_token(self._conn(), command.user_id, command.token)
+        found = user_repo.remove_push_token(self.deps.conn(), command.user_id, command.token)
         if found is None:
             return _not_found(command.correlation_id, command.user_id), ()
         user, removed = found

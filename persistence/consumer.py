@@ -27,6 +27,9 @@ from clarion.persistence import broker
 
 
 class QueueConsumer:
+    """One small method per AMQP operation (connect, consume, pause, pump, ack, nack, reject),
+    each closing the connection when the broker fails it."""
+
     def __init__(self, url: str, queue: str, name: str, queue_type: str = "classic") -> None:
         self._url = url
         self._queue = queue

@@ -58,7 +58,10 @@ def new_id() -> str:
 
 
 class SimulatorState:
-    """Everything the simulator knows; safe to share between threads."""
+    """Everything the simulator knows; safe to share between threads.
+
+    Many small methods, for a reason: each is one lock-guarded operation the HTTP handlers or
+    the tests call (fault injection, tokens, records, waiting)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -100,6 +100,11 @@ class Child:
 
 
 class Supervisor(ClarionActor):
+    """One handler per message it takes (ChildReady, ChildActorExited, convention updates,
+    Observations, BreakerChanged, LocateGateway, SendBatch) and the few steps of starting,
+    placing and restarting a child; the policies (restart intensity, alerts, placement, the
+    cluster view) are plain code in restart.py, alerts.py and cluster.py."""
+
     def setup(self) -> None:
         wanted = cluster.children_for(self.settings)
         self._children = {
@@ -179,7 +184,7 @@ class Supervisor(ClarionActor):
 
     def _hosts(self) -> list[dict[str, Any]] | None:
         down_after = self.settings.host_down_after
-        return self.cached(lambda: cluster.read_view(self._redis, down_after), None)
+        return self.deps.cached(lambda: cluster.read_view(self._redis, down_after), None)
 
     def _check_placed_children(self) -> None:
         """Re-place children whose host stopped beating (a crashed member's actors send no
@@ -299,7 +304,7 @@ class Supervisor(ClarionActor):
                         "placed": c.placed} for c in self._children.values()],
         }
         self._last_beat = time.time()
-        self.cached(lambda: cluster.heartbeat(self._redis, beat), None)
+        self.deps.cached(lambda: cluster.heartbeat(self._redis, beat), None)
 
     def _evaluate_alerts(self) -> None:
         children = self.status()["children"]
