@@ -163,7 +163,7 @@ class Run:
         from clarion.persistence import api_keys, database
         from clarion.simulator.credentials import write_service_account
         from clarion.simulator.server import SimulatorServer
-        from clarion.supervision.launcher import start_actor_system, stop_actor_system
+        from clarion.node.launcher import start_actor_system, stop_actor_system
 
         self.log("isolation: database, vhost and Redis db 'clarion_bench' / 14")
         self.iso = services.Isolation()
@@ -801,7 +801,7 @@ def other_activity(own_actor_port: int | None = None) -> list[str]:
         try:
             raw = (entry / "cmdline").read_bytes()
             cmd = raw.replace(b"\0", b" ").decode(errors="replace")
-            if not any(k in cmd for k in ("pytest", "clarion.cli", "clarion.supervision.launcher",
+            if not any(k in cmd for k in ("pytest", "clarion.cli", "clarion.node.launcher",
                                           "make test")) or "bench" in cmd:
                 continue
             if marker and marker in (entry / "environ").read_bytes().split(b"\0"):

@@ -296,7 +296,7 @@ def ppid_of(pid: int) -> int | None:
 def actor_system_processes(actor_port: int) -> dict[int, int]:
     """{pid: pgid} of every process of the Clarion actor system on `actor_port`.
 
-    Found by what they are (forks of `clarion.supervision.launcher`, whose environment carries
+    Found by what they are (forks of `clarion.node.launcher`, whose environment carries
     CLARION_ACTOR_PORT=<port>), not by process group: Thespian's admin calls os.setsid() when it
     starts (thespian/system/multiprocCommon.py, startAdmin), so the admin and every actor live in
     a session of their own, not in the launcher's group that `start_actor_system` returns.
@@ -308,7 +308,7 @@ def actor_system_processes(actor_port: int) -> dict[int, int]:
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
-            if b"clarion.supervision.launcher" not in cmdline:
+            if b"clarion.node.launcher" not in cmdline:
                 continue
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:

@@ -70,7 +70,7 @@ def _serve(settings: Settings) -> None:
 
     import uvicorn
 
-    from clarion.supervision.launcher import metrics_dir
+    from clarion.node.launcher import metrics_dir
 
     # Before any worker imports prometheus_client: its samples go where /metrics adds them up.
     folder = metrics_dir(settings)
@@ -107,7 +107,7 @@ def _in_foreground(settings: Settings, announce: Callable[[int], None],
     `announce` hears the actor processes' group once they are up."""
     import time
 
-    from clarion.supervision.launcher import (
+    from clarion.node.launcher import (
         admin_running,
         start_actor_system,
         stop_actor_system,
@@ -195,7 +195,7 @@ def _node(settings: Settings) -> int:
 
 
 def _actors(settings: Settings, action: str) -> int:
-    from clarion.supervision.launcher import (
+    from clarion.node.launcher import (
         admin_running,
         start_actor_system,
         stop_actor_system,
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line for the operator, not a traceback
-        from clarion.supervision.launcher import LauncherError
+        from clarion.node.launcher import LauncherError
 
         if isinstance(exc, LauncherError):
             print(f"clarion: {exc}", file=sys.stderr)

@@ -34,8 +34,12 @@ from clarion.actors.messages import (
     SendBatch,
     owner_of,
 )
-from clarion.supervision.launcher import BASE, SUPERVISOR_CLASS, admin_running
-from clarion.supervision.supervisor import GLOBAL_NAME
+from clarion.supervision.actor_system import (
+    BASE,
+    SUPERVISOR_CLASS,
+    SUPERVISOR_NAME,
+    admin_running,
+)
 from clarion.supervision.transport_security import Network, secure_transport
 
 log = logging.getLogger(__name__)
@@ -191,7 +195,7 @@ class ActorBridge:
                 for_gateway = [i for i in items if owner_of(i) != "supervisor"]
                 try:
                     supervisor = supervisor or endpoint.createActor(SUPERVISOR_CLASS,
-                                                                    globalName=GLOBAL_NAME)
+                                                                    globalName=SUPERVISOR_NAME)
                     if for_supervisor:
                         endpoint.tell(supervisor, SendBatch(uuid.uuid4().hex,
                                                             tuple(for_supervisor),

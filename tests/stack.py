@@ -118,7 +118,7 @@ def start_stack(settings: Settings, simulator: Any, log_dir: Path, tries: int = 
 
 def _start_stack(settings: Settings, simulator: Any, log_dir: Path) -> Stack:
     from clarion.persistence import api_keys, database
-    from clarion.supervision.launcher import start_actor_system
+    from clarion.node.launcher import start_actor_system
 
     with database.connect(settings.database_url, autocommit=True) as conn:
         key = api_keys.create_api_key(conn, f"tests-{uuid.uuid4().hex[:6]}")
@@ -140,7 +140,7 @@ def _start_stack(settings: Settings, simulator: Any, log_dir: Path) -> Stack:
 
 
 def stop_stack_processes(http: subprocess.Popen[bytes], settings: Settings, pgid: int) -> None:
-    from clarion.supervision.launcher import stop_actor_system
+    from clarion.node.launcher import stop_actor_system
 
     if http.poll() is None:
         http.send_signal(signal.SIGTERM)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from clarion.config.settings import Settings
-from clarion.supervision.launcher import start_actor_system, stop_actor_system
+from clarion.node.launcher import start_actor_system, stop_actor_system
 from tests.cluster.nodes import hosts_of, kill_group, node_settings, wait
 from tests.stack import Stack, new_stack_settings, start_stack, stop_stack
 

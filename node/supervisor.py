@@ -56,10 +56,11 @@ from clarion.actors.messages import (
 )
 from clarion.persistence import cache
 from clarion.supervision import cluster, metrics
+from clarion.supervision.actor_system import SUPERVISOR_NAME
 from clarion.supervision.alerts import Alert, AlertBook, post_webhook
 from clarion.supervision.restart import RestartIntensity
 
-GLOBAL_NAME = "clarion-supervisor"
+GLOBAL_NAME = SUPERVISOR_NAME  # this actor's globalName (supervision/actor_system.py)
 
 
 @dataclass(frozen=True, slots=True)

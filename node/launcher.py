@@ -1,6 +1,6 @@
 """Starting and stopping Clarion's actor system (never from a uvicorn worker).
 
-`start_actor_system` runs `python -m clarion.supervision.launcher` in a new session with its output
+`start_actor_system` runs `python -m clarion.node.launcher` in a new session with its output
 in files: that process starts Thespian's admin (a fork, so it must have no threads yet), creates
 the Supervisor, configures it, waits for `SystemReady` and exits; the admin and the actors keep
 running. The admin starts a session of its own, and every actor process stays in its process
@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,13 +20,13 @@ from pathlib import Path
 
 from clarion.config.logging import thespian_log_defs
 from clarion.config.settings import Settings, load_settings, settings_to_env
+from clarion.supervision import cluster
 from clarion.supervision.cluster import convention_env
+from clarion.supervision.actor_system import BASE, SUPERVISOR_CLASS, SUPERVISOR_NAME, admin_running
 from clarion.supervision.transport_security import secure_transport
 
 log = logging.getLogger(__name__)
 
-SUPERVISOR_CLASS = "clarion.supervision.supervisor.Supervisor"
-BASE = "multiprocTCPBase"
 
 
 class LauncherError(Exception):
@@ -36,18 +35,7 @@ class LauncherError(Exception):
 
 def capabilities(settings: Settings) -> dict[str, object]:
     """The admin port, and in a cluster the convention to join and what this host offers."""
-    from clarion.supervision.cluster import node_capabilities
-
-    return node_capabilities(settings)
-
-
-def admin_running(port: int, host: str = "127.0.0.1") -> bool:
-    """Is something listening on the admin port? (Asking Thespian would start an admin.)"""
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    return cluster.node_capabilities(settings)
 
 
 def secure(settings: Settings) -> None:
@@ -62,13 +50,12 @@ def _launch(settings: Settings, timeout: float) -> None:
     from thespian.actors import ActorSystem
 
     from clarion.actors.messages import Configure, SystemReady
-    from clarion.supervision.supervisor import GLOBAL_NAME
 
     secure(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     log_defs = thespian_log_defs(settings.log_level, str(settings.state_dir / "actors.log"))
     system = ActorSystem(BASE, capabilities(settings), logDefs=log_defs)
-    supervisor = system.createActor(SUPERVISOR_CLASS, globalName=GLOBAL_NAME)
+    supervisor = system.createActor(SUPERVISOR_CLASS, globalName=SUPERVISOR_NAME)
     system.tell(supervisor, Configure("supervisor"))  # it reads its settings as we did
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -122,7 +109,7 @@ def start_actor_system(settings: Settings, timeout: float = 60.0) -> int:
     env.setdefault("THESPLOG_THRESHOLD", "WARNING")
     with open(output, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "clarion.supervision.launcher", str(timeout)],
+            [sys.executable, "-m", "clarion.node.launcher", str(timeout)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             env=env, start_new_session=True,
         )
