@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     # in requests per second and a burst. 0 turns it off.
     rate_limit_per_second: float = Field(5000.0, ge=0, le=1_000_000)
     rate_limit_burst: int = Field(10000, ge=1, le=10_000_000)
+    # API keys each HTTP worker checks against PostgreSQL per second for one client address,
+    # counting only keys it does not remember (a valid key is remembered 30 s, an invalid one
+    # 5 s): a flood of made-up keys is answered 429 before it reaches the database.
+    auth_lookups_per_second: float = Field(20.0, gt=0, le=1_000_000)
+    # The console's session cookie is `Secure` (sent over HTTPS only) unless this is set, for
+    # plain-HTTP development (`make run` sets it).
+    console_insecure_cookie: bool = False
 
     # Circuit breakers (per actor, per dependency): open after this many consecutive failures,
     # let one trial call through after the timeout.

@@ -20,8 +20,8 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from starlette.routing import BaseRoute, Mount, Route
 
-from clarion.http.middleware import _INTERNAL_ROUTES, SECURED_PREFIXES
-from clarion.http.routes.admin import CONSOLE_CALLS, COOKIE, PUBLIC_CALLS
+from clarion.http.auth import PUBLIC, rule_for
+from clarion.http.routes.admin import COOKIE
 from clarion.http.routes.dlq import ReplayFilter
 from clarion.http.schemas import (
     NotificationBatchIn,
@@ -47,6 +47,7 @@ REF = "#/components/schemas/{model}"
 ERRORS: dict[str, tuple[int, str]] = {
     "invalid_json": (400, "the body is not valid JSON"),
     "unauthorized": (401, "missing or invalid credentials (one answer, whatever was wrong)"),
+    "forbidden": (403, "the API key's scope (send) does not reach this route: it needs admin"),
     "not_found": (404, "no such route, or no such asset"),
     "notification_not_found": (404, "no notification with this id"),
     "user_not_found": (404, "no user with this id"),
@@ -71,7 +72,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "template_syntax_error": (422, "the template does not parse; `data.field` names the field"),
     "template_variable_undeclared": (422, "the template uses variables it does not declare"),
     "push_token_limit_reached": (422, "the user already has the most push tokens allowed"),
-    "rate_limited": (429, "over this API key's rate limit; retry after `Retry-After` seconds"),
+    "rate_limited": (429, "over this API key's rate limit (a batch of N costs N), or too many"
+                          " unknown keys from this address; retry after `Retry-After` seconds"),
     "internal_error": (500, "the request could not be completed (details are in the log)"),
     "auth_unavailable": (503, "credentials cannot be checked right now; retry"),
     "storage_unavailable": (503, "PostgreSQL is unavailable; nothing was kept, retry"),
@@ -86,7 +88,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "publish_unconfirmed": (504, "the broker did not confirm in time: retry with the same key"),
 }
 
-AUTH = ("unauthorized", "rate_limited", "auth_unavailable")  # added to every secured route
+AUTH = ("unauthorized", "forbidden", "rate_limited", "auth_unavailable")  # on every secured route
 BODY = ("invalid_json", "payload_too_large", "unsupported_media_type", "validation_error")
 ACTORS = ("actors_unavailable", "not_ready", "shutting_down", "timeout")  # via the bridge
 WRITE = (*ACTORS, "storage_unavailable")
@@ -478,21 +480,18 @@ class _Components:
         return _ref(model.__name__)
 
 
-def _allowed(calls: Iterable[tuple[frozenset[str], re.Pattern[str]]], method: str,
-             path: str) -> bool:
-    # A path template stands for its concrete paths: "1" fits every parameter pattern used.
-    sample = re.sub(r"{[^}]+}", "1", path)
-    return any(method in methods and pattern.fullmatch(sample) for methods, pattern in calls)
-
-
 def _security(method: str, path: str) -> list[dict[str, list[str]]] | None:
-    """Who may call a route, by the rules of ApiKeyMiddleware and the console (None: anyone)."""
-    if not path.startswith(SECURED_PREFIXES) or _allowed(PUBLIC_CALLS, method, path):
+    """Who may call a route, from the access table ApiKeyMiddleware applies (None: anyone).
+    The bearer requirement names the key scopes that reach it (OpenAPI 3.1 "role names")."""
+    # A path template stands for its concrete paths: "1" fits every parameter pattern used.
+    rule = rule_for(method, re.sub(r"{[^}]+}", "1", path))
+    if rule.need == PUBLIC:
         return None
-    schemes: list[dict[str, list[str]]] = [{"bearer": []}]
-    if path.startswith(_INTERNAL_ROUTES):
+    scopes = ["send", "admin"] if rule.need == "send" else ["admin"]
+    schemes: list[dict[str, list[str]]] = [{"bearer": scopes}]
+    if rule.internal:
         schemes.append({"internalSecret": []})
-    if _allowed(CONSOLE_CALLS, method, path):
+    if rule.console:
         schemes.append({"consoleSession": []})
     return schemes
 
@@ -624,7 +623,9 @@ def build_openapi(app_routes: Iterable[BaseRoute], strict: bool = True) -> dict[
                 "One HTTP API for email and push notifications. Every JSON answer is the"
                 " envelope `{success, data, error, message, meta}`; an error has a stable"
                 " `error` code. Routes under /v1 and /metrics need `Authorization: Bearer"
-                " <api key>`; management routes also take `X-Internal-Secret`. Answers to"
+                " <api key>`: a `send` key posts notifications and reads its own, an `admin`"
+                " key does everything; management routes also take `X-Internal-Secret`."
+                " Answers to"
                 " an API key carry `RateLimit-Limit`, `RateLimit-Remaining` and"
                 " `RateLimit-Reset`. `X-Request-ID` is accepted (or made) and returned."),
         },
@@ -636,7 +637,9 @@ def build_openapi(app_routes: Iterable[BaseRoute], strict: bool = True) -> dict[
             "schemas": components.schemas,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "an API key (`clarion keys create`)"},
+                           "description": "an API key (`clarion apikey create NAME --scope"
+                                          " send|admin`); the requirement lists the scopes"
+                                          " that reach the route"},
                 "consoleSession": {"type": "apiKey", "in": "cookie", "name": COOKIE,
                                    "description": "the admin console's session (POST"
                                                   " /admin/login), on the calls the console"

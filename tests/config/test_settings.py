@@ -183,6 +183,8 @@ def every_field_changed(tmp_path: Path) -> Settings:
         delivery_max_attempts=4,
         rate_limit_per_second=10.5,
         rate_limit_burst=20,
+        auth_lookups_per_second=3.5,
+        console_insecure_cookie=True,
         breaker_failure_threshold=3,
         breaker_reset_timeout=7.5,
         restart_max=4,
