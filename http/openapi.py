@@ -168,7 +168,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         data=_object(["status"], status={"const": "ok"})),
     ("GET", "/health/ready"): Operation(
         "Readiness: PostgreSQL, Redis, RabbitMQ and the actors, each up or down", "health",
-        errors=("unhealthy",), data=_ref("Readiness")),
+        errors=("unhealthy",), data=_ref("Readiness"),
+        description="Public, so it names no host, address, port or pid; the services are"
+                    " probed at most once a second, and answers in between repeat the last"
+                    " result."),
     ("GET", "/v1/alerts"): Operation(
         "The Supervisor's alerts: active ones and recent ones", "system", errors=ACTORS,
         data=_object(["active", "recent"], active=_array({"type": "object"}),
@@ -405,7 +408,15 @@ _SHAPES: dict[str, Schema] = {
                          checks={"type": "object", "additionalProperties": _object(
                              ["status"], status={"enum": ["up", "down"]},
                              latency_ms={"type": "number"}, error=STRING)},
-                         hosts={"type": ["array", "null"], "items": _ref("Host")}),
+                         hosts={"type": ["object", "null"],
+                                "description": "how many hosts of the cluster are up, down"
+                                               " and stopped (which ones: /v1/system/cluster);"
+                                               " null when Redis cannot say",
+                                "properties": {s: {"type": "integer"}
+                                               for s in ("up", "down", "stopped")}},
+                         checked_at={"type": "number",
+                                     "description": "when the services were probed (epoch"
+                                                    " seconds): at most once a second"}),
     "Host": _object(
         ["node", "status", "heartbeat_age"], node=STRING,
         status={"enum": ["up", "down", "stopped"]}, heartbeat_age={"type": "number"},
