@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # Batches each HTTP worker's bridge keeps unanswered at the Gateway: while they are in flight,
     # new requests queue and leave together, so batches grow with load (ARCHITECTURE "Hot path").
     bridge_batches_in_flight: int = Field(2, ge=1, le=64)
+    # Requests each HTTP worker lets wait for the actors at once; beyond it they are answered
+    # 503 `overloaded` at once instead of queueing without end (a batch request counts each of
+    # its notifications).
+    bridge_queue_limit: int = Field(10_000, ge=1, le=1_000_000)
 
     # Actor system. 1900 is Thespian's default; tests always use a port of their own.
     actor_port: int = Field(1900, ge=1024, le=65535)

@@ -90,7 +90,7 @@ def create_app(settings: Settings) -> Starlette:
         await pool.open(wait=True, timeout=10)
         bridge = ActorBridge(settings.actor_port, settings.request_timeout,
                              settings.bridge_batches_in_flight, settings.node_address,
-                             settings.cluster_peer_networks)
+                             settings.cluster_peer_networks, settings.bridge_queue_limit)
         bridge.start()
         amqp = urlparse(settings.amqp_url)
         app.state.settings = settings

@@ -81,6 +81,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "actors_unavailable": (503, "Clarion's actors are unavailable; retry"),
     "actor_restarted": (503, "an internal actor restarted during the request; retry"),
     "not_ready": (503, "Clarion is starting; retry"),
+    "overloaded": (503, "too many requests are waiting for the actors in this worker; retry"),
     "shutting_down": (503, "Clarion is shutting down; retry elsewhere"),
     "unhealthy": (503, "a dependency or an actor is down; `data.checks` says which"),
     "cluster_view_unavailable": (503, "the hosts' heartbeats cannot be read (Redis); retry"),
@@ -90,7 +91,7 @@ ERRORS: dict[str, tuple[int, str]] = {
 
 AUTH = ("unauthorized", "forbidden", "rate_limited", "auth_unavailable")  # on every secured route
 BODY = ("invalid_json", "payload_too_large", "unsupported_media_type", "validation_error")
-ACTORS = ("actors_unavailable", "not_ready", "shutting_down", "timeout")  # via the bridge
+ACTORS = ("actors_unavailable", "not_ready", "overloaded", "shutting_down", "timeout")  # bridge
 WRITE = (*ACTORS, "storage_unavailable")
 RENDER = ("template_not_found", "template_language_unavailable", "template_variable_missing",
           "template_render_error", "template_output_too_large", "template_unsafe")

@@ -193,6 +193,7 @@ def every_field_changed(tmp_path: Path) -> Settings:
         alert_backlog_window=10.0,
         alert_webhook_url="http://127.0.0.1:9998/hook",
         bridge_batches_in_flight=5,
+        bridge_queue_limit=500,
         node_name="delivery-3.eu",
         node_role="delivery",
         node_channels="push",
