@@ -144,7 +144,8 @@ def check_builtin_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any])
             check_replace(owner, *args[:3])
         elif name == "expandtabs":
             tab = args[0] if args else kwargs.get("tabsize", 8)
-            if isinstance(tab, int) and len(owner) + owner.count("\t") * tab > MAX_OUTPUT_CHARS:
+            tabs = owner.count("\t") if isinstance(owner, str) else owner.count(b"\t")
+            if isinstance(tab, int) and len(owner) + tabs * tab > MAX_OUTPUT_CHARS:
                 raise _refuse("expandtabs")
         elif name == "translate" and args and isinstance(args[0], dict):
             longest = max((_size(v) for v in args[0].values()), default=1)
@@ -318,11 +319,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
 
-    def call(__self, __context: Any, __obj: Any, *args: Any,  # noqa: N805 - Jinja's signature
-             **kwargs: Any) -> Any:
-        target = getattr(__obj, "__wrapped__", __obj)  # str.format comes wrapped by the sandbox
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        target = getattr(obj, "__wrapped__", obj)  # str.format comes wrapped by the sandbox
         checked = check_builtin_call(target, args, kwargs)
-        return super().call(__context, __obj, *checked, **kwargs)
+        return super().call(context, obj, *checked, **kwargs)
 
     def bounded_buffer(self) -> BoundedBuffer:
         return BoundedBuffer()

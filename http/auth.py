@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from starlette._utils import get_route_path
+from starlette._utils import get_route_path  # what Starlette's routing matches on
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clarion.http.middleware import header, send_error
@@ -233,7 +233,7 @@ class ApiKeyMiddleware:
                              "too many unknown credentials from this address; slow down",
                              [(b"retry-after", str(max(1, round(exc.retry_after))).encode())])
             return
-        except Exception:  # noqa: BLE001 - the key store is unreachable: say so, briefly
+        except Exception:  # the key store is unreachable: say so, briefly
             log.warning("api key lookup failed", exc_info=True)
             await send_error(send, 503, "auth_unavailable",
                              "credentials cannot be checked right now, retry",

@@ -72,8 +72,9 @@ ERRORS: dict[str, tuple[int, str]] = {
     "template_syntax_error": (422, "the template does not parse; `data.field` names the field"),
     "template_variable_undeclared": (422, "the template uses variables it does not declare"),
     "push_token_limit_reached": (422, "the user already has the most push tokens allowed"),
-    "rate_limited": (429, "over this API key's rate limit (a batch of N costs N), or too many"
-                          " unknown keys from this address; retry after `Retry-After` seconds"),
+    "rate_limited": (429, ("over this API key's rate limit (a batch of N costs N), or too many"
+                           " unknown keys from this address; retry after `Retry-After`"
+                           " seconds")),
     "internal_error": (500, "the request could not be completed (details are in the log)"),
     "auth_unavailable": (503, "credentials cannot be checked right now; retry"),
     "storage_unavailable": (503, "PostgreSQL is unavailable; nothing was kept, retry"),

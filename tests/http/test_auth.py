@@ -5,6 +5,7 @@ tests/security/)."""
 from __future__ import annotations
 
 import asyncio
+
 import pytest
 
 from clarion.http.auth import (

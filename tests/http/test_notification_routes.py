@@ -5,9 +5,8 @@ own code."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncio
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
