@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 
 .PHONY: run test install services clean
 
+# Plain HTTP on 127.0.0.1: the console's cookie cannot be Secure there (production keeps it so).
 run: install services
-	$(BIN)/clarion run --demo
+	CLARION_CONSOLE_INSECURE_COOKIE=1 $(BIN)/clarion run --demo
 
 test: $(VENV)/.test-installed services
 	@bash scripts/install-test-tools.sh

@@ -4,6 +4,10 @@ Takes:   RenderBatch → answers Rendered (the sender: the Gateway)
          SendBatch of CreateTemplateVersion, RetireTemplate, PreviewTemplate
                      → answers Replies, one Reply per item, to the batch's `reply_to`
 
+Rendering is bounded (actors/rendering.py): an item by its time limit, a batch by its budget,
+past which its remaining items are refused (`template_render_timeout`) unrendered, so a batch
+of hostile templates holds this actor for seconds and it keeps answering everyone else.
+
 This actor is the only writer of the template cache (one entry per key: the latest version of
 each language): a new version or a retirement invalidates the key before the batch is answered,
 so the next render, from the Gateway or a preview, uses what was just written. Cache hits and
@@ -32,14 +36,21 @@ from clarion.actors.messages import (
     RetireTemplate,
     SendBatch,
 )
-from clarion.actors.rendering import Renderer, RenderError, check_syntax, language_fallbacks
+from clarion.actors.rendering import (
+    RenderBudget,
+    Renderer,
+    RenderError,
+    check_syntax,
+    language_fallbacks,
+)
+from clarion.actors.template_limits import BoundedSandbox
 from clarion.persistence import cache as cache_mod
 from clarion.persistence import templates as template_repo
 from clarion.persistence.records import Template
 
 _FIELDS = ("subject", "body", "html_body", "push_title", "push_body")
 # Names every template may use without declaring them: the sandbox's own globals.
-_GLOBALS = frozenset(SandboxedEnvironment().globals)
+_GLOBALS = frozenset(BoundedSandbox().globals)
 
 
 def _pack(languages: dict[str, Template]) -> dict[str, Any]:
@@ -91,7 +102,8 @@ class Templates(ClarionActor):
         try:
             latest = self._latest({item.template_key for item in message.items
                                    if item.version is None})
-            results = tuple(self._render_item(item, latest) for item in message.items)
+            budget = RenderBudget()
+            results = tuple(self._render_item(item, latest, budget) for item in message.items)
         except (psycopg.Error, OSError) as exc:
             self.log.error("template lookup failed", extra={"error": str(exc)})
             self.send(sender, Rendered(message.batch_id, (), error="storage_unavailable"))
@@ -113,7 +125,8 @@ class Templates(ClarionActor):
             self.deps.cached(lambda: self._cache.set_many(loaded), None)
         return found
 
-    def _render_item(self, item: RenderItem, latest: dict[str, dict[str, Template]]) -> Rendering:
+    def _render_item(self, item: RenderItem, latest: dict[str, dict[str, Template]],
+                     budget: RenderBudget) -> Rendering:
         if item.version is None:
             languages = latest.get(item.template_key, {})
         else:
@@ -136,7 +149,7 @@ class Templates(ClarionActor):
             )
         template = languages[language]
         try:
-            content = self._renderer.render(template, item.variables)
+            content = self._renderer.render(template, item.variables, budget)
         except RenderError as exc:
             return Rendering(item.correlation_id, False, error_code=exc.code, error=exc.message)
         return Rendering(
@@ -240,10 +253,11 @@ class Templates(ClarionActor):
             return {}
         try:
             latest = self._latest({i.template_key for i in items if i.version is None})
+            budget = RenderBudget()
             renderings = [self._render_item(RenderItem(
                 i.correlation_id, i.template_key,
                 language_fallbacks(i.language, self.settings.default_language),
-                i.variables, i.version), latest) for i in items]
+                i.variables, i.version), latest, budget) for i in items]
         except (psycopg.Error, OSError) as exc:
             self.log.error("template lookup failed", extra={"error": str(exc)})
             return {i.correlation_id: Reply(i.correlation_id, 503,

@@ -204,7 +204,7 @@ class Run:
         self.base_url = f"http://{settings.http_host}:{settings.http_port}"
         services.wait_http(self.base_url + "/health", self.http_proc, 60)
         with database.connect(settings.database_url, autocommit=True) as conn:
-            self.api_key = api_keys.create_api_key(conn, "bench")
+            self.api_key = api_keys.create_api_key(conn, "bench", scope="admin")
         headers = {"Authorization": f"Bearer {self.api_key}"}
         with httpx.Client(base_url=self.base_url, headers=headers, timeout=15) as client:
             for path, payload in (("/v1/users", USER), ("/v1/templates", TEMPLATE)):

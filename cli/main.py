@@ -6,7 +6,7 @@
                               server), joined to the convention led by HOST:PORT (foreground)
     clarion migrate           create the database if needed, apply migrations, declare queues
     clarion seed              the demo user and the demo `welcome` template (en, fr)
-    clarion apikey create|revoke|list NAME
+    clarion apikey create NAME --scope send|admin / revoke NAME / list
     clarion actors start|stop|status
     clarion serve             only the HTTP server (the actor system must be running)
     clarion simulator         the SendGrid/FCM simulator, for local runs and benchmarks
@@ -52,17 +52,25 @@ def _seed(settings: Settings) -> None:
     print("demo user 'demo-user' and template 'welcome' (en, fr) are in place")
 
 
-def _apikey(settings: Settings, action: str, name: str | None) -> None:
+def _apikey(settings: Settings, action: str, name: str | None, scope: str | None) -> int:
     from clarion.persistence import api_keys, database
 
+    if action == "create" and scope is None:
+        # No default: a key that may do everything should never be made by omission.
+        print("clarion: apikey create needs --scope send (post notifications, read its own)"
+              " or --scope admin (everything)", file=sys.stderr)
+        return 2
     with database.connect(settings.database_url, autocommit=True) as conn:
         if action == "create":
-            print(api_keys.create_api_key(conn, name or "default"))
+            chosen: api_keys.Scope = "admin" if scope == "admin" else "send"
+            print(api_keys.create_api_key(conn, name or "default", scope=chosen))
         elif action == "revoke":
             print(f"revoked {api_keys.revoke_api_keys(conn, name or 'default')} key(s)")
         else:
+            print("name\tprefix\tscope\tcreated_at\trevoked_at")
             for row in api_keys.list_api_keys(conn):
                 print("\t".join(str(v) for v in row))
+    return 0
 
 
 def _serve(settings: Settings) -> None:
@@ -92,7 +100,7 @@ def _demo_curl(settings: Settings) -> str:
 
     with database.connect(settings.database_url, autocommit=True) as conn:
         api_keys.revoke_api_keys(conn, "demo")
-        key = api_keys.create_api_key(conn, "demo")
+        key = api_keys.create_api_key(conn, "demo", scope="admin")  # the console needs admin
     body = json.dumps({"user_id": "demo-user", "template_key": "welcome",
                        "message_data": {"name": "Ada", "product": "Clarion"}})
     base = f"http://{settings.http_host}:{settings.http_port}"
@@ -236,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     key = sub.add_parser("apikey", help="manage API keys")
     key.add_argument("action", choices=["create", "revoke", "list"])
     key.add_argument("name", nargs="?")
+    key.add_argument("--scope", choices=["send", "admin"],
+                     help="create: what the key may do (send: post notifications and read its"
+                          " own; admin: everything). Required")
     actors = sub.add_parser("actors", help="start, stop or check the actor system")
     actors.add_argument("action", choices=["start", "stop", "status"])
     sub.add_parser("serve", help="run only the HTTP server")
@@ -275,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "seed":
             _seed(settings)
         elif args.command == "apikey":
-            _apikey(settings, args.action, args.name)
+            return _apikey(settings, args.action, args.name, args.scope)
         elif args.command == "actors":
             return _actors(settings, args.action)
         elif args.command == "serve":

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # Batches each HTTP worker's bridge keeps unanswered at the Gateway: while they are in flight,
     # new requests queue and leave together, so batches grow with load (ARCHITECTURE "Hot path").
     bridge_batches_in_flight: int = Field(2, ge=1, le=64)
+    # Requests each HTTP worker lets wait for the actors at once; beyond it they are answered
+    # 503 `overloaded` at once instead of queueing without end (a batch request counts each of
+    # its notifications).
+    bridge_queue_limit: int = Field(10_000, ge=1, le=1_000_000)
 
     # Actor system. 1900 is Thespian's default; tests always use a port of their own.
     actor_port: int = Field(1900, ge=1024, le=65535)
@@ -97,6 +101,13 @@ class Settings(BaseSettings):
     # in requests per second and a burst. 0 turns it off.
     rate_limit_per_second: float = Field(5000.0, ge=0, le=1_000_000)
     rate_limit_burst: int = Field(10000, ge=1, le=10_000_000)
+    # API keys each HTTP worker checks against PostgreSQL per second for one client address,
+    # counting only keys it does not remember (a valid key is remembered 30 s, an invalid one
+    # 5 s): a flood of made-up keys is answered 429 before it reaches the database.
+    auth_lookups_per_second: float = Field(20.0, gt=0, le=1_000_000)
+    # The console's session cookie is `Secure` (sent over HTTPS only) unless this is set, for
+    # plain-HTTP development (`make run` sets it).
+    console_insecure_cookie: bool = False
 
     # Circuit breakers (per actor, per dependency): open after this many consecutive failures,
     # let one trial call through after the timeout.

@@ -23,16 +23,16 @@ from starlette.responses import Response
 
 from clarion.config.logging import configure_logging
 from clarion.config.settings import Settings, load_settings
+from clarion.http.auth import ApiKeyMiddleware, KeyChecker, KeyRecord
 from clarion.http.bridge import ActorBridge
 from clarion.http.middleware import (
-    ApiKeyMiddleware,
     BodySizeLimitMiddleware,
     MetricsMiddleware,
     RequestIdLogFilter,
     RequestIdMiddleware,
     UrlSanityMiddleware,
 )
-from clarion.http.ratelimit import RateLimitMiddleware
+from clarion.http.ratelimit import RateLimiter, RateLimitMiddleware
 from clarion.http.responses import failure
 from clarion.http.routes import (
     admin,
@@ -76,19 +76,26 @@ def create_app(settings: Settings) -> Starlette:
     pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=10, open=False,
                                kwargs={"autocommit": True}, configure=custom_plans)
 
-    async def api_key_name(key: str) -> str | None:
+    async def api_key(key_digest: str) -> KeyRecord | None:
         async with pool.connection() as conn:
-            return await queries.api_key_name(conn, key)
+            found = await queries.api_key(conn, key_digest)
+        return KeyRecord(*found) if found else None
+
+    keys = KeyChecker(api_key, settings.auth_lookups_per_second)
+    limiter = RateLimiter(settings.redis_url, settings.rate_limit_per_second,
+                          settings.rate_limit_burst)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await pool.open(wait=True, timeout=10)
         bridge = ActorBridge(settings.actor_port, settings.request_timeout,
                              settings.bridge_batches_in_flight, settings.node_address,
-                             settings.cluster_peer_networks)
+                             settings.cluster_peer_networks, settings.bridge_queue_limit)
         bridge.start()
         amqp = urlparse(settings.amqp_url)
         app.state.settings = settings
+        app.state.keys = keys
+        app.state.limiter = limiter
         app.state.db = pool
         app.state.redis = aioredis.from_url(settings.redis_url, socket_timeout=2)
         app.state.bridge = bridge
@@ -109,9 +116,8 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(RequestIdMiddleware),
             Middleware(UrlSanityMiddleware),
             Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
-            Middleware(ApiKeyMiddleware, lookup=api_key_name, internal_secret=secret),
-            Middleware(RateLimitMiddleware, redis_url=settings.redis_url,
-                       rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst),
+            Middleware(ApiKeyMiddleware, keys=keys, internal_secret=secret),
+            Middleware(RateLimitMiddleware, limiter=limiter),
         ],
         exception_handlers={HTTPException: _http_error, BadRequest: _bad_request,
                             Exception: _unexpected},

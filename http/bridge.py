@@ -9,7 +9,12 @@ One bridge per uvicorn worker. Two threads, each owning its own `private()` Thes
 
 Adaptive batching: the sender keeps at most `max_in_flight` Gateway batches unanswered. While the
 window is full, requests wait in the queue and leave together as the next batch once a batch is
-answered. Idle, a request leaves alone at once (lowest latency); under load batches grow until
+answered.
+
+The queue is bounded (`queue_limit` items; beyond it a request is answered 503 `overloaded` at
+once) and every item carries its deadline: one whose handler has already answered 504 is
+dropped when the sender takes it, never sent, so a client told "timeout" never has its request
+carried out later by a Gateway that was merely slow. Idle, a request leaves alone at once (lowest latency); under load batches grow until
 one batch's cost is shared by many requests, which is what lets one worker pass thousands of
 requests a second through ~1 ms actor hops. (Sending whatever is queued immediately keeps
 batches at one or two items and every stage of the pipeline pays per message.)
@@ -65,13 +70,17 @@ class _Waiting:
 
 class ActorBridge:
     def __init__(self, actor_port: int, timeout: float, max_in_flight: int = 2,
-                 address: str = "127.0.0.1", peers: tuple[Network, ...] = ()) -> None:
+                 address: str = "127.0.0.1", peers: tuple[Network, ...] = (),
+                 queue_limit: int = 10_000) -> None:
         self._port = actor_port
         self._address = address  # the node's actor address: the admin's, and our endpoints'
         self._peers = peers
         self._timeout = timeout
         self._window = _Window(max_in_flight)
-        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # (deadline on the monotonic clock, item); None tells the sender to stop.
+        self._outbox: queue.SimpleQueue[tuple[float, Any] | None] = queue.SimpleQueue()
+        self._queue_limit = queue_limit
+        self._queued = 0  # items accepted and not yet sent or dropped (under self._lock)
         self._waiting: dict[str, _Waiting] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -124,8 +133,13 @@ class ActorBridge:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         with self._lock:
+            if self._queued >= self._queue_limit:
+                return Reply(item.correlation_id, 503, error_code="overloaded",
+                             message="too many requests are waiting for Clarion's actors;"
+                                     " retry", retry_after=1)
+            self._queued += 1
             self._waiting[item.correlation_id] = _Waiting(loop, future)
-        self._outbox.put(item)
+        self._outbox.put((time.monotonic() + self._timeout, item))
         try:
             return await asyncio.wait_for(future, self._timeout)
         except asyncio.TimeoutError:
@@ -174,16 +188,26 @@ class ActorBridge:
                     return
                 # Wait for room in the window; whatever queues meanwhile joins this batch.
                 self._window.wait_for_room(self._stop)
-                items = [first]
-                while len(items) < _MAX_BATCH:
+                queued = [first]
+                while len(queued) < _MAX_BATCH:
                     try:
-                        item = self._outbox.get_nowait()
+                        entry = self._outbox.get_nowait()
                     except queue.Empty:
                         break
-                    if item is None:
+                    if entry is None:
                         self._stop.set()
                         break
-                    items.append(item)
+                    queued.append(entry)
+                with self._lock:
+                    self._queued -= len(queued)
+                # The handlers of expired items answered 504 already: never send those.
+                now = time.monotonic()
+                items = [item for deadline, item in queued if deadline > now]
+                if len(items) < len(queued):
+                    log.warning("bridge dropped requests that timed out while queued",
+                                extra={"dropped": len(queued) - len(items)})
+                if not items:
+                    continue
                 stale = time.monotonic() - self._located_at > _RELOCATE_EVERY
                 if stale or self._relocate.is_set():
                     self._relocate.clear()

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids, body size limits, API-key authentication.
+"""Pure ASGI middleware: request ids, URL sanity, body size limits, metrics. (Authentication is
+http/auth.py.)
 
 Pure ASGI (not BaseHTTPMiddleware) because these run on every request of the hot path.
 """
@@ -6,13 +7,11 @@ Pure ASGI (not BaseHTTPMiddleware) because these run on every request of the hot
 from __future__ import annotations
 
 import contextvars
-import hmac
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,7 +22,7 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("req
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
             return value.decode("latin-1")
@@ -59,7 +58,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _header(scope, b"x-request-id")
+        given = header(scope, b"x-request-id")
         request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
@@ -105,7 +104,7 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await send_error(send, 413, "payload_too_large",
                               f"the request body exceeds {self.max_bytes} bytes")
@@ -140,81 +139,6 @@ class BodySizeLimitMiddleware:
 
 class _TooLarge(Exception):
     pass
-
-
-# What needs credentials (the OpenAPI document reads these too).
-SECURED_PREFIXES = ("/v1/", "/admin", "/metrics")
-# Management routes that other services may call with the shared service secret instead.
-_INTERNAL_ROUTES = ("/v1/users", "/v1/templates", "/v1/system", "/v1/dlq", "/admin",
-                    "/metrics")
-
-
-class ApiKeyMiddleware:
-    """Every route under /v1 and /admin needs `Authorization: Bearer <api key>`; management
-    routes also take `X-Internal-Secret` (compared in constant time).
-
-    Verified keys are remembered for `cache_seconds` so the hot path does not query PostgreSQL
-    per request; a revoked key therefore stops working within that time.
-    """
-
-    def __init__(self, app: ASGIApp, lookup: Callable[[str], Awaitable[str | None]],
-                 internal_secret: str | None = None, cache_seconds: float = 30.0) -> None:
-        self.app = app
-        self.lookup = lookup
-        self.internal_secret = internal_secret
-        self.cache_seconds = cache_seconds
-        self._known: dict[str, tuple[str, float]] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(SECURED_PREFIXES):
-            await self.app(scope, receive, send)
-            return
-        try:
-            principal = await self._authenticate(scope)
-        except Exception:  # noqa: BLE001 - the key store is unreachable: say so, briefly
-            log.warning("api key lookup failed", exc_info=True)
-            await send_error(send, 503, "auth_unavailable",
-                             "credentials cannot be checked right now, retry",
-                             [(b"retry-after", b"1")])
-            return
-        if principal is None:
-            # One answer for every failure: no hint of which part was wrong.
-            await send_error(send, 401, "unauthorized", "missing or invalid credentials",
-                              [(b"www-authenticate", b'Bearer realm="clarion"')])
-            return
-        scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
-
-    async def _authenticate(self, scope: Scope) -> str | None:
-        from clarion.http.routes.admin import console_principal
-
-        secret = _header(scope, b"x-internal-secret")
-        internal_route = scope.get("path", "").startswith(_INTERNAL_ROUTES)
-        if secret is not None and self.internal_secret and internal_route:
-            if hmac.compare_digest(secret.encode(), self.internal_secret.encode()):
-                return "internal"
-            return None
-        auth = _header(scope, b"authorization")
-        if secret is None and auth is None:
-            # No API credentials: the admin console's session cookie, or its public pages.
-            return await console_principal(scope, self.internal_secret)
-        auth = auth or ""
-        scheme, _, key = auth.partition(" ")
-        if scheme.lower() != "bearer" or not key or len(key) > 256:
-            return None
-        now = time.monotonic()
-        known = self._known.get(key)
-        if known and now - known[1] < self.cache_seconds:
-            return known[0]
-        name = await self.lookup(key.strip())
-        if name is None:
-            self._known.pop(key, None)
-            return None
-        if len(self._known) > 10_000:
-            self._known.clear()
-        self._known[key] = (f"key:{name}", now)
-        return f"key:{name}"
 
 
 class MetricsMiddleware:

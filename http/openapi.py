@@ -20,8 +20,8 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from starlette.routing import BaseRoute, Mount, Route
 
-from clarion.http.middleware import _INTERNAL_ROUTES, SECURED_PREFIXES
-from clarion.http.routes.admin import CONSOLE_CALLS, COOKIE, PUBLIC_CALLS
+from clarion.http.auth import PUBLIC, rule_for
+from clarion.http.routes.admin import COOKIE
 from clarion.http.routes.dlq import ReplayFilter
 from clarion.http.schemas import (
     NotificationBatchIn,
@@ -47,6 +47,7 @@ REF = "#/components/schemas/{model}"
 ERRORS: dict[str, tuple[int, str]] = {
     "invalid_json": (400, "the body is not valid JSON"),
     "unauthorized": (401, "missing or invalid credentials (one answer, whatever was wrong)"),
+    "forbidden": (403, "the API key's scope (send) does not reach this route: it needs admin"),
     "not_found": (404, "no such route, or no such asset"),
     "notification_not_found": (404, "no notification with this id"),
     "user_not_found": (404, "no user with this id"),
@@ -71,22 +72,25 @@ ERRORS: dict[str, tuple[int, str]] = {
     "template_syntax_error": (422, "the template does not parse; `data.field` names the field"),
     "template_variable_undeclared": (422, "the template uses variables it does not declare"),
     "push_token_limit_reached": (422, "the user already has the most push tokens allowed"),
-    "rate_limited": (429, "over this API key's rate limit; retry after `Retry-After` seconds"),
+    "rate_limited": (429, ("over this API key's rate limit (a batch of N costs N), or too many"
+                           " unknown keys from this address; retry after `Retry-After`"
+                           " seconds")),
     "internal_error": (500, "the request could not be completed (details are in the log)"),
     "auth_unavailable": (503, "credentials cannot be checked right now; retry"),
     "storage_unavailable": (503, "PostgreSQL is unavailable; nothing was kept, retry"),
     "actors_unavailable": (503, "Clarion's actors are unavailable; retry"),
     "actor_restarted": (503, "an internal actor restarted during the request; retry"),
     "not_ready": (503, "Clarion is starting; retry"),
+    "overloaded": (503, "too many requests are waiting for the actors in this worker; retry"),
     "shutting_down": (503, "Clarion is shutting down; retry elsewhere"),
     "unhealthy": (503, "a dependency or an actor is down; `data.checks` says which"),
     "cluster_view_unavailable": (503, "the hosts' heartbeats cannot be read (Redis); retry"),
     "timeout": (504, "no answer in time; the outcome is unknown: retry with the same key"),
 }
 
-AUTH = ("unauthorized", "rate_limited", "auth_unavailable")  # added to every secured route
+AUTH = ("unauthorized", "forbidden", "rate_limited", "auth_unavailable")  # on every secured route
 BODY = ("invalid_json", "payload_too_large", "unsupported_media_type", "validation_error")
-ACTORS = ("actors_unavailable", "not_ready", "shutting_down", "timeout")  # via the bridge
+ACTORS = ("actors_unavailable", "not_ready", "overloaded", "shutting_down", "timeout")  # bridge
 WRITE = (*ACTORS, "storage_unavailable")
 RENDER = ("template_not_found", "template_language_unavailable", "template_variable_missing",
           "template_render_error", "template_output_too_large", "template_unsafe")
@@ -164,7 +168,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         data=_object(["status"], status={"const": "ok"})),
     ("GET", "/health/ready"): Operation(
         "Readiness: PostgreSQL, Redis, RabbitMQ and the actors, each up or down", "health",
-        errors=("unhealthy",), data=_ref("Readiness")),
+        errors=("unhealthy",), data=_ref("Readiness"),
+        description="Public, so it names no host, address, port or pid; the services are"
+                    " probed at most once a second, and answers in between repeat the last"
+                    " result."),
     ("GET", "/v1/alerts"): Operation(
         "The Supervisor's alerts: active ones and recent ones", "system", errors=ACTORS,
         data=_object(["active", "recent"], active=_array({"type": "object"}),
@@ -401,7 +408,15 @@ _SHAPES: dict[str, Schema] = {
                          checks={"type": "object", "additionalProperties": _object(
                              ["status"], status={"enum": ["up", "down"]},
                              latency_ms={"type": "number"}, error=STRING)},
-                         hosts={"type": ["array", "null"], "items": _ref("Host")}),
+                         hosts={"type": ["object", "null"],
+                                "description": "how many hosts of the cluster are up, down"
+                                               " and stopped (which ones: /v1/system/cluster);"
+                                               " null when Redis cannot say",
+                                "properties": {s: {"type": "integer"}
+                                               for s in ("up", "down", "stopped")}},
+                         checked_at={"type": "number",
+                                     "description": "when the services were probed (epoch"
+                                                    " seconds): at most once a second"}),
     "Host": _object(
         ["node", "status", "heartbeat_age"], node=STRING,
         status={"enum": ["up", "down", "stopped"]}, heartbeat_age={"type": "number"},
@@ -476,21 +491,18 @@ class _Components:
         return _ref(model.__name__)
 
 
-def _allowed(calls: Iterable[tuple[frozenset[str], re.Pattern[str]]], method: str,
-             path: str) -> bool:
-    # A path template stands for its concrete paths: "1" fits every parameter pattern used.
-    sample = re.sub(r"{[^}]+}", "1", path)
-    return any(method in methods and pattern.fullmatch(sample) for methods, pattern in calls)
-
-
 def _security(method: str, path: str) -> list[dict[str, list[str]]] | None:
-    """Who may call a route, by the rules of ApiKeyMiddleware and the console (None: anyone)."""
-    if not path.startswith(SECURED_PREFIXES) or _allowed(PUBLIC_CALLS, method, path):
+    """Who may call a route, from the access table ApiKeyMiddleware applies (None: anyone).
+    The bearer requirement names the key scopes that reach it (OpenAPI 3.1 "role names")."""
+    # A path template stands for its concrete paths: "1" fits every parameter pattern used.
+    rule = rule_for(method, re.sub(r"{[^}]+}", "1", path))
+    if rule.need == PUBLIC:
         return None
-    schemes: list[dict[str, list[str]]] = [{"bearer": []}]
-    if path.startswith(_INTERNAL_ROUTES):
+    scopes = ["send", "admin"] if rule.need == "send" else ["admin"]
+    schemes: list[dict[str, list[str]]] = [{"bearer": scopes}]
+    if rule.internal:
         schemes.append({"internalSecret": []})
-    if _allowed(CONSOLE_CALLS, method, path):
+    if rule.console:
         schemes.append({"consoleSession": []})
     return schemes
 
@@ -622,7 +634,9 @@ def build_openapi(app_routes: Iterable[BaseRoute], strict: bool = True) -> dict[
                 "One HTTP API for email and push notifications. Every JSON answer is the"
                 " envelope `{success, data, error, message, meta}`; an error has a stable"
                 " `error` code. Routes under /v1 and /metrics need `Authorization: Bearer"
-                " <api key>`; management routes also take `X-Internal-Secret`. Answers to"
+                " <api key>`: a `send` key posts notifications and reads its own, an `admin`"
+                " key does everything; management routes also take `X-Internal-Secret`."
+                " Answers to"
                 " an API key carry `RateLimit-Limit`, `RateLimit-Remaining` and"
                 " `RateLimit-Reset`. `X-Request-ID` is accepted (or made) and returned."),
         },
@@ -634,7 +648,9 @@ def build_openapi(app_routes: Iterable[BaseRoute], strict: bool = True) -> dict[
             "schemas": components.schemas,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "an API key (`clarion keys create`)"},
+                           "description": "an API key (`clarion apikey create NAME --scope"
+                                          " send|admin`); the requirement lists the scopes"
+                                          " that reach the route"},
                 "consoleSession": {"type": "apiKey", "in": "cookie", "name": COOKIE,
                                    "description": "the admin console's session (POST"
                                                   " /admin/login), on the calls the console"

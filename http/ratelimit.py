@@ -1,20 +1,24 @@
 """Rate limits per API key: a token bucket in Redis, shared by every worker and host.
 
 One Lua script call per request: it refills the bucket by the time elapsed (Redis's own clock,
-so hosts with skewed clocks agree), takes a token if there is one, and says how long to wait if
-not. Over the limit: 429 with `Retry-After` and the `RateLimit-*` headers. If Redis is down the
-request is let through: the limit protects Clarion, it must not take it down.
+so hosts with skewed clocks agree), takes the request's tokens if they are there, and says how
+long to wait if not. A request costs one token; a batch of N notifications costs N (the batch
+route takes the other N - 1 once it has read the body: `RateLimiter.take`). Over the limit: 429
+with `Retry-After` and the `RateLimit-*` headers, which every answer carries. If Redis is down
+the request is let through: the limit protects Clarion, it must not take it down.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clarion.http.auth import ANONYMOUS
 from clarion.http.middleware import send_error
 
 log = logging.getLogger(__name__)
@@ -22,6 +26,7 @@ log = logging.getLogger(__name__)
 _BUCKET = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -30,11 +35,11 @@ local ts = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
 local allowed = 0
 local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if tokens >= cost then
+  tokens = tokens - cost
   allowed = 1
 else
-  wait = (1 - tokens) / rate
+  wait = (cost - tokens) / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
@@ -42,43 +47,78 @@ return {allowed, tostring(tokens), tostring(wait)}
 """
 
 
-class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, redis_url: str, rate: float, burst: int) -> None:
-        self.app = app
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One answer of the bucket: whether the tokens were taken, what is left, how long to wait."""
+
+    allowed: bool
+    tokens: float
+    wait: float
+    rate: float
+    burst: int
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        reset = math.ceil((self.burst - self.tokens) / self.rate)
+        found = [(b"ratelimit-limit", str(self.burst).encode()),
+                 (b"ratelimit-remaining", str(max(0, math.floor(self.tokens))).encode()),
+                 (b"ratelimit-reset", str(reset).encode())]
+        if not self.allowed:
+            found.append((b"retry-after", str(max(1, math.ceil(self.wait))).encode()))
+        return found
+
+
+class RateLimiter:
+    """The per-principal buckets (`rate` tokens a second, `burst` at most; rate 0: off)."""
+
+    def __init__(self, redis_url: str, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = burst
         self._redis = aioredis.from_url(redis_url, socket_timeout=0.5)
         self._script = self._redis.register_script(_BUCKET)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        principal = scope.get("state", {}).get("principal") if scope["type"] == "http" else None
-        if principal is None or self.rate <= 0:
-            await self.app(scope, receive, send)
-            return
+    async def take(self, principal: str, cost: int = 1) -> Verdict | None:
+        """Take `cost` tokens from `principal`'s bucket; None when limits are off or Redis
+        cannot say (then the request goes through)."""
+        if self.rate <= 0:
+            return None
         try:
-            allowed, tokens, wait = await self._script(keys=[f"clarion:ratelimit:{principal}"],
-                                                       args=[self.rate, self.burst])
+            allowed, tokens, wait = await self._script(
+                keys=[f"clarion:ratelimit:{principal}"], args=[self.rate, self.burst, cost])
         except (RedisError, OSError) as exc:
             log.warning("rate limiter unavailable; request let through",
                         extra={"error": type(exc).__name__})
+            return None
+        return Verdict(bool(int(allowed)), float(tokens), float(wait), self.rate, self.burst)
+
+
+class RateLimitMiddleware:
+    """One token per authenticated request; the answer carries the bucket's latest state
+    (`scope["state"]["rate_limit"]`, which a route that takes more tokens updates)."""
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope.get("state", {}) if scope["type"] == "http" else {}
+        principal = state.get("principal")
+        verdict = None
+        if principal is not None and principal != ANONYMOUS:
+            verdict = await self.limiter.take(principal)
+        if verdict is None:
             await self.app(scope, receive, send)
             return
-        remaining = max(0, math.floor(float(tokens)))
-        headers = [
-            (b"ratelimit-limit", str(self.burst).encode()),
-            (b"ratelimit-remaining", str(remaining).encode()),
-            (b"ratelimit-reset", str(math.ceil((self.burst - float(tokens)) / self.rate)).encode()),
-        ]
-        if not int(allowed):
-            retry_after = str(max(1, math.ceil(float(wait)))).encode()
+        if not verdict.allowed:
             await send_error(send, 429, "rate_limited",
-                             "too many requests for this API key; slow down",
-                             [*headers, (b"retry-after", retry_after)])
+                             "too many requests for this API key; slow down", verdict.headers())
             return
+        state["rate_limit"] = verdict
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *headers]
+                latest: Verdict = state["rate_limit"]
+                message["headers"] = [*message.get("headers", []),
+                                      *(h for h in latest.headers() if h[0] != b"retry-after")]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

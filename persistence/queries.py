@@ -10,27 +10,31 @@ from psycopg.rows import dict_row
 
 from clarion.persistence import templates as template_repo
 from clarion.persistence import users as user_repo
-from clarion.persistence.api_keys import digest
 from clarion.persistence.records import Template, User
 
 
-async def api_key_name(conn: AsyncConnection, key: str) -> str | None:
-    """The name of the live API key `key`, or None."""
+async def api_key(conn: AsyncConnection, key_digest: str) -> tuple[int, str, str] | None:
+    """(key_id, name, scope) of the live API key whose SHA-256 digest is `key_digest`, or
+    None. (The HTTP layer hashes once and remembers answers by digest: persistence/api_keys.py.)"""
     cur = await conn.execute(
-        "SELECT name FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL", (digest(key),)
+        "SELECT key_id, name, scope FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL",
+        (key_digest,),
     )
     row = await cur.fetchone()
-    return row[0] if row else None
+    return (int(row[0]), str(row[1]), str(row[2])) if row else None
 
 
-async def notification(conn: AsyncConnection, notification_id: str) -> dict[str, Any] | None:
-    """A notification with its per-channel deliveries and their attempts."""
+async def notification(conn: AsyncConnection, notification_id: str,
+                       created_by: str | None = None) -> dict[str, Any] | None:
+    """A notification with its per-channel deliveries and their attempts; with `created_by`,
+    only if that principal created it."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         "SELECT notification_id::text, user_id, template_key, template_version, language, status,"
         " priority, request_id, created_at, updated_at, hops FROM notifications"
-        " WHERE notification_id = %s",
-        (notification_id,),
+        " WHERE notification_id = %s"
+        " AND (%s::text IS NULL OR created_by = %s::text)",
+        (notification_id, created_by, created_by),
     )
     found = await cur.fetchone()
     if found is None:
@@ -77,12 +81,16 @@ def _hops(stored: dict[str, float], deliveries: dict[str, Any]) -> list[dict[str
 
 
 async def notifications(conn: AsyncConnection, user_id: str | None, status: str | None,
-                        limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-    """Notifications, newest first, optionally of one user or in one status; and the total."""
+                        limit: int, offset: int, created_by: str | None = None,
+                        ) -> tuple[list[dict[str, Any]], int]:
+    """Notifications, newest first, optionally of one user, in one status or created by one
+    principal (index notifications_created_by); and the total."""
     cur = conn.cursor(row_factory=dict_row)
     where = ("(%(user)s::text IS NULL OR user_id = %(user)s::text)"
-             " AND (%(status)s::text IS NULL OR status = %(status)s::text)")
-    params = {"user": user_id, "status": status, "limit": limit, "offset": offset}
+             " AND (%(status)s::text IS NULL OR status = %(status)s::text)"
+             " AND (%(by)s::text IS NULL OR created_by = %(by)s::text)")
+    params = {"user": user_id, "status": status, "by": created_by, "limit": limit,
+              "offset": offset}
     await cur.execute(f"SELECT count(*) AS n FROM notifications WHERE {where}", params)
     total = (await cur.fetchone() or {"n": 0})["n"]
     await cur.execute(

@@ -121,7 +121,7 @@ def _start_stack(settings: Settings, simulator: Any, log_dir: Path) -> Stack:
     from clarion.node.launcher import start_actor_system
 
     with database.connect(settings.database_url, autocommit=True) as conn:
-        key = api_keys.create_api_key(conn, f"tests-{uuid.uuid4().hex[:6]}")
+        key = api_keys.create_api_key(conn, f"tests-{uuid.uuid4().hex[:6]}", scope="admin")
     pgid = start_actor_system(settings)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
     env.update(settings_to_env(settings))

@@ -12,15 +12,15 @@ sessions and says so. (A per-process random key would break with several workers
 from the API key's stored digest would let anyone who reads the `api_keys` table forge sessions,
 and those digests are meant to be useless to a reader.) Rotating the secret ends every session.
 The payload names the credential (`internal`, or the API key's name and `key_id`) and an expiry
-(8 h); a key session is re-checked against PostgreSQL (revoked keys stop within 30 s, as with
-bearer keys). The cookie is HttpOnly (no script reads it), SameSite=Strict (no other site sends
-it), Secure over HTTPS, and a cookie session reaches only the calls the console makes
-(`CONSOLE_CALLS`); its writes (replay, discard) must also carry `X-Clarion-Console: 1`, which a
-cross-site form cannot send.
+(8 h); only the internal secret or an `admin` key opens a session, and a key session is
+re-checked against PostgreSQL (a revoked key stops within 30 s, as with bearer keys). The
+cookie is HttpOnly (no script reads it), SameSite=Strict (no other site sends it), Secure unless
+`CLARION_CONSOLE_INSECURE_COOKIE` is set for plain-HTTP development, and a cookie session
+reaches only the calls the console makes (the `console` rules of http/auth.py); its writes
+(replay, discard) must also carry `X-Clarion-Console: 1`, which a cross-site form cannot send.
 
-`ApiKeyMiddleware._authenticate` asks `console_principal` when a request carries no API
-credentials: it answers `console:<credential>` for a valid session, `anonymous` for the public
-pages (the form, sign-in, sign-out, assets), and None (401) for everything else.
+`ApiKeyMiddleware` asks `console_principal` on those calls when a request carries no API
+credentials: `console:<credential>` for a valid session, else None.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import html
 import json
 import logging
 import os
-import re
 import socket
 import time
 from functools import cache
@@ -46,8 +45,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Scope
 
+from clarion.http.auth import ADMIN, TooManyAttempts, client_address
 from clarion.http.responses import EnvelopeResponse, failure, success
-from clarion.persistence.api_keys import digest
 
 log = logging.getLogger(__name__)
 
@@ -55,43 +54,23 @@ COOKIE = "clarion_console"
 SESSION_SECONDS = 8 * 3600
 ANONYMOUS = "anonymous"
 CONSOLE_PREFIX = "console:"
-_KEY_RECHECK_SECONDS = 30.0  # as ApiKeyMiddleware.cache_seconds: revocation takes effect as fast
+_KEY_RECHECK_SECONDS = 30.0  # as KeyChecker remembers keys: revocation takes effect as fast
 _CONTEXT = b"clarion/admin-console-session/v1"  # a key for this use only, never the secret itself
 _ASSETS_DIR = Path(__file__).resolve().parent.parent / "admin"
 _ASSETS = {"console.js": "text/javascript; charset=utf-8",
            "console.css": "text/css; charset=utf-8"}
 
-# Everything a console session may do: exactly the calls the page makes, no more (a stolen
-# cookie cannot send notifications or manage users and templates).
-CONSOLE_CALLS: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
-    (frozenset(methods.split()), re.compile(pattern)) for methods, pattern in (
-        ("GET HEAD", r"/admin(/.*)?"),
-        ("POST", r"/admin/(login|logout)"),
-        ("GET HEAD", r"/v1/system/actors"),
-        ("GET HEAD", r"/v1/system/cluster"),
-        ("GET HEAD", r"/v1/alerts"),
-        ("GET HEAD", r"/v1/dlq"),
-        ("POST", r"/v1/dlq/[0-9]+/replay"),
-        ("DELETE", r"/v1/dlq/[0-9]+"),
-        ("GET HEAD", r"/v1/notifications(/[^/]+)?"),
-        ("GET HEAD", r"/v1/outbox"),
-    ))
-# What anyone may load: the sign-in form and what it needs. They show no data.
-PUBLIC_CALLS: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = tuple(
-    (frozenset(methods.split()), re.compile(pattern)) for methods, pattern in (
-        ("GET HEAD", r"/admin/?"),
-        ("POST", r"/admin/(login|logout)"),
-        ("GET HEAD", r"/admin/assets/[A-Za-z0-9._-]+"),
-    ))
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 _CSRF_HEADER = b"x-clarion-console"
 
 _MESSAGES = {
     "invalid": "That key or secret was not accepted.",
+    "scope": "That key may only send notifications: the console needs an admin key.",
     "disabled": "Console sign-in is off: set CLARION_INTERNAL_SECRET on every Clarion server"
                 " (it also signs the console's sessions).",
     "origin": "The sign-in came from another site and was refused.",
     "unavailable": "Credentials cannot be checked right now; try again in a moment.",
+    "busy": "Too many sign-in attempts from this address; try again in a moment.",
     "signed_out": "You are signed out.",
 }
 
@@ -167,11 +146,6 @@ def _header(scope: Scope, wanted: bytes) -> str | None:
     return None
 
 
-def _allowed(calls: tuple[tuple[frozenset[str], re.Pattern[str]], ...], method: str,
-             path: str) -> bool:
-    return any(method in methods and pattern.fullmatch(path) for methods, pattern in calls)
-
-
 _live_keys: dict[int, float] = {}  # key_id → when PostgreSQL last said it is live
 
 
@@ -181,7 +155,8 @@ async def _key_is_live(scope: Scope, key_id: int) -> bool:
         return True
     async with scope["app"].state.db.connection() as conn:
         cur = await conn.execute(
-            "SELECT 1 FROM api_keys WHERE key_id = %s AND revoked_at IS NULL", (key_id,))
+            "SELECT 1 FROM api_keys WHERE key_id = %s AND revoked_at IS NULL"
+            " AND scope = 'admin'", (key_id,))
         live = await cur.fetchone() is not None
     if live:
         if len(_live_keys) > 10_000:
@@ -193,20 +168,20 @@ async def _key_is_live(scope: Scope, key_id: int) -> bool:
 
 
 async def console_principal(scope: Scope, internal_secret: str | None) -> str | None:
-    """Who a request without API credentials is: `console:<subject>` with a valid session
-    cookie (on the console's calls), `anonymous` on the public pages, else None."""
-    method, path = scope.get("method", ""), scope.get("path", "")
+    """`console:<subject>` for a request carrying a valid session cookie (and, for a write, the
+    console's header), else None. Which calls a session may make is http/auth.py's table."""
     token = _cookie(scope)
-    if token and internal_secret and _allowed(CONSOLE_CALLS, method, path):
-        payload = read_session(internal_secret, token, time.time())
-        kid = payload.get("kid") if payload else None
-        csrf_ok = method in _SAFE_METHODS or _header(scope, _CSRF_HEADER) == "1"
-        if payload and csrf_ok and (kid is None or (
-                isinstance(kid, int) and await _key_is_live(scope, kid))):
-            return CONSOLE_PREFIX + str(payload["sub"])
-    if _allowed(PUBLIC_CALLS, method, path):
-        return ANONYMOUS
-    return None
+    if not token or not internal_secret:
+        return None
+    payload = read_session(internal_secret, token, time.time())
+    if payload is None:
+        return None
+    if scope.get("method", "") not in _SAFE_METHODS and _header(scope, _CSRF_HEADER) != "1":
+        return None
+    kid = payload.get("kid")
+    if kid is not None and not (isinstance(kid, int) and await _key_is_live(scope, kid)):
+        return None
+    return CONSOLE_PREFIX + str(payload["sub"])
 
 
 # -- signing in -----------------------------------------------------------------------------
@@ -217,14 +192,11 @@ def _internal_secret(request: Request) -> str | None:
     return secret.get_secret_value() if secret else None
 
 
-async def _api_key(request: Request, key: str) -> tuple[int, str] | None:
-    """(key_id, name) of the live API key `key`: the middleware's check, plus the key's id."""
-    async with request.app.state.db.connection() as conn:
-        cur = await conn.execute(
-            "SELECT key_id, name FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL",
-            (digest(key),))
-        row = await cur.fetchone()
-    return (int(row[0]), str(row[1])) if row else None
+def _secure_cookie(request: Request) -> bool:
+    """Whether the session cookie travels over HTTPS only: always, unless the operator turned
+    it off for plain-HTTP development (behind a TLS proxy the server itself sees HTTP, so the
+    request's scheme says nothing)."""
+    return not request.app.state.settings.console_insecure_cookie
 
 
 def _same_origin(request: Request) -> bool:
@@ -257,18 +229,22 @@ async def login(request: Request) -> Response:
         subject = "internal"
     elif credential and len(credential) <= 256:
         try:
-            found = await _api_key(request, credential)
+            found = await request.app.state.keys.record(credential, client_address(request.scope))
+        except TooManyAttempts:
+            return _back_to_console(request, "busy")
         except Exception:  # as the middleware: the key store is away, say so
             log.warning("api key lookup failed", exc_info=True)
             return _back_to_console(request, "unavailable")
+        if found is not None and found.scope != ADMIN:
+            return _back_to_console(request, "scope")
         if found is not None:
-            key_id, subject = found[0], f"key:{found[1]}"
+            key_id, subject = found.key_id, f"key:{found.name}"
     if subject is None:
         return _back_to_console(request, "invalid")
     response = _back_to_console(request)
     response.set_cookie(COOKIE, sign_session(secret, subject, key_id, time.time()),
                         max_age=SESSION_SECONDS, path="/", httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+                        secure=_secure_cookie(request))
     return response
 
 
@@ -277,7 +253,7 @@ async def logout(request: Request) -> Response:
         return _back_to_console(request, "origin")
     response = _back_to_console(request, "signed_out")
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
-                           secure=request.url.scheme == "https")
+                           secure=_secure_cookie(request))
     return response
 
 

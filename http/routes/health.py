@@ -1,6 +1,12 @@
 """Health: GET /health (liveness: this process answers), GET /health/ready (each dependency and
-the actor tree, 503 naming what is down; and every host of the cluster), GET /v1/system/actors
-(this host's tree, detailed) and GET /v1/system/cluster (every host, from their heartbeats)."""
+the actor tree, 503 naming what is down; and how many hosts of the cluster are up), GET
+/v1/system/actors (this host's tree, detailed) and GET /v1/system/cluster (every host, from
+their heartbeats).
+
+The two health routes answer anyone, so they name no host, address, port or pid: that detail is
+behind auth, in /v1/system/*. And `/health/ready` probes the services at most once a second per
+worker: every request in between gets the last result (requests that arrive while a probe runs
+wait for it), so a flood of it cannot reach PostgreSQL, Redis, RabbitMQ or the actors."""
 
 from __future__ import annotations
 
@@ -32,7 +38,27 @@ async def live(request: Request) -> EnvelopeResponse:
     return success({"status": "ok"})
 
 
+READY_CACHE_SECONDS = 1.0
+
+
 async def ready(request: Request) -> EnvelopeResponse:
+    state = request.app.state
+    cached: tuple[float, asyncio.Future[tuple[int, dict[str, Any]]]] | None = getattr(
+        state, "ready_probe", None)
+    # A new probe once the last one has finished and is a second old, never two at once.
+    if cached is None or (cached[1].done()
+                          and time.monotonic() - cached[0] >= READY_CACHE_SECONDS):
+        cached = (time.monotonic(), asyncio.ensure_future(_probe(request)))
+        state.ready_probe = cached
+    status, data = await asyncio.shield(cached[1])
+    if status == 200:
+        return success(data)
+    down = ", ".join(name for name, c in data["checks"].items() if c["status"] != "up")
+    return failure(503, "unhealthy", f"down: {down}", data)
+
+
+async def _probe(request: Request) -> tuple[int, dict[str, Any]]:
+    """Probe every dependency once: (200 or 503, the answer's data)."""
     state = request.app.state
 
     async def postgres() -> None:
@@ -63,13 +89,14 @@ async def ready(request: Request) -> EnvelopeResponse:
     )
     checks = dict(checks)
     healthy = all(c["status"] == "up" for c in checks.values())
-    # Other hosts being down does not make this one unready (it still serves); they are
-    # listed so that one look shows the whole cluster.
-    data = {"status": "ok" if healthy else "degraded", "checks": checks, "hosts": hosts}
-    if healthy:
-        return success(data)
-    down = ", ".join(name for name, c in checks.items() if c["status"] != "up")
-    return failure(503, "unhealthy", f"down: {down}", data)
+    # Other hosts being down does not make this one unready (it still serves); how many are
+    # up shows the cluster's state at a glance. Which ones, and where, is for /v1/system/cluster.
+    cluster_counts = None if hosts is None else {
+        status: sum(1 for h in hosts if h["status"] == status)
+        for status in ("up", "down", "stopped")}
+    data = {"status": "ok" if healthy else "degraded", "checks": checks,
+            "hosts": cluster_counts, "checked_at": time.time()}
+    return (200 if healthy else 503), data
 
 
 async def _hosts(request: Request) -> list[dict[str, Any]] | None:

@@ -1,4 +1,8 @@
-"""POST /v1/notifications (→ the Gateway, 202 once queued) and GET /v1/notifications/{id}."""
+"""POST /v1/notifications (→ the Gateway, 202 once queued) and GET /v1/notifications/{id}.
+
+Every notification carries the principal that asked for it (`NotificationRequest.principal`, kept
+as `created_by`); a `send` key lists and reads only those created under its name, and a
+notification it did not create is a 404, as if it did not exist (http/auth.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from clarion.actors.messages import NotificationRequest
+from clarion.http.auth import ADMIN
 from clarion.http.responses import EnvelopeResponse, failure, from_reply, success
 from clarion.http.routes.common import bridge, int_param, parse, request_id
 from clarion.http.schemas import NotificationBatchIn, NotificationIn, page_meta
@@ -27,7 +32,7 @@ async def create_notification(request: Request) -> EnvelopeResponse:
             return failure(422, "invalid_idempotency_key",
                            "the idempotency key must be 1-255 printable ASCII characters")
         # Keys are per client: two API clients may pick the same key without meeting.
-        key = f"{request.scope['state']['principal']}|{key}"
+        key = f"{_principal(request)}|{key}"
     item = NotificationRequest(
         correlation_id=uuid.uuid4().hex,
         user_id=body.user_id,
@@ -41,6 +46,7 @@ async def create_notification(request: Request) -> EnvelopeResponse:
         idempotency_key=key,
         category=body.category,
         received_at=time.time(),
+        principal=_principal(request),
     )
     return from_reply(await bridge(request).request(item))
 
@@ -50,13 +56,17 @@ async def create_batch(request: Request) -> EnvelopeResponse:
     coalesces them into as few messages as it can) and each gets its own result: one bad item
     does not refuse the others. The answer is 207-style: 200 with a result per item, in order."""
     body = await parse(request, NotificationBatchIn)
-    received, rid = time.time(), request_id(request)
+    refused = await _spend_batch_tokens(request, len(body.notifications))
+    if refused is not None:
+        return refused
+    received, rid, principal = time.time(), request_id(request), _principal(request)
     items = [
         NotificationRequest(
             correlation_id=uuid.uuid4().hex, user_id=n.user_id, template_key=n.template_key,
             message_data=n.message_data, channels=tuple(n.channels) if n.channels else None,
             language=n.language, template_version=n.template_version, priority=n.priority,
             request_id=n.request_id or f"{rid}-{i}", category=n.category, received_at=received,
+            principal=principal,
         )
         for i, n in enumerate(body.notifications)
     ]
@@ -71,6 +81,39 @@ async def create_batch(request: Request) -> EnvelopeResponse:
                    meta={"accepted": accepted, "refused": len(results) - accepted})
 
 
+async def _spend_batch_tokens(request: Request, count: int) -> EnvelopeResponse | None:
+    """A batch of N notifications costs N tokens of the key's rate limit: the middleware took
+    one, this takes the rest. The 429 if the bucket cannot pay, else None."""
+    limiter = request.app.state.limiter
+    state = request.scope.setdefault("state", {})
+    if count <= 1 or "rate_limit" not in state:
+        return None  # one notification, or no limit applies (off, Redis away)
+    if count > limiter.burst:
+        return failure(429, "rate_limited",
+                       f"a batch of {count} costs {count} tokens, more than this key's burst"
+                       f" of {limiter.burst}: send smaller batches", retry_after=1)
+    verdict = await limiter.take(_principal(request), count - 1)
+    if verdict is None:
+        return None
+    state["rate_limit"] = verdict  # the answer's RateLimit-* headers show what is left
+    if verdict.allowed:
+        return None
+    return failure(429, "rate_limited",
+                   f"a batch of {count} costs {count} tokens of this key's rate limit; retry"
+                   " after Retry-After seconds", retry_after=verdict.wait)
+
+
+def _principal(request: Request) -> str:
+    return str(request.scope["state"]["principal"])
+
+
+def _owner_filter(request: Request) -> str | None:
+    """The principal whose notifications a caller may see: its own for a `send` key, None
+    (every notification) for an admin."""
+    state = request.scope["state"]
+    return None if state.get("access") == ADMIN else _principal(request)
+
+
 async def get_notification(request: Request) -> EnvelopeResponse:
     notification_id = request.path_params["notification_id"]
     try:
@@ -78,7 +121,7 @@ async def get_notification(request: Request) -> EnvelopeResponse:
     except ValueError:
         return failure(404, "notification_not_found", f"no notification '{notification_id}'")
     async with request.app.state.db.connection() as conn:
-        found = await queries.notification(conn, notification_id)
+        found = await queries.notification(conn, notification_id, _owner_filter(request))
     if found is None:
         return failure(404, "notification_not_found", f"no notification '{notification_id}'")
     return success(found)
@@ -97,7 +140,7 @@ async def list_notifications(request: Request) -> EnvelopeResponse:
                        "page ≥ 1, 1 ≤ limit ≤ 200, status one of " + ", ".join(sorted(_STATUSES)))
     async with request.app.state.db.connection() as conn:
         rows, total = await queries.notifications(conn, user_id, status, limit,
-                                                  (page - 1) * limit)
+                                                  (page - 1) * limit, _owner_filter(request))
     return success(rows, meta=page_meta(total, page, limit, min_pages=1))
 
 

@@ -48,8 +48,10 @@ def stack(provider_settings: Any, simulator: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from pydantic import SecretStr
 
+    # Plain HTTP here: a Secure cookie (the default) would never come back to the server.
     with running_stack(provider_settings, simulator, tmp_path_factory.mktemp("console-logs"),
-                       internal_secret=SecretStr(SECRET)) as running:
+                       internal_secret=SecretStr(SECRET),
+                       console_insecure_cookie=True) as running:
         yield running
 
 

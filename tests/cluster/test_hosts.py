@@ -141,7 +141,7 @@ def client(cluster: Cluster, provider_settings: Settings) -> Iterator[httpx.Clie
     from clarion.persistence import api_keys, database
 
     with database.connect(provider_settings.database_url, autocommit=True) as conn:
-        key = api_keys.create_api_key(conn, f"hosts-{cluster.suffix}")
+        key = api_keys.create_api_key(conn, f"hosts-{cluster.suffix}", scope="admin")
     with httpx.Client(base_url=cluster.url, timeout=15,
                       headers={"Authorization": f"Bearer {key}"}) as http:
         try:

@@ -97,7 +97,7 @@ def test_nodes_join_and_a_child_is_placed_where_the_credentials_are(
     assert {names["gw"], names["fcm"], names["nofcm"]} <= set(listed)
     assert listed[names["nofcm"]]["status"] == "up"
     ready = leader.client().get("/health/ready").json()["data"]
-    assert names["fcm"] in {h["node"] for h in ready["hosts"]}
+    assert ready["hosts"]["up"] >= 3  # how many, not which: that is behind auth
 
     # Notifications sent to the gateway are delivered by the delivery hosts.
     user_id, key = leader.code_user_and_template(push_tokens=[f"tok-{uuid.uuid4().hex[:8]}"])

@@ -82,7 +82,7 @@ def test_serving_the_document_lists_an_undescribed_route_instead_of_failing() ->
 
     operation = build_openapi(routes, strict=False)["paths"]["/v1/undocumented"]["post"]
     assert operation["tags"] == ["undescribed"]
-    assert operation["security"] == [{"bearer": []}]
+    assert operation["security"] == [{"bearer": ["admin"]}]  # no rule names it: fails closed
 
 
 def test_the_document_is_valid_openapi_3_1() -> None:
@@ -132,13 +132,14 @@ def test_every_operation_is_unique_named_and_answers_in_the_envelope() -> None:
 def test_secured_routes_document_the_bearer_scheme_and_management_routes_the_secret() -> None:
     spec = build_openapi(app_routes())
 
-    assert spec["components"]["securitySchemes"]["bearer"] == {
-        "type": "http", "scheme": "bearer", "description": "an API key (`clarion keys create`)"}
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     users = spec["paths"]["/v1/users"]["post"]
-    assert users["security"] == [{"bearer": []}, {"internalSecret": []}]
+    assert users["security"] == [{"bearer": ["admin"]}, {"internalSecret": []}]
     notify = spec["paths"]["/v1/notifications"]["post"]
-    assert notify["security"] == [{"bearer": []}]
-    assert {"401", "413", "415", "422", "429", "503", "504"} <= set(notify["responses"])
+    assert notify["security"] == [{"bearer": ["send", "admin"]}]
+    read = spec["paths"]["/v1/notifications/{notification_id}"]["get"]
+    assert read["security"] == [{"bearer": ["send", "admin"]}, {"consoleSession": []}]
+    assert {"401", "403", "413", "415", "422", "429", "503", "504"} <= set(notify["responses"])
     assert spec["paths"]["/health"]["get"]["security"] == []
     assert spec["paths"]["/openapi.json"]["get"]["security"] == []
 

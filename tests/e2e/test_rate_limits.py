@@ -46,7 +46,7 @@ def test_each_api_key_has_its_own_bucket(stack: Stack) -> None:
     from clarion.persistence import api_keys, database
 
     with database.connect(stack.settings.database_url, autocommit=True) as conn:
-        other_key = api_keys.create_api_key(conn, f"other-{uuid.uuid4().hex[:6]}")
+        other_key = api_keys.create_api_key(conn, f"other-{uuid.uuid4().hex[:6]}", scope="admin")
     client = stack.client()
     statuses = [client.get("/v1/outbox", params={"limit": 1}).status_code for _ in range(20)]
     assert 429 in statuses, "this key's bucket never ran dry"

@@ -130,3 +130,24 @@ def test_clarion_connections_plan_each_run_with_current_statistics(
         with database.connect(test_settings.database_url, autocommit=autocommit) as conn:
             row = conn.execute("SHOW plan_cache_mode").fetchone()
             assert row is not None and row[0] == "force_custom_plan"
+
+
+def test_api_keys_made_before_scopes_existed_become_admin_keys(fresh_database_url: str) -> None:
+    before = [(n, text) for n, text in database.migration_files() if n < "0008"]
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+        for _, text in before:
+            conn.execute(text)  # type: ignore[call-overload]
+        conn.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY,"
+                     " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        for name, _ in before:
+            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+        conn.execute("INSERT INTO api_keys (name, prefix, key_hash) VALUES ('old', 'clk_old', 'h')")
+
+    assert database.migrate(fresh_database_url) == ["0008_api_key_scopes.sql"]
+
+    with psycopg.connect(fresh_database_url) as conn:
+        assert conn.execute("SELECT scope FROM api_keys WHERE name = 'old'").fetchone() == (
+            "admin",)
+        # A new key has no default scope to fall into: it must name one.
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            conn.execute("INSERT INTO api_keys (name, prefix, key_hash) VALUES ('n', 'p', 'h2')")

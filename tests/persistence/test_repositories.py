@@ -510,25 +510,41 @@ def test_a_notification_and_its_broker_messages_are_written_in_one_transaction(
 # API keys
 
 
-def test_a_created_api_key_is_found_by_name_until_it_is_revoked(
+def test_a_created_api_key_is_found_with_its_scope_until_it_is_revoked(
     db: psycopg.Connection, run_async: Callable[..., Any]
 ) -> None:
     name = f"key-{_uid()}"
-    key = api_keys.create_api_key(db, name)
+    key = api_keys.create_api_key(db, name, scope="send")
 
     assert key.startswith("clk_")
-    assert run_async(queries.api_key_name, key) == name
-    assert run_async(queries.api_key_name, key + "x") is None
+    found = run_async(queries.api_key, api_keys.digest(key))
+    assert found is not None and found[1:] == (name, "send")
+    assert run_async(queries.api_key, api_keys.digest(key + "x")) is None
 
     assert api_keys.revoke_api_keys(db, name) == 1
 
-    assert run_async(queries.api_key_name, key) is None
+    assert run_async(queries.api_key, api_keys.digest(key)) is None
     assert api_keys.revoke_api_keys(db, name) == 0
+
+
+def test_a_key_is_created_with_an_explicit_scope_and_listed_with_it(
+    db: psycopg.Connection
+) -> None:
+    name = f"key-{_uid()}"
+    api_keys.create_api_key(db, name, scope="admin")
+
+    with pytest.raises(ValueError, match="scope"):
+        api_keys.create_api_key(db, name, scope="root")  # type: ignore[arg-type]
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute("INSERT INTO api_keys (name, prefix, key_hash, scope)"
+                   " VALUES ('x', 'clk_x', %s, 'root')", (_uid(),))
+    listed = [row for row in api_keys.list_api_keys(db) if row[0] == name]
+    assert [row[2] for row in listed] == ["admin"]
 
 
 def test_an_api_key_is_stored_only_as_its_digest(db: psycopg.Connection) -> None:
     name = f"key-{_uid()}"
-    key = api_keys.create_api_key(db, name)
+    key = api_keys.create_api_key(db, name, scope="admin")
 
     row = db.execute("SELECT prefix, key_hash FROM api_keys WHERE name = %s", (name,)).fetchone()
 
