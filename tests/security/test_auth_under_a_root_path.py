@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from clarion.config.settings import settings_to_env
-from clarion.supervision.launcher import metrics_dir
+from clarion.node.launcher import metrics_dir
 from tests.stack import Stack, _wait_http, free_port, running_stack
 
 pytestmark = pytest.mark.e2e
