@@ -28,35 +28,36 @@ pytestmark = pytest.mark.e2e
 def stack(test_settings: Any, simulator: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(test_settings, simulator, tmp_path_factory.mktemp("flood"),
-                       auth_lookups_per_second=3.0, rate_limit_per_second=1.0,
+                       auth_lookups_per_second=2.0, rate_limit_per_second=1.0,
                        rate_limit_burst=10) as running:
         yield running
 
 
-def _get(stack: Stack, key: str) -> int:
+def _get(stack: Stack, key: str) -> httpx.Response:
     return httpx.get(stack.base_url + "/v1/notifications", params={"limit": 1}, timeout=15,
-                     headers={"Authorization": f"Bearer {key}"}).status_code
+                     headers={"Authorization": f"Bearer {key}"})
 
 
 def test_wrong_keys_are_remembered_and_unknown_ones_limited_per_address_before_any_lookup(
         stack: Stack) -> None:
-    assert _get(stack, stack.api_key) == 200  # a real key, looked up and now remembered
+    assert _get(stack, stack.api_key).status_code == 200  # looked up, now remembered
     wrong = f"clk_{uuid.uuid4().hex}"
-    assert _get(stack, wrong) == 401  # looked up once: remembered as wrong for a few seconds
+    assert _get(stack, wrong).status_code == 401  # looked up once: remembered as wrong for 5 s
 
-    # Made-up keys, each new: the address's budget (3 a second) runs out, then 429 at once.
+    # Made-up keys, each new: the address's budget (2 a second) runs out, then 429 at once.
     flood = [_get(stack, f"clk_{uuid.uuid4().hex}") for _ in range(12)]
-    assert flood[0] == 401 and flood.count(429) >= 6, flood
-    assert set(flood) <= {401, 429}
-    limited = httpx.get(stack.base_url + "/v1/notifications", timeout=15,
-                        headers={"Authorization": f"Bearer clk_{uuid.uuid4().hex}"})
-    assert limited.status_code == 429 and limited.json()["error"] == "rate_limited"
+    statuses = [reply.status_code for reply in flood]
+    assert set(statuses) <= {401, 429} and statuses.count(429) >= 6, statuses
+    limited = next(reply for reply in flood if reply.status_code == 429)
+    assert limited.json()["error"] == "rate_limited"
     assert int(limited.headers["retry-after"]) >= 1
 
     # Meanwhile what is remembered costs no lookup, so no budget: the wrong key is still a
     # plain 401, and the real key still works.
-    assert [_get(stack, wrong) for _ in range(20)] == [401] * 20
-    assert _get(stack, stack.api_key) == 200
+    assert [_get(stack, wrong).status_code for _ in range(20)] == [401] * 20
+    assert _get(stack, stack.api_key).status_code == 200
+    time.sleep(1.1)  # the budget refills: a new key is looked up again
+    assert _get(stack, f"clk_{uuid.uuid4().hex}").status_code == 401
 
 
 def _batch(stack: Stack, key: str, count: int) -> httpx.Response:
@@ -67,6 +68,7 @@ def _batch(stack: Stack, key: str, count: int) -> httpx.Response:
 
 
 def test_a_batch_of_n_notifications_costs_n_tokens_of_the_keys_rate_limit(stack: Stack) -> None:
+    time.sleep(1.1)  # whatever an earlier test left of this address's lookup budget refills
     with database.connect(stack.settings.database_url, autocommit=True) as conn:
         key = api_keys.create_api_key(conn, f"batch-{uuid.uuid4().hex[:6]}", scope="send")
         bigger = api_keys.create_api_key(conn, f"batch-{uuid.uuid4().hex[:6]}", scope="send")
@@ -95,4 +97,4 @@ def test_readiness_probes_the_services_at_most_once_a_second(stack: Stack) -> No
 
     probes = sorted(set(seen))
     assert len(probes) <= int(took) + 2, (len(probes), took)
-    assert all(b - a >= 0.99 for a, b in itertools.pairwise(probes)), probes
+    assert all(b - a >= 0.95 for a, b in itertools.pairwise(probes)), probes

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.cluster.nodes import wait
 from tests.stack import Stack, running_stack
 
 pytestmark = pytest.mark.e2e
@@ -36,4 +37,6 @@ def test_the_public_health_answers_name_no_address_port_or_pid(stack: Stack) -> 
         numbers = set(re.findall(r"[0-9][0-9.]*", reply.text))
         assert not secrets & (numbers | {reply.text}), (path, reply.text)
         assert not re.search(r'"(address|admin_port|pid|node|convention)"', reply.text), reply.text
-    assert httpx.get(stack.base_url + "/health/ready").json()["data"]["hosts"]["up"] >= 1
+    # How many hosts are up is still there (once this host's first heartbeat is in the view).
+    wait(lambda: httpx.get(stack.base_url + "/health/ready").json()["data"]["hosts"]["up"] >= 1,
+         10, "this host counted up")
