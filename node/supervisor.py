@@ -181,7 +181,7 @@ class Supervisor(ClarionActor):
     def _placement_target(self, channel: str) -> tuple[str, str] | None:
         hosts = self._hosts()
         return None if hosts is None else cluster.placement_target(
-            hosts, channel, self.settings.node_name)
+            hosts, channel, self.settings.node_name, self.settings.convention)
 
     def _hosts(self) -> list[dict[str, Any]] | None:
         down_after = self.settings.host_down_after

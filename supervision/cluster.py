@@ -188,15 +188,17 @@ def _decode(raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
     return entries
 
 
-def placement_target(hosts: list[dict[str, Any]], channel: str, own_node: str
-                     ) -> tuple[str, str] | None:
+def placement_target(hosts: list[dict[str, Any]], channel: str, own_node: str,
+                     convention: str | None) -> tuple[str, str] | None:
     """Where to place a delivery child of `channel` that this host cannot run: the first (by
     name) live convention member, other than this host, that delivers and holds the channel's
     credentials; (its node name, its provider), or None while there is none.
 
-    Only members of the leader's convention count: Thespian places through the leader, and
-    without a live leader nothing can be placed."""
-    leader = next((h for h in hosts if h.get("leader") and h["status"] == "up"), None)
+    Only members of our leader's convention count: Thespian places through the leader, and
+    without a live leader nothing can be placed. (Two clusters sharing one Redis, test runs
+    for instance, each see only their own leader.)"""
+    leader = next((h for h in hosts if h.get("leader") and h["status"] == "up"
+                   and h.get("convention") == convention), None)
     if leader is None:
         return None
     members = {*leader.get("convention_members", ()), leader["node"]}

@@ -69,11 +69,12 @@ def test_a_send_key_sends_and_reads_only_what_was_created_under_its_name(
     assert mine.status_code == theirs.status_code == 202, (mine.text, theirs.text)
     mine_id = mine.json()["data"]["notification_id"]
     theirs_id = theirs.json()["data"]["notification_id"]
-    # Record the creator as the Gateway does (created_by, migration 0007), so that this test
-    # reads the HTTP side alone.
+    # The Gateway recorded who created each.
     with database.connect(stack.settings.database_url, autocommit=True) as conn:
-        conn.execute("UPDATE notifications SET created_by = %s WHERE notification_id = %s",
-                     (principal, mine_id))
+        creators = dict(conn.execute(
+            "SELECT notification_id::text, created_by FROM notifications"
+            " WHERE notification_id = ANY(%s::uuid[])", ([mine_id, theirs_id],)).fetchall())
+    assert creators[mine_id] == principal and creators[theirs_id] != principal
 
     assert client.get(f"/v1/notifications/{theirs_id}").status_code == 404
     assert client.get(f"/v1/notifications/{mine_id}").status_code == 200
