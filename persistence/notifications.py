@@ -116,9 +116,51 @@ class Inserted:
     outbox_ids: tuple[int, ...]
 
 
+# One statement, so one round trip and its own transaction: the notifications, then only the
+# deliveries and outbox messages of those actually inserted (ON CONFLICT left the others out).
+# The deliveries' foreign key is checked at the end of the statement, when the notifications
+# the first part inserted are there.
+_INSERT_BATCH = """
+WITH notification AS (
+    INSERT INTO notifications (notification_id, user_id, template_key, template_version,
+                               language, status, priority, request_id, idempotency_key,
+                               message_data, request_fingerprint, hops, accepted_reply,
+                               created_by)
+    SELECT * FROM unnest(%(ids)s::uuid[], %(users)s::text[], %(keys)s::text[],
+                         %(versions)s::int[], %(languages)s::text[], %(statuses)s::text[],
+                         %(priorities)s::text[], %(request_ids)s::text[],
+                         %(idempotency_keys)s::text[], %(data)s::jsonb[],
+                         %(fingerprints)s::text[], %(hops)s::jsonb[], %(replies)s::jsonb[],
+                         %(creators)s::text[])
+    ON CONFLICT DO NOTHING
+    RETURNING notification_id),
+delivery AS (
+    INSERT INTO deliveries (notification_id, channel, status, recipient, content, error_code,
+                            error, next_attempt_at, pending_message, finished_at)
+    SELECT d.id, d.channel, d.status, d.recipient, d.content, d.error_code, d.error,
+           d.next_at, d.pending, CASE WHEN d.status = 'skipped' THEN now() END
+      FROM unnest(%(d_ids)s::uuid[], %(d_channels)s::text[], %(d_statuses)s::text[],
+                  %(d_recipients)s::text[], %(d_contents)s::jsonb[], %(d_codes)s::text[],
+                  %(d_errors)s::text[], %(d_next)s::timestamptz[], %(d_pending)s::jsonb[])
+           AS d(id, channel, status, recipient, content, error_code, error, next_at, pending)
+     WHERE d.id IN (SELECT notification_id FROM notification)),
+message AS (
+    INSERT INTO broker_outbox (exchange, routing_key, headers, body)
+    SELECT m.exchange, m.routing_key, m.headers, m.body
+      FROM unnest(%(m_ids)s::uuid[], %(m_exchanges)s::text[], %(m_keys)s::text[],
+                  %(m_headers)s::jsonb[], %(m_bodies)s::bytea[]) WITH ORDINALITY
+           AS m(id, exchange, routing_key, headers, body, n)
+     WHERE m.id IN (SELECT notification_id FROM notification)
+     ORDER BY m.n
+    RETURNING message_id)
+SELECT notification_id::text, NULL::bigint FROM notification
+UNION ALL SELECT NULL, message_id FROM message
+"""
+
+
 def insert_batch(conn: psycopg.Connection, batch: Sequence[NewNotification]) -> Inserted:
     """Write new notifications, their deliveries and their broker messages (the transactional
-    outbox) in one transaction: once it commits, each is as good as queued.
+    outbox) in one statement, so in one transaction: once it commits, each is as good as queued.
 
     A notification whose id or idempotency key is taken already is left out, alone, and not in
     the result: the caller answers it from what is stored (`existing`). (Its id: an earlier try
@@ -127,50 +169,38 @@ def insert_batch(conn: psycopg.Connection, batch: Sequence[NewNotification]) -> 
     """
     if not batch:
         return Inserted(frozenset(), ())
-    with conn.transaction(), conn.cursor() as cur:
-        written = cur.execute(
-            "INSERT INTO notifications (notification_id, user_id, template_key,"
-            " template_version, language, status, priority, request_id, idempotency_key,"
-            " message_data, request_fingerprint, hops, accepted_reply, created_by)"
-            " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::int[], %s::text[],"
-            " %s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[], %s::text[],"
-            " %s::jsonb[], %s::jsonb[], %s::text[])"
-            " ON CONFLICT DO NOTHING RETURNING notification_id::text",
-            (
-                [n.notification_id for n in batch], [n.user_id for n in batch],
-                [n.template_key for n in batch], [n.template_version for n in batch],
-                [n.language for n in batch], [n.status for n in batch],
-                [n.priority for n in batch], [n.request_id for n in batch],
-                [n.idempotency_key for n in batch], [Jsonb(n.message_data) for n in batch],
-                [n.request_fingerprint for n in batch], [Jsonb(n.hops) for n in batch],
-                [_jsonb_or_null(n.accepted_reply) for n in batch],
-                [n.created_by for n in batch],
-            ),
-        ).fetchall()
-        inserted = frozenset(row[0] for row in written)
-        kept = [n for n in batch if n.notification_id in inserted]
-        deliveries = [(n, d) for n in kept for d in n.deliveries]
-        if deliveries:
-            cur.execute(
-                "INSERT INTO deliveries (notification_id, channel, status, recipient, content,"
-                " error_code, error, next_attempt_at, pending_message, finished_at)"
-                " SELECT d.id, d.channel, d.status, d.recipient, d.content, d.error_code,"
-                " d.error, d.next_at, d.pending, CASE WHEN d.status = 'skipped' THEN now() END"
-                " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::jsonb[],"
-                " %s::text[], %s::text[], %s::timestamptz[], %s::jsonb[])"
-                " AS d(id, channel, status, recipient, content, error_code, error, next_at,"
-                " pending)",
-                (
-                    [n.notification_id for n, _ in deliveries], [d.channel for _, d in deliveries],
-                    [d.status for _, d in deliveries], [d.recipient for _, d in deliveries],
-                    [Jsonb(d.content) for _, d in deliveries],
-                    [d.error_code for _, d in deliveries], [d.error for _, d in deliveries],
-                    [d.scheduled_for for _, d in deliveries],
-                    [_jsonb_or_null(d.pending_message) for _, d in deliveries],
-                ),
-            )
-        outbox_ids = broker_outbox.add(cur, [m for n in kept for m in n.messages])
-    return Inserted(inserted, tuple(outbox_ids))
+    deliveries = [(n, d) for n in batch for d in n.deliveries]
+    messages = [(n, m) for n in batch for m in n.messages]
+    rows = conn.execute(_INSERT_BATCH, {
+        "ids": [n.notification_id for n in batch], "users": [n.user_id for n in batch],
+        "keys": [n.template_key for n in batch],
+        "versions": [n.template_version for n in batch],
+        "languages": [n.language for n in batch], "statuses": [n.status for n in batch],
+        "priorities": [n.priority for n in batch],
+        "request_ids": [n.request_id for n in batch],
+        "idempotency_keys": [n.idempotency_key for n in batch],
+        "data": [Jsonb(n.message_data) for n in batch],
+        "fingerprints": [n.request_fingerprint for n in batch],
+        "hops": [Jsonb(n.hops) for n in batch],
+        "replies": [_jsonb_or_null(n.accepted_reply) for n in batch],
+        "creators": [n.created_by for n in batch],
+        "d_ids": [n.notification_id for n, _ in deliveries],
+        "d_channels": [d.channel for _, d in deliveries],
+        "d_statuses": [d.status for _, d in deliveries],
+        "d_recipients": [d.recipient for _, d in deliveries],
+        "d_contents": [Jsonb(d.content) for _, d in deliveries],
+        "d_codes": [d.error_code for _, d in deliveries],
+        "d_errors": [d.error for _, d in deliveries],
+        "d_next": [d.scheduled_for for _, d in deliveries],
+        "d_pending": [_jsonb_or_null(d.pending_message) for _, d in deliveries],
+        "m_ids": [n.notification_id for n, _ in messages],
+        "m_exchanges": [m.exchange for _, m in messages],
+        "m_keys": [m.routing_key for _, m in messages],
+        "m_headers": [Jsonb(m.headers) for _, m in messages],
+        "m_bodies": [m.body for _, m in messages],
+    }).fetchall()
+    return Inserted(frozenset(r[0] for r in rows if r[0] is not None),
+                    tuple(sorted(r[1] for r in rows if r[1] is not None)))
 
 
 def _jsonb_or_null(value: Any) -> Jsonb | None:
