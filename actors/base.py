@@ -12,6 +12,7 @@ Life of an actor:
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from typing import Any
@@ -98,6 +99,9 @@ class ClarionActor(ActorTypeDispatcher):
                                  str(self.settings.state_dir.resolve() / "actors.log"))
         self._ppid = os.getppid()
         self.setup()
+        # What setup made lives as long as the actor: out of the collector's sight (see
+        # http/app.py), so its full collections stay short.
+        gc.freeze()
         self.send(sender, ChildReady(message.name, os.getpid(), self.settings.node_name))
         self.wakeupAfter(self.TICK_SECONDS, payload=_TICK)
 

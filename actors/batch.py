@@ -3,7 +3,9 @@
     stage     waits on                                         a storage failure
     ───────   ──────────────────────────────────────────────   ─────────────────────────────────
     USERS     UsersResolved from Users (cache, then PostgreSQL)  retried (retry.STORAGE), then 503
-    RENDER    Rendered from Templates                            retried (retry.STORAGE), then 503
+              for the users the Gateway does not hold (none: the stage is skipped)
+    RENDER    Rendered from Templates, for the items the         retried (retry.STORAGE), then 503
+              Gateway could not render itself (none: skipped)
     PERSIST   the commit of notifications, deliveries and their  retried (retry.STORAGE), then 503
               broker messages (in the Gateway, PostgreSQL)       `storage_unavailable`
 
@@ -17,7 +19,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from clarion.actors.messages import NotificationRequest, RenderItem, Reply
+from clarion.actors.messages import NotificationRequest, RenderItem, Rendering, Reply
 from clarion.persistence.notifications import NewNotification
 from clarion.persistence.records import User
 
@@ -41,6 +43,8 @@ class PendingBatch:
     hops: dict[str, float] = field(default_factory=dict)  # the batch's hop times
     attempts: int = 1  # of the current stage, for retries of a storage that failed
     rendering: tuple[RenderItem, ...] = ()  # what was asked of Templates (to ask again)
+    rendered: dict[str, Rendering] = field(default_factory=dict)  # done so far, by correlation id
+    asked_at: float = 0.0  # when the stage's question left (for the near caches' freshness)
     reserved: set[str] = field(default_factory=set)  # items whose idempotency key we reserved
     keys: set[str] = field(default_factory=set)  # idempotency keys this batch holds in memory
 

@@ -29,6 +29,8 @@ from clarion.actors.base import ClarionActor
 from clarion.actors.batch import PendingBatch, Stage
 from clarion.actors.hop_timings import QueuedTimings
 from clarion.actors.idempotency_keys import ACCEPTED, KeyGuard
+from clarion.actors.local_reads import LocalReads
+from clarion.actors.storage_pool import StoragePool
 from clarion.actors.messages import (
     NotificationRequest,
     Peers,
@@ -72,12 +74,29 @@ class Gateway(ClarionActor):
                                                pending_ttl=2 * settings.request_timeout),
                               self.deps.cached)
         self._keys.beat()
+        self._reads = LocalReads(cache.connect(settings.redis_url))
+        self._reads.connect()
+        # Two commits may run at once (two batches in flight from a bridge, or two bridges).
+        self._storage = StoragePool(settings.database_url, 2, "gateway-commit")
 
     def teardown(self) -> None:
         if hasattr(self, "_timings"):
             self._timings.write()
+        if hasattr(self, "_reads"):
+            self._reads.close()
+        if hasattr(self, "_storage"):
+            self._storage.close()
+
+    def watched_filenos(self) -> list[int]:
+        if not hasattr(self, "_storage"):
+            return []
+        return [self._storage.fileno(), *self._reads.filenos()]
 
     def on_tick(self) -> None:
+        self._collect_commits()  # never needed if every wake-up arrives; cheap if so
+        self._reads.drain()
+        self._reads.connect()
+        self.deps.cached(self._reads.flush_stats, None)
         self._keys.beat()
         self._timings.write()
         now = time.monotonic()
@@ -147,14 +166,22 @@ class Gateway(ClarionActor):
         if not batch.open_items():
             self._finish(batch)
             return
+        self._reads.drain()  # invalidations first, then what is held
+        batch.users = self._reads.users_held({i.user_id for i in batch.open_items()})
         self._ask(batch)
 
     def _ask(self, batch: PendingBatch) -> None:
-        """Do (again) what the batch's stage waits on."""
+        """Do (again) what the batch's stage waits on: what this Gateway does not hold goes to
+        the actor that owns it (LocalReads: users and templates held here)."""
         assert self._peers is not None
+        batch.asked_at = self._reads.users.now()
         if batch.stage is Stage.USERS:
-            user_ids = tuple(dict.fromkeys(i.user_id for i in batch.open_items()))
-            self.send(self._peers.users, ResolveUsers(batch.batch_id, user_ids))
+            missing = tuple(dict.fromkeys(i.user_id for i in batch.open_items()
+                                          if i.user_id not in batch.users))
+            if missing:
+                self.send(self._peers.users, ResolveUsers(batch.batch_id, missing))
+            else:
+                self._users_resolved(batch)
         elif batch.stage is Stage.RENDER:
             self.send(self._peers.templates, RenderBatch(batch.batch_id, batch.rendering))
         else:
@@ -186,12 +213,16 @@ class Gateway(ClarionActor):
         if message.error:
             self._retry_later(batch, message.error, "user storage is unavailable, try again")
             return
+        self._reads.users.put_many(message.users, batch.asked_at)
+        batch.users.update(message.users)
+        self._users_resolved(batch)
+
+    def _users_resolved(self, batch: PendingBatch) -> None:
         batch.attempts = 1
         batch.hops["user_resolved"] = time.time()
-        batch.users = message.users
         render: list[RenderItem] = []
         for item in batch.open_items():
-            user = message.users.get(item.user_id)
+            user = batch.users.get(item.user_id)
             if user is None:
                 batch.refuse(item, 404, "user_not_found", f"no user '{item.user_id}'")
                 continue
@@ -203,7 +234,12 @@ class Gateway(ClarionActor):
         if not render:
             self._finish(batch)
             return
-        batch.stage, batch.rendering = Stage.RENDER, tuple(render)
+        done, remote = self._reads.render(render)
+        batch.rendered.update((r.correlation_id, r) for r in done)
+        if not remote:
+            self._rendered(batch)
+            return
+        batch.stage, batch.rendering = Stage.RENDER, tuple(remote)
         self._ask(batch)
 
     def receiveMsg_Rendered(self, message: Rendered, sender: Any) -> None:
@@ -213,10 +249,15 @@ class Gateway(ClarionActor):
         if message.error:
             self._retry_later(batch, message.error, "template storage is unavailable")
             return
+        self._reads.templates.put_many(message.templates, batch.asked_at)
+        batch.rendered.update((r.correlation_id, r) for r in message.results)
+        self._rendered(batch)
+
+    def _rendered(self, batch: PendingBatch) -> None:
         batch.attempts = 1
         batch.hops["rendered"] = time.time()
         by_id = {i.correlation_id: i for i in batch.items}
-        for rendering in message.results:
+        for rendering in batch.rendered.values():
             item = by_id[rendering.correlation_id]
             if not rendering.ok:
                 code = rendering.error_code or "template_render_error"
@@ -238,7 +279,7 @@ class Gateway(ClarionActor):
 
     def _persist(self, batch: PendingBatch) -> None:
         """Commit the accepted notifications with their deliveries and broker messages (the
-        outbox), answer, and have the Publisher relay the messages."""
+        outbox), on a storage thread: the Gateway takes the next batch meanwhile."""
         if not batch.accepted:
             self._finish(batch)
             return
@@ -246,20 +287,41 @@ class Gateway(ClarionActor):
             # The caller is about to hear 504: committing now would accept behind its back.
             self._fail_open(batch, 504, "timeout", "storage did not answer in time")
             return
-        try:
-            inserted: Inserted = self.deps.stored(lambda conn: notification_repo.insert_batch(
-                conn, list(batch.accepted.values())))
-        except psycopg.OperationalError as exc:
+        breaker = self.deps.breaker("postgresql")
+        if not breaker.allow():
+            self._retry_later(batch, "storage_unavailable", "storage is unavailable, retry",
+                              breaker.retry_after())
+            return
+        notifications = list(batch.accepted.values())
+        self._storage.submit(batch.batch_id, lambda conn: notification_repo.insert_batch(
+            conn, notifications))
+
+    def receiveMsg_WatchMessage(self, message: Any, sender: Any) -> None:
+        self._reads.drain()  # invalidations from Users and Templates
+        self._collect_commits()
+
+    def _collect_commits(self) -> None:
+        for batch_id, inserted, error in self._storage.completions():
+            batch = self._pending.get(str(batch_id))
+            if batch is not None and batch.stage is Stage.PERSIST:
+                self._committed(batch, inserted, error)
+
+    def _committed(self, batch: PendingBatch, inserted: Inserted | None,
+                   error: BaseException | None) -> None:
+        """A commit finished: answer the batch, and have the Publisher relay its messages."""
+        breaker = self.deps.breaker("postgresql")
+        if isinstance(error, psycopg.OperationalError):
             # Nothing committed, or (the connection broke during the commit) everything did:
             # the next try finds its own rows by id and answers them as accepted.
-            self.log.warning("notification insert failed", extra={"error": str(exc),
+            breaker.failure()
+            self.log.warning("notification insert failed", extra={"error": str(error),
                                                                   "attempt": batch.attempts})
-            self._retry_later(batch, "storage_unavailable", "storage is unavailable, retry",
-                              getattr(exc, "retry_after", None))
+            self._retry_later(batch, "storage_unavailable", "storage is unavailable, retry")
             return
-        except psycopg.Error as exc:
-            # Not the database being away: a bug or a schema out of date. Say so in the log.
-            self.log.error("notification insert refused", extra={"error": repr(exc)})
+        breaker.success()  # it answered: an error now is ours, not the database being away
+        if error is not None or inserted is None:
+            # A bug or a schema out of date. Say so in the log.
+            self.log.error("notification insert refused", extra={"error": repr(error)})
             self._fail_open(batch, 500, "internal_error", "the notification could not be stored")
             return
         if len(inserted.notification_ids) < len(batch.accepted):

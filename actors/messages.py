@@ -332,6 +332,9 @@ class Rendered:
     batch_id: str
     results: tuple[Rendering, ...]
     error: str | None = None
+    # The latest version of each language of the keys rendered (template key → language →
+    # template): the Gateway keeps them and renders those keys itself next time.
+    templates: dict[str, dict[str, Template]] = field(default_factory=dict)
 
 
 @message

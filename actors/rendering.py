@@ -23,6 +23,7 @@ from jinja2 import StrictUndefined, TemplateError, UndefinedError
 from jinja2 import Template as JinjaTemplate
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
+from clarion.actors.messages import RenderItem, Rendering
 from clarion.actors.template_limits import MAX_OUTPUT_CHARS, BoundedSandbox, TooLarge
 from clarion.persistence.records import Template
 
@@ -62,9 +63,11 @@ class RenderBudget:
     """The render time left to one batch (`BATCH_RENDER_SECONDS` from its creation)."""
 
     def __init__(self, seconds: float = BATCH_RENDER_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 per_item: float = MAX_RENDER_SECONDS) -> None:
         self._clock = clock
         self._seconds = seconds
+        self._per_item = per_item
         self._ends = clock() + seconds
 
     def for_item(self) -> float:
@@ -74,7 +77,7 @@ class RenderBudget:
             raise RenderError("template_render_timeout",
                               f"the batch spent its render time ({self._seconds:g} s) before"
                               " this item; send it again, or in a smaller batch")
-        return min(MAX_RENDER_SECONDS, left)
+        return min(self._per_item, left)
 
 
 _CACHE_SIZE = 2048
@@ -203,3 +206,30 @@ def check_syntax(source: str | None, html: bool = False) -> str | None:
         line = getattr(exc, "lineno", None)
         return f"line {line}: {exc}" if line else str(exc)
     return None
+
+
+def render_item(renderer: Renderer, item: RenderItem, languages: dict[str, Template],
+                budget: RenderBudget | None = None) -> Rendering:
+    """Render one request in the first of its languages the template has (`languages`: the
+    template's versions by language), or say why not: the one rule, for the Templates actor
+    and for the Gateway's own renders."""
+    if not languages:
+        what = f"version {item.version} of " if item.version else ""
+        return Rendering(item.correlation_id, False, error_code="template_not_found",
+                         error=f"no {what}template '{item.template_key}'")
+    language = next((lang for lang in item.languages if lang in languages), None)
+    if language is None:
+        return Rendering(
+            item.correlation_id, False, error_code="template_language_unavailable",
+            error=f"template '{item.template_key}' exists in {sorted(languages)},"
+            f" not in {list(item.languages)}",
+        )
+    template = languages[language]
+    try:
+        content = renderer.render(template, item.variables, budget)
+    except RenderError as exc:
+        return Rendering(item.correlation_id, False, error_code=exc.code, error=exc.message)
+    return Rendering(
+        item.correlation_id, True, template.version, language, content.subject,
+        content.body, content.html_body, content.push_title, content.push_body,
+    )

@@ -57,12 +57,16 @@ class SendPool:
         """The calls finished since the last time, in the order they finished."""
         # Cleared before the completions are taken: a worker finishing after this line wakes
         # the owner again, one finishing before it is in `_finished` already.
-        self._wake_pending = False
+        # Drain first, then clear the flag: cleared first, a worker could set it and write its
+        # byte, the drain eat that byte, and the next worker, seeing the flag still set, write
+        # none, leaving its result unseen until something else woke us (a lost wake-up, seen as
+        # commits that never came back).
         try:
             while self._wake_r.recv(4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        self._wake_pending = False
         done = []
         while self._finished:
             done.append(self._finished.popleft())

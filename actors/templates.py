@@ -42,9 +42,11 @@ from clarion.actors.rendering import (
     RenderError,
     check_syntax,
     language_fallbacks,
+    render_item,
 )
 from clarion.actors.template_limits import BoundedSandbox
 from clarion.persistence import cache as cache_mod
+from clarion.persistence.near_cache import publish_invalidations
 from clarion.persistence import templates as template_repo
 from clarion.persistence.records import Template
 
@@ -108,7 +110,9 @@ class Templates(ClarionActor):
             self.log.error("template lookup failed", extra={"error": str(exc)})
             self.send(sender, Rendered(message.batch_id, (), error="storage_unavailable"))
             return
-        self.send(sender, Rendered(message.batch_id, results))
+        # The latest versions looked up go back too: the Gateway keeps them (near cache) and
+        # renders the next requests for these keys itself.
+        self.send(sender, Rendered(message.batch_id, results, templates=latest))
 
     def _latest(self, keys: set[str]) -> dict[str, dict[str, Template]]:
         if not keys:
@@ -136,26 +140,7 @@ class Templates(ClarionActor):
                     self.deps.conn(), item.template_key, item.version
                 ).items()
             }
-        if not languages:
-            what = f"version {item.version} of " if item.version else ""
-            return Rendering(item.correlation_id, False, error_code="template_not_found",
-                             error=f"no {what}template '{item.template_key}'")
-        language = next((lang for lang in item.languages if lang in languages), None)
-        if language is None:
-            return Rendering(
-                item.correlation_id, False, error_code="template_language_unavailable",
-                error=f"template '{item.template_key}' exists in {sorted(languages)},"
-                f" not in {list(item.languages)}",
-            )
-        template = languages[language]
-        try:
-            content = self._renderer.render(template, item.variables, budget)
-        except RenderError as exc:
-            return Rendering(item.correlation_id, False, error_code=exc.code, error=exc.message)
-        return Rendering(
-            item.correlation_id, True, template.version, language, content.subject,
-            content.body, content.html_body, content.push_title, content.push_body,
-        )
+        return render_item(self._renderer, item, languages, budget)
 
     # -- management ---------------------------------------------------------------------------
 
@@ -199,6 +184,8 @@ class Templates(ClarionActor):
     def _invalidate(self, keys: set[str]) -> None:
         try:
             self._cache.invalidate(keys)
+            # Every Gateway's process-local copy too (persistence/near_cache.py).
+            publish_invalidations(self._cache.client, "template", keys)
         except redis.RedisError as exc:
             # The cache remembers them and deletes them before its next read.
             self.log.warning("template cache invalidation deferred", extra={"error": str(exc)})

@@ -34,6 +34,7 @@ from clarion.actors.messages import (
     UsersResolved,
 )
 from clarion.persistence import cache as cache_mod
+from clarion.persistence.near_cache import publish_invalidations
 from clarion.persistence import users as user_repo
 from clarion.persistence.records import User
 
@@ -127,6 +128,8 @@ class Users(ClarionActor):
     def _invalidate(self, user_ids: set[str]) -> None:
         try:
             self._cache.invalidate(user_ids)
+            # Every Gateway's process-local copy too (persistence/near_cache.py).
+            publish_invalidations(self._cache.client, "user", user_ids)
         except redis.RedisError as exc:
             # The cache remembers them and deletes them before its next read.
             self.log.warning("user cache invalidation deferred", extra={"error": str(exc)})

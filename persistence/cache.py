@@ -77,6 +77,10 @@ class RecordCache(Generic[T]):
         self._unflushed: set[str] = set()  # ids whose invalidation has not reached Redis yet
         self._read = client.register_script(_READ)
 
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
     def _key(self, ident: str) -> str:
         return f"{self._prefix}:{ident}"
 

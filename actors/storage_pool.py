@@ -1,0 +1,100 @@
+"""StoragePool: PostgreSQL calls on worker threads, their results handed back through a socket.
+
+An actor that waits on PostgreSQL inside a handler is deaf meanwhile: Thespian acknowledges a
+message only when the receiver's loop reads it, so a Gateway committing one batch held the HTTP
+bridge's next send for as long (traces: a send blocked ~7 ms behind each commit). With the
+commits on threads (each with its own connection), the actor goes back to its loop at once,
+takes the next batch, and learns that a commit finished when `fileno()` is readable.
+
+Only the submitted function runs on the thread, against that thread's connection; everything
+else (the actor's state, its breakers) stays on the actor's thread.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+
+from clarion.persistence import database
+
+
+class StoragePool:
+    def __init__(self, database_url: str, threads: int, name: str) -> None:
+        self._url = database_url
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
+        self._local = threading.local()
+        self._connections: list[psycopg.Connection] = []
+        self._lock = threading.Lock()
+        self._done: deque[tuple[Hashable, Any, BaseException | None]] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._wake_pending = False
+        self.in_flight = 0
+
+    def fileno(self) -> int:
+        return self._wake_r.fileno()
+
+    def submit(self, key: Hashable, call: Callable[[psycopg.Connection], Any]) -> None:
+        """Run `call(conn)` on a worker thread; its result (or exception) comes back under
+        `key` from `completions()`."""
+        self.in_flight += 1
+        self._pool.submit(self._run, key, call)
+
+    def _connection(self) -> psycopg.Connection:
+        conn: psycopg.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = database.connect(self._url, autocommit=True)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _run(self, key: Hashable, call: Callable[[psycopg.Connection], Any]) -> None:
+        try:
+            result, error = call(self._connection()), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the actor, which decides
+            result, error = None, exc
+        self._done.append((key, result, error))
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        try:
+            self._wake_w.send(b"x")
+        except (BlockingIOError, OSError):
+            pass  # the buffer is full of wake-ups already
+
+    def completions(self) -> list[tuple[Hashable, Any, BaseException | None]]:
+        """(key, result, exception) of the calls finished since the last time."""
+        # Drain first, then clear the flag: cleared first, a worker could set it and write its
+        # byte, the drain eat that byte, and the next worker, seeing the flag still set, write
+        # none, leaving its result unseen until something else woke us (a lost wake-up, seen as
+        # commits that never came back).
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        self._wake_pending = False
+        done = []
+        while self._done:
+            done.append(self._done.popleft())
+        self.in_flight -= len(done)
+        return done
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except psycopg.Error:
+                    pass
+        self._wake_r.close()
+        self._wake_w.close()
