@@ -39,7 +39,6 @@ from clarion.actors.messages import (
 from clarion.actors.rendering import (
     RenderBudget,
     Renderer,
-    RenderError,
     check_syntax,
     language_fallbacks,
     render_item,

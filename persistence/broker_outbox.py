@@ -17,6 +17,7 @@ twice. Several relays on several hosts share the table without taking the same r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,13 +36,15 @@ def add(cur: psycopg.Cursor[Any], envelopes: Sequence[Envelope]) -> list[int]:
         return []
     rows = cur.execute(
         "INSERT INTO broker_outbox (exchange, routing_key, headers, body)"
-        " SELECT exchange, routing_key, headers, body"
-        " FROM unnest(%s::text[], %s::text[], %s::jsonb[], %s::bytea[])"
-        " WITH ORDINALITY AS m(exchange, routing_key, headers, body, n)"
-        " ORDER BY n RETURNING message_id",
-        # WITH ORDINALITY + ORDER BY: the ids come back in the order the messages were given.
-        ([e.exchange for e in envelopes], [e.routing_key for e in envelopes],
-         [Jsonb(e.headers) for e in envelopes], [e.body for e in envelopes]),
+        " SELECT m.exchange, m.routing_key, m.headers, convert_to(m.body, 'UTF8')"
+        " FROM jsonb_to_recordset(%s::jsonb) AS m(exchange text, routing_key text,"
+        " headers jsonb, body text, n int)"
+        " ORDER BY m.n RETURNING message_id",
+        # One jsonb document, not four arrays: psycopg escapes array elements one by one in
+        # Python. ORDER BY n: the ids come back in the order the messages were given.
+        (json.dumps([{"exchange": e.exchange, "routing_key": e.routing_key,
+                      "headers": e.headers, "body": e.body.decode("utf-8"), "n": i}
+                     for i, e in enumerate(envelopes)]),),
     ).fetchall()
     return [int(r[0]) for r in rows]
 

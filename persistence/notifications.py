@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -276,8 +276,8 @@ def claim_attempts(conn: psycopg.Connection, owner: str, claims: Sequence[Claim]
         return {}
     rows = conn.execute(
         "WITH wanted AS ("
-        "  SELECT * FROM unnest(%(ids)s::uuid[], %(channels)s::text[], %(attempts)s::int[])"
-        "  AS w(notification_id, channel, attempt)),"
+        "  SELECT * FROM jsonb_to_recordset(%(claims)s::jsonb)"
+        "  AS w(notification_id uuid, channel text, attempt int)),"
         " claimed AS ("
         "  UPDATE deliveries AS d SET claimed_attempt = w.attempt, claimed_by = %(owner)s,"
         "         claimed_at = now()"
@@ -296,8 +296,11 @@ def claim_attempts(conn: psycopg.Connection, owner: str, claims: Sequence[Claim]
         "                           = (w.notification_id, w.channel, w.attempt)"
         "   LEFT JOIN deliveries AS d ON (d.notification_id, d.channel)"
         "                              = (w.notification_id, w.channel)",
-        {"ids": [c.notification_id for c in claims], "channels": [c.channel for c in claims],
-         "attempts": [c.attempt for c in claims], "owner": owner, "lease": lease_seconds},
+        # One jsonb document, not three arrays: psycopg escapes array elements one by one in
+        # Python (see insert_batch).
+        {"claims": json.dumps([{"notification_id": c.notification_id, "channel": c.channel,
+                                "attempt": c.attempt} for c in claims]),
+         "owner": owner, "lease": lease_seconds},
     ).fetchall()
     # The LEFT JOIN reads the rows as they were before the UPDATE (one snapshot): an attempt
     # still open there and not claimed by us is someone else's fresh claim.
@@ -365,20 +368,18 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> li
             " error_code = o.error_code, error = o.error,"
             " next_attempt_at = now() + make_interval(secs => o.retry_in),"
             " finished_at = CASE WHEN o.status = 'retrying' THEN NULL ELSE now() END"
-            " FROM unnest(%s::uuid[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[],"
-            " %s::text[], %s::text[], %s::float8[])"
-            " AS o(notification_id, channel, attempt, status, provider, message_id, error_code,"
-            " error, retry_in)"
+            " FROM jsonb_to_recordset(%s::jsonb) AS o(notification_id uuid, channel text,"
+            " attempt int, status text, provider text, message_id text, error_code text,"
+            " error text, retry_in float8)"
             " WHERE d.notification_id = o.notification_id AND d.channel = o.channel"
             " AND d.attempts < o.attempt"
             " RETURNING d.notification_id::text, d.channel, o.attempt",
-            (
-                [o.notification_id for o in outcomes], [o.channel for o in outcomes],
-                [o.attempt for o in outcomes], [o.delivery_status for o in outcomes],
-                [o.provider for o in outcomes], [o.provider_message_id for o in outcomes],
-                [o.error_code for o in outcomes], [o.error for o in outcomes],
-                [o.retry_in for o in outcomes],
-            ),
+            # One jsonb document, not nine arrays (see insert_batch).
+            (json.dumps([{"notification_id": o.notification_id, "channel": o.channel,
+                          "attempt": o.attempt, "status": o.delivery_status,
+                          "provider": o.provider, "message_id": o.provider_message_id,
+                          "error_code": o.error_code, "error": o.error,
+                          "retry_in": o.retry_in} for o in outcomes]),),
         ).fetchall()
         done = {(r[0], r[1], r[2]) for r in applied}
         outcomes = [o for o in outcomes if (o.notification_id, o.channel, o.attempt) in done]
@@ -387,15 +388,16 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> li
         cur.execute(
             "INSERT INTO delivery_attempts (notification_id, channel, attempt, outcome, provider,"
             " provider_message_id, error_code, error, started_at)"
-            " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::int[], %s::text[], %s::text[],"
-            " %s::text[], %s::text[], %s::text[], %s::timestamptz[])",
-            (
-                [o.notification_id for o in outcomes], [o.channel for o in outcomes],
-                [o.attempt for o in outcomes], ["sent" if o.ok else "failed" for o in outcomes],
-                [o.provider for o in outcomes], [o.provider_message_id for o in outcomes],
-                [o.error_code for o in outcomes], [o.error for o in outcomes],
-                [datetime.fromtimestamp(o.started_at, tz=timezone.utc) for o in outcomes],
-            ),
+            " SELECT a.notification_id, a.channel, a.attempt, a.outcome, a.provider,"
+            " a.message_id, a.error_code, a.error, to_timestamp(a.started_at)"
+            " FROM jsonb_to_recordset(%s::jsonb) AS a(notification_id uuid, channel text,"
+            " attempt int, outcome text, provider text, message_id text, error_code text,"
+            " error text, started_at float8)",
+            (json.dumps([{"notification_id": o.notification_id, "channel": o.channel,
+                          "attempt": o.attempt, "outcome": "sent" if o.ok else "failed",
+                          "provider": o.provider, "message_id": o.provider_message_id,
+                          "error_code": o.error_code, "error": o.error,
+                          "started_at": o.started_at} for o in outcomes]),),
         )
         dead = [o for o in outcomes if o.dead_message is not None]
         if dead:
