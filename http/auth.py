@@ -25,6 +25,8 @@ reaching the database).
 
 from __future__ import annotations
 
+import asyncio
+
 import hashlib
 import hmac
 import logging
@@ -185,19 +187,33 @@ class KeyChecker:
         self._negative_seconds = negative_seconds
         self._clock = clock
         self._known: dict[str, tuple[KeyRecord | None, float]] = {}  # digest → (record, until)
+        self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}  # digest → its lookup
 
     async def record(self, key: str, client: str) -> KeyRecord | None:
         """The live key `key`, or None. Raises TooManyAttempts before asking PostgreSQL about a
-        key not remembered when `client` spent its tokens; lookup errors propagate."""
+        key not remembered when `client` spent its tokens; lookup errors propagate.
+
+        A live key whose entry has expired is checked again (a revocation takes effect) without
+        charging the client: it is known, not guessed. Requests that arrive together with one
+        key share one lookup (64 at once once spent a whole address's budget, and got 429)."""
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
         now = self._clock()
         known = self._known.get(digest)
         if known is not None and now < known[1]:
             return known[0]
-        wait = self._buckets.take(client)
-        if wait:
-            raise TooManyAttempts(wait)
-        found = await self._lookup(digest)
+        pending = self._inflight.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        if known is None or known[0] is None:
+            wait = self._buckets.take(client)
+            if wait:
+                raise TooManyAttempts(wait)
+        lookup = asyncio.ensure_future(self._lookup(digest))
+        self._inflight[digest] = lookup
+        try:
+            found = await asyncio.shield(lookup)
+        finally:
+            self._inflight.pop(digest, None)
         if len(self._known) > 10_000:
             self._known.clear()  # a flood of made-up keys: start over rather than grow
         ttl = self._cache_seconds if found is not None else self._negative_seconds
