@@ -7,10 +7,12 @@ Each delivery actor consumes its own queue straight from RabbitMQ, inside the ac
                                                    └──(socket, watched)── completions
 
 The actor is glue between plain parts, each tested on its own: `QueueConsumer` (AMQP),
-`SendPool` (worker threads), `AttemptBook` (the attempts in hand), `outcome_of` and the retry
-policy (what a finished attempt leads to). It returns `ThespianWatch([amqp_fd, pool_fd])` after
-every message, so it is woken when the broker sends something and when a call finishes, and
-never blocks its mailbox.
+`SendPool` (worker threads), `StoragePool` (outcomes committed and their retries relayed on a
+thread of their own), `AttemptBook` (the attempts in hand), `outcome_of` and the retry policy
+(what a finished attempt leads to). It returns `ThespianWatch([amqp_fd, pool_fd, storage_fd])`
+after every message, so it is woken when the broker sends something, when a call finishes and
+when a commit does, and never blocks its mailbox. Several actors of one channel
+(`CLARION_DELIVERY_ACTORS`) are competing consumers of its queue.
 
 Once, not twice. Before a message reaches the provider its attempt is *claimed*:
   - in memory (`AttemptBook`): a copy arriving while this actor runs the attempt or has finished
@@ -44,6 +46,7 @@ from clarion.actors.base import ClarionActor
 from clarion.actors.outcomes import delivery_policy, outcome_of
 from clarion.actors.providers.base import DeliveryResult, Provider
 from clarion.actors.send_pool import SendPool
+from clarion.actors.storage_pool import StoragePool
 from clarion.persistence import broker, broker_outbox
 from clarion.persistence import notifications as notification_repo
 from clarion.persistence import users as user_repo
@@ -78,10 +81,14 @@ class ChannelDelivery(ClarionActor):
         # A claim whose holder records nothing within this long died with its process.
         self._lease = 2 * settings.provider_timeout + 5
         self._attempts = AttemptBook()
+        # Outcomes are committed (and their retries relayed) on this thread, one run at a time.
+        self._storage = StoragePool(settings.database_url, 1, f"{self.CHANNEL}-record")
+        self._recording: list[Attempt] = []  # the run being committed
         self._waiting: list[Waiting] = []
         self._consumer = QueueConsumer(settings.amqp_url, broker.WORK_QUEUES[self.CHANNEL],
                                        f"clarion-{self.CHANNEL}-delivery", settings.queue_type)
-        # Our retries and dead letters, relayed from the outbox right after their commit.
+        # Our retries and dead letters, relayed from the outbox right after their commit (on the
+        # storage thread only: a pika connection belongs to one thread).
         self._relay = BatchPublisher(settings.amqp_url, f"clarion-{self.CHANNEL}-relay",
                                      settings.queue_type)
         self._connect_broker()
@@ -91,6 +98,7 @@ class ChannelDelivery(ClarionActor):
             return
         self._pool.close()
         self._consumer.close()  # unacked messages go back to the queue for the next consumer
+        self._storage.close()
         self._relay.close()
         self._provider.close()
 
@@ -98,7 +106,7 @@ class ChannelDelivery(ClarionActor):
         if not hasattr(self, "_pool"):
             return []
         amqp = self._consumer.fileno()
-        return [self._pool.fileno()] + ([amqp] if amqp is not None else [])
+        return [self._pool.fileno(), self._storage.fileno()] + ([amqp] if amqp is not None else [])
 
     # -- the broker ---------------------------------------------------------------------------
 
@@ -141,7 +149,6 @@ class ChannelDelivery(ClarionActor):
                 self._consume()  # the breaker's timeout passed: take one message as the trial
             except pika.exceptions.AMQPError:
                 pass  # reconnected on the next tick
-        self._relay.keep_alive()
         self._pump(retry_waiting=True)  # also serves AMQP heartbeats while idle
 
     def _pump(self, retry_waiting: bool = False) -> None:
@@ -152,6 +159,8 @@ class ChannelDelivery(ClarionActor):
                 self.log.error("broker connection lost", extra={"actor": self.name,
                                                                 "error": repr(exc)})
             self._start_arrived(retry_waiting)
+            for _key, result, error in self._storage.completions():
+                self._recorded(result, error)
             self._finish(self._pool.completions())
         except pika.exceptions.AMQPError as exc:
             self.log.error("broker connection lost", extra={"actor": self.name,
@@ -240,19 +249,45 @@ class ChannelDelivery(ClarionActor):
                 continue
             self._judge(result)
             attempt.outcome = outcome_of(attempt, self._policy, self._provider.name)
+        self._record()
+
+    def _record(self) -> None:
+        """Commit the finished outcomes, on the storage thread, one run at a time: the
+        outcomes, the deliveries' new state, dead letters and the next messages (retries, DLQ
+        copies) in one transaction (nothing is published before it commits), then the relay of
+        those messages. Meanwhile this thread goes on consuming and starting calls."""
+        if self._recording:
+            return
         pending = self._attempts.unrecorded()
-        if not pending:
-            return
-        try:
-            # The outcomes, the deliveries' new state, dead letters and the next messages
-            # (retries, DLQ copies), in one transaction: all or nothing, and nothing is
-            # published before it commits.
-            outbox_ids = self.deps.stored(lambda conn: notification_repo.record_outcomes(
-                conn, [a.outcome for a in pending if a.outcome is not None]))
-        except psycopg.Error as exc:
+        if not pending or not self.deps.breaker("postgresql").allow():
+            return  # (breaker open: tried again on the next pump or tick)
+        outcomes = [a.outcome for a in pending if a.outcome is not None]
+        relay = self._relay
+
+        def record(conn: psycopg.Connection) -> tuple[list[int], Exception | None]:
+            outbox_ids = notification_repo.record_outcomes(conn, outcomes)
+            try:
+                broker_outbox.relay(conn, relay, outbox_ids)
+            except (PublishError, psycopg.Error) as exc:
+                return outbox_ids, exc  # the rows wait in the outbox for the sweep
+            return outbox_ids, None
+
+        self._recording = pending
+        self._storage.submit("record", record)
+
+    def _recorded(self, result: Any, error: BaseException | None) -> None:
+        pending, self._recording = self._recording, []
+        breaker = self.deps.breaker("postgresql")
+        if error is not None:
+            if isinstance(error, psycopg.OperationalError):
+                breaker.failure()
+            else:
+                breaker.success()
             self.log.error("recording outcomes failed; will retry", extra={
-                "actor": self.name, "error": repr(exc)})
-            return
+                "actor": self.name, "error": repr(error)})
+            return  # still unrecorded: the next pump or tick tries again
+        breaker.success()
+        outbox_ids, relay_error = result
         for a in pending:
             a.recorded = True
             assert a.outcome is not None
@@ -267,20 +302,12 @@ class ChannelDelivery(ClarionActor):
         self._attempts.forget(pending)
         for generation, tags in by_generation.items():
             self._consumer.ack(tags, generation)
-        self._relay_own(outbox_ids)
-
-    def _relay_own(self, outbox_ids: list[int]) -> None:
-        """Publish the retries and dead letters just committed; if the broker is away, they
-        wait in the outbox for the Publisher's sweep."""
-        if not outbox_ids:
-            return
-        try:
-            broker_outbox.relay(self.deps.conn(), self._relay, outbox_ids)
-        except (PublishError, psycopg.Error) as exc:
+        if relay_error is not None:
             self.log.warning("relaying retries failed; left to the sweep", extra={
-                "actor": self.name, "error": str(exc)})
-        else:
+                "actor": self.name, "error": str(relay_error)})
+        elif outbox_ids:
             metrics.OUTBOX_RELAYED.inc(len(outbox_ids))
+        self._record()  # what finished while this run was committing
 
     def _forget_unregistered_tokens(self, finished: list[Attempt]) -> None:
         """FCM said UNREGISTERED: that device is gone for good. The Users actor is the only

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     # Attempts per delivery before it becomes a dead letter (passing failures only; a
     # permanent one, such as an invalid address, is a dead letter at once).
     delivery_max_attempts: int = Field(3, ge=1, le=20)
+    # Delivery actors per channel on this host: competing consumers of the channel's queue,
+    # each a process of its own (its own thread pool, its own core): one process's GIL bounds
+    # how many provider calls a second one actor can make (~900 emails/s with SendGrid's
+    # client here); a second one lifts it where the cores are there.
+    delivery_actors: int = Field(1, ge=1, le=16)
 
     # Rate limit per API key (token bucket shared by every worker and host): a sustained rate
     # in requests per second and a burst. 0 turns it off.

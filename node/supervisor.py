@@ -32,6 +32,7 @@ Takes:   Configure (from the launcher; answered with SystemReady once every chil
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -82,6 +83,15 @@ CHILDREN: tuple[ChildSpec, ...] = (
 )
 
 
+def _spec_for(name: str, specs: dict[str, ChildSpec]) -> ChildSpec:
+    """The spec of child `name`: a further delivery actor of a channel ("email-2") is one
+    more of that channel's ("email"), a competing consumer of the same queue."""
+    if name in specs:
+        return specs[name]
+    base = specs[name.rsplit("-", 1)[0]]
+    return dataclasses.replace(base, name=name)
+
+
 @dataclass
 class Child:
     spec: ChildSpec
@@ -108,10 +118,12 @@ class Supervisor(ClarionActor):
 
     def setup(self) -> None:
         wanted = cluster.children_for(self.settings)
+        specs = {spec.name: spec for spec in CHILDREN}
         self._children = {
-            spec.name: Child(spec, intensity=RestartIntensity(self.settings.restart_max,
-                                                              self.settings.restart_window))
-            for spec in CHILDREN if spec.name in wanted
+            name: Child(_spec_for(name, specs),
+                        intensity=RestartIntensity(self.settings.restart_max,
+                                                   self.settings.restart_window))
+            for name in wanted
         }
         self._launcher = self.parent
         self._redis = cache.connect(self.settings.redis_url)

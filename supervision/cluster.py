@@ -45,7 +45,9 @@ def children_for(settings: Settings) -> tuple[str, ...]:
     if settings.node_role in ("gateway", "all"):
         names.extend(GATEWAY_CHILDREN)
     if settings.node_role in ("delivery", "all"):
-        names.extend(settings.channels)  # each delivery child is named after its channel
+        for channel in settings.channels:  # each delivery child is named after its channel,
+            names.append(channel)  # and further ones after it: email-2, email-3...
+            names.extend(f"{channel}-{n}" for n in range(2, settings.delivery_actors + 1))
     names.extend(ALWAYS)
     return tuple(names)
 

@@ -182,6 +182,7 @@ def every_field_changed(tmp_path: Path) -> Settings:
         delivery_concurrency=8,
         delivery_prefetch=16,
         delivery_max_attempts=4,
+        delivery_actors=3,
         rate_limit_per_second=10.5,
         rate_limit_burst=20,
         auth_lookups_per_second=3.5,

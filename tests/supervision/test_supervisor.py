@@ -105,3 +105,33 @@ def test_every_actor_exits_when_the_supervisor_dies_and_stopping_leaves_no_proce
     stop_stack(stack)
     with pytest.raises(ProcessLookupError):
         os.killpg(stack.pgid, 0)
+
+
+def test_several_delivery_actors_per_channel_share_its_queue_and_each_is_supervised(
+    provider_settings: Any, simulator: Any, tmp_path: Path,
+) -> None:
+    from tests.stack import running_stack
+
+    simulator.state.reset()
+    with running_stack(provider_settings, simulator, tmp_path, delivery_actors=2) as stack:
+        children = stack.actors()
+        assert {"email", "email-2", "push", "push-2"} <= set(children)
+        user_id, key = stack.code_user_and_template()
+        client = stack.client()
+        ids = []
+        for i in range(40):
+            reply = client.post("/v1/notifications", json={
+                "user_id": user_id, "template_key": key, "message_data": {"code": f"s-{i}"}})
+            assert reply.status_code == 202, reply.text
+            ids.append(reply.json()["data"]["notification_id"])
+        for notification_id in ids:
+            assert stack.wait_for_status(notification_id, {"sent"})["status"] == "sent"
+        bodies = [m["body"] for m in simulator.state.messages("email")]
+        assert sorted(bodies) == sorted(f"Your code: s-{i}" for i in range(40))  # once each
+
+        second = children["email-2"]
+        os.kill(second["pid"], signal.SIGKILL)
+        _wait(lambda: stack.actors()["email-2"]["restarts"] == 1
+              and stack.actors()["email-2"]["state"] == "running", 15,
+              "the Supervisor to recreate email-2")
+    simulator.state.reset()
