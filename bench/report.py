@@ -140,7 +140,8 @@ def markdown(results: dict[str, Any]) -> str:
     if goals:
         lines += ["", "### The issue's targets", ""]
         lines += _table(["target", "measured", "met"],
-                        [[g["goal"], g["measured"], "yes" if g["met"] else "**no**"]
+                        [[g["goal"], g["measured"],
+                          "–" if g["met"] is None else ("yes" if g["met"] else "**no**")]
                          for g in goals])
     cpu = results.get("cpu", {}).get("clarion_main")
     if cpu:

@@ -192,11 +192,12 @@ def main() -> None:
     parser.add_argument("target", choices=("ceiling", "reference"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     # The same uvicorn settings as `clarion serve` (cli/main.py `_serve`).
     uvicorn.run(
         f"bench.targets:{args.target}_app", factory=True, host=args.host, port=args.port,
-        workers=1, access_log=False, log_level="warning", timeout_graceful_shutdown=10,
+        workers=args.workers, access_log=False, log_level="warning", timeout_graceful_shutdown=10,
         log_config=None,
     )
 
