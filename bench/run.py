@@ -695,7 +695,8 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     slow = results.get("delivery", {}).get("latency_100ms")
     if slow and slow.get("emails_per_s") is not None:
         backlog = slow.get("backlog") or {}
-        deliveries = backlog.get("deliveries_per_s")
+        deliveries = backlog.get("deliveries_per_s") or (
+            (backlog.get("emails_per_s") or 0) + (backlog.get("pushs_per_s") or 0)) or None
         out.append({"goal": "draining a backlog at 100 ms, both channels: ≥ 1,500 deliveries/s",
                     "measured": f"{deliveries:.0f} deliveries/s"
                                 f" ({backlog.get('emails_per_s', 0):.0f} emails/s)"
