@@ -313,7 +313,7 @@ class ChannelDelivery(ClarionActor):
         """FCM said UNREGISTERED: that device is gone for good. The Users actor is the only
         writer of users: the tokens are handed to it (`push_token_removals`, applied on its
         tick, `users.apply_token_removals`), so no later notification tries them."""
-        removals = []
+        removals: list[tuple[str, str]] = []
         for a in finished:
             details = a.result.details if a.result is not None else ()
             user_id = a.message.user_id

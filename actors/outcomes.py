@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from clarion.actors.attempts import Attempt
 from clarion.persistence import broker
+from clarion.persistence.broker import Envelope
 from clarion.persistence import delivery_message as framing
 from clarion.persistence.delivery_message import DeliveryMessage
 from clarion.persistence.notifications import Outcome
@@ -30,7 +31,7 @@ def outcome_of(attempt: Attempt, policy: RetryPolicy, provider: str) -> Outcome:
     assert result is not None, "the attempt has not finished"
     retry_in = None
     dead = None
-    follow_up = ()
+    follow_up: tuple[Envelope, ...] = ()
     if not result.ok:
         wanted = policy.next_delay(message.attempt, result, at_least=result.retry_after or 0)
         if wanted is not None:
