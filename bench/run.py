@@ -719,6 +719,9 @@ def execute(run: Run) -> None:
     with contextlib.ExitStack() as stack:
         run.start_clarion(stack)
         clarion_cpu = run.clarion_processes()
+        # With several HTTP workers the work is in uvicorn's children (the actors' processes
+        # have their own names already: only the HTTP server's children are added).
+        clarion_cpu.update(services.with_workers({"http": clarion_cpu["http"]}))
         results["clarion_processes"] = clarion_cpu
 
         for name in ("ceiling", "reference"):
@@ -726,7 +729,8 @@ def execute(run: Run) -> None:
                 port, proc = run.start_target(target_stack, name)
                 run.log(f"{name} on port {port} (pid {proc.pid})")
                 auth = run.api_key if name == "reference" else None
-                points = run.sweep(name, port, auth, cpu={name: proc.pid})
+                points = run.sweep(name, port, auth,
+                                   cpu=services.with_workers({name: proc.pid}))
                 results["sweep"][name] = [strip_point(p) for p in points]
             # Its process group is stopped here: the next target has the machine to itself.
 

@@ -293,6 +293,25 @@ def ppid_of(pid: int) -> int | None:
     return int(fields[1]) if fields else None
 
 
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (uvicorn's workers, under its supervisor)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and ppid_of(int(entry.name)) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def with_workers(processes: dict[str, int]) -> dict[str, int]:
+    """`processes`, plus each one's child processes (a server with several workers does its
+    work in the children: its own pid alone would miss it)."""
+    out = dict(processes)
+    for name, pid in processes.items():
+        for n, child in enumerate(children_of(pid), start=1):
+            out[f"{name}-worker-{n}"] = child
+    return out
+
+
 def actor_system_processes(actor_port: int) -> dict[int, int]:
     """{pid: pgid} of every process of the Clarion actor system on `actor_port`.
 
