@@ -77,7 +77,8 @@ class Gateway(ClarionActor):
         self._reads = LocalReads(cache.connect(settings.redis_url))
         self._reads.connect()
         # Two commits may run at once (two batches in flight from a bridge, or two bridges).
-        self._storage = StoragePool(settings.database_url, 2, "gateway-commit")
+        self._storage = StoragePool(settings.database_url, 2, "gateway-commit",
+                                    generic_plans=True)
 
     def teardown(self) -> None:
         if hasattr(self, "_timings"):

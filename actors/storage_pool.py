@@ -25,8 +25,10 @@ from clarion.persistence import database
 
 
 class StoragePool:
-    def __init__(self, database_url: str, threads: int, name: str) -> None:
+    def __init__(self, database_url: str, threads: int, name: str,
+                 generic_plans: bool = False) -> None:
         self._url = database_url
+        self._generic_plans = generic_plans
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
         self._local = threading.local()
         self._connections: list[psycopg.Connection] = []
@@ -51,6 +53,8 @@ class StoragePool:
         conn: psycopg.Connection | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
             conn = database.connect(self._url, autocommit=True)
+            if self._generic_plans:
+                conn.execute(database.GENERIC_PLANS)
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)

@@ -27,6 +27,11 @@ _MIGRATION_LOCK = 7_403_311
 # PostgreSQL busy a whole core; a fresh connection brought it back). Custom plans are made for
 # each run's values with current statistics; parsing is still saved.
 CUSTOM_PLANS = "SET plan_cache_mode = force_custom_plan"
+# For connections that only run statements whose plan does not depend on the tables' sizes
+# (the Gateway's one-statement insert: rows from a jsonb document, conflicts checked on unique
+# indexes). Planning that statement afresh took 0.7 ms of every idle commit's 1.1 ms in
+# PostgreSQL (log_min_duration_statement: bind 0.72 ms, execute 0.40 ms).
+GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
 
 
 def connect(url: str, **kwargs: object) -> psycopg.Connection:
