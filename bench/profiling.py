@@ -47,6 +47,25 @@ class CpuMeter:
         return dict(sorted(shares.items(), key=lambda kv: -kv[1]))
 
 
+class ServiceCpuMeter:
+    """PostgreSQL's, RabbitMQ's and Redis's CPU over an interval, in cores, each summed over its
+    processes (PostgreSQL's backends and its WAL writer, checkpointer...). What a notification
+    costs the services it is stored and queued in, beside what it costs the server itself."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self._meter = CpuMeter(processes)  # {"postgres:<pid>": pid, ...}
+
+    def start(self) -> None:
+        self._meter.start()
+
+    def stop(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for name, cores in self._meter.stop().items():
+            service = name.split(":", 1)[0]
+            totals[service] = round(totals.get(service, 0.0) + cores, 3)
+        return totals
+
+
 def py_spy_path() -> str | None:
     candidate = Path(sys.executable).parent / "py-spy"
     return str(candidate) if candidate.exists() else shutil.which("py-spy")

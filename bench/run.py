@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 import httpx
 
 from bench import loadgen, report, services
-from bench.profiling import CpuMeter, PySpy, py_spy_path
+from bench.profiling import CpuMeter, PySpy, ServiceCpuMeter, py_spy_path
 from bench.services import BenchError, interrupts_deferred
 from bench.simstate import BenchSimulatorState
 
@@ -134,13 +134,16 @@ class Run:
              rate: float = 0.0, record_ids: bool = False,
              cpu: dict[str, int] | None = None) -> dict[str, Any]:
         meter = CpuMeter(cpu or {})
+        service_meter = ServiceCpuMeter(services.service_processes())
         others = len(other_activity(self.settings.actor_port if self.settings else None))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy0, wall0 = services.machine_busy_seconds()
         meter.start()
+        service_meter.start()
         summary = loadgen.run(loadgen.Load(port, BODY, auth, connections, duration, rate,
                                            record_ids=record_ids), self.tool, self.workdir)
         shares = meter.stop()
+        summary["service_cpu_cores"] = service_meter.stop()
         busy1, wall1 = services.machine_busy_seconds()
         summary["machine_busy_cores"] = round((busy1 - busy0) / max(1e-6, wall1 - wall0), 2)
         summary["other_processes"] = others  # test runs / other Clarions sharing the machine
@@ -458,14 +461,17 @@ class Run:
             {**item, "message_data": {**item["message_data"], "n": i}}
             for i in range(per_request)]}))
         meter = CpuMeter(cpu)
+        service_meter = ServiceCpuMeter(services.service_processes())
         busy0, wall0 = services.machine_busy_seconds()
         meter.start()
+        service_meter.start()
         out = subprocess.run(
             [sys.executable, str(Path(__file__).with_name("batchload.py")), self.base_url,
              self.api_key, str(body), str(connections), str(duration)],
             capture_output=True, text=True, timeout=duration + 120, check=True)
         point: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         shares = meter.stop()
+        point["service_cpu_cores"] = service_meter.stop()
         busy1, wall1 = services.machine_busy_seconds()
         point.update(per_request=per_request, connections=connections, cpu_cores=shares,
                      machine_busy_cores=round((busy1 - busy0) / max(1e-6, wall1 - wall0), 2))
@@ -678,6 +684,9 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"goal": "CPU per accepted notification (reported, with the reference's)",
                     "measured": f"{mine:.0f} µs vs {theirs:.0f} µs" if theirs else f"{mine:.0f} µs",
                     "met": None})
+    budget = cpu_budget(results, role)
+    if budget:
+        out.append(budget)
     half = results.get("delivery", {}).get("half_rate")
     if half:
         p99 = half["latency_ms"]["p99"]
@@ -705,10 +714,50 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def cost_per_notification(point: dict[str, Any]) -> dict[str, float] | None:
+    """CPU µs per accepted notification at a load point: the server's own processes, each
+    service, the load generator."""
+    rate = point.get("accepted_per_s")
+    if not rate or point.get("server_cpu_cores") is None:
+        return None
+    cost = {"server": point["server_cpu_cores"] / rate * 1e6}
+    for service, cores in (point.get("service_cpu_cores") or {}).items():
+        cost[service] = cores / rate * 1e6
+    if point.get("client_cpu_cores") is not None:
+        cost["client"] = point["client_cpu_cores"] / rate * 1e6
+    return {k: round(v) for k, v in cost.items()}
+
+
+def cpu_budget(results: dict[str, Any], role: str) -> dict[str, Any] | None:
+    """Would the accept target fit the machine at the CPU this run measured per notification?
+    Cores needed at 1.5× (gateway) or 1× (all-in-one) the reference's rate = every process's
+    µs per notification × that rate, against the machine's cores."""
+    mine, ref = _point(results, "clarion", 64), _point(results, "reference", 64)
+    if not mine or not ref:
+        return None
+    c_mine, c_ref = cost_per_notification(mine), cost_per_notification(ref)
+    if not c_mine or not c_ref or not ref.get("accepted_per_s"):
+        return None
+    target_rate = ref["accepted_per_s"] * (1.5 if role == "gateway" else 1.0)
+    cores = results.get("meta", {}).get("nproc") or os.cpu_count() or 1
+    services_only = sum(v for k, v in c_mine.items() if k not in ("server", "client"))
+    needed = sum(c_mine.values()) * target_rate / 1e6
+
+    def fmt(cost: dict[str, float]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in cost.items())
+
+    return {"goal": f"CPU budget at the accept target ({target_rate:.0f}/s on {cores} cores)",
+            "measured": f"Clarion µs/notification: {fmt(c_mine)}; reference: {fmt(c_ref)};"
+                        f" at the target Clarion's path needs {needed:.2f} cores, its services"
+                        f" alone {services_only * target_rate / 1e6:.2f}",
+            "met": None}
+
+
 def strip_point(point: dict[str, Any]) -> dict[str, Any]:
     keep = ("connections", "offered_rate", "duration_s", "requests", "ok2xx", "non2xx",
             "statuses", "errors", "latency_ms", "accepted_per_s", "server_cpu_cores",
-            "client_cpu_cores", "machine_busy_cores", "other_processes", "cpu_cores", "delivery",
+            "client_cpu_cores", "machine_busy_cores", "other_processes", "cpu_cores",
+            "service_cpu_cores", "delivery",
             "gateway_batches", "tool")
     return {k: point[k] for k in keep if k in point}
 
