@@ -328,9 +328,13 @@ class Gateway(ClarionActor):
         if len(inserted.notification_ids) < len(batch.accepted):
             self._answer_from_storage(batch, inserted)
         self._accept(batch)
-        if inserted.outbox_ids and self._peers is not None:
-            # If this message is lost (a Publisher restart), the Publisher's sweep relays them.
-            self.send(self._peers.publisher, RelayOutbox(inserted.outbox_ids))
+        due = [d.scheduled_for.timestamp() for n in batch.accepted.values()
+               for d in n.deliveries if d.scheduled_for is not None]
+        if (inserted.outbox_ids or due) and self._peers is not None:
+            # If this message is lost (a Publisher restart), the Publisher's sweep relays them,
+            # and its tick releases what is scheduled.
+            self.send(self._peers.publisher, RelayOutbox(inserted.outbox_ids,
+                                                         min(due) if due else None))
 
     def _answer_from_storage(self, batch: PendingBatch, inserted: Inserted) -> None:
         """Items the insert left out: their id is stored (an earlier try of this batch whose

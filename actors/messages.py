@@ -150,6 +150,7 @@ class NotificationRequest:
     category: str | None = None  # e.g. "marketing": users can opt out of a category
     received_at: float = 0.0  # when the HTTP layer received it (epoch seconds): the first hop
     principal: str | None = None  # who asked (the authenticated caller, e.g. "key:billing")
+    send_at: float | None = None  # deliver no earlier than this (epoch seconds); None: now
 
 
 # Management commands name the actor that owns them (`OWNER`): the Gateway hands each one there,
@@ -332,6 +333,7 @@ class Rendering:
     html_body: str | None = None
     push_title: str = ""
     push_body: str = ""
+    sms_body: str = ""
     error_code: str | None = None
     error: str | None = None
 
@@ -349,9 +351,12 @@ class Rendered:
 @message
 class RelayOutbox:
     """The Gateway tells the Publisher that these outbox rows were just committed: publish them
-    now. Nothing answers; if the message is lost, the Publisher's sweep finds the rows."""
+    now. Nothing answers; if the message is lost, the Publisher's sweep finds the rows.
+    `due_at`: the batch also holds scheduled deliveries, the first due then (epoch seconds), so
+    that the Publisher releases it on time rather than at its next tick."""
 
     message_ids: tuple[int, ...]
+    due_at: float | None = None
 
 
 @message
@@ -382,3 +387,15 @@ class DiscardDeadLetter:
     OWNER: ClassVar[str] = "publisher"
     correlation_id: str
     dead_letter_id: int
+
+
+@message
+class CancelNotification:
+    """`DELETE /v1/notifications/{id}`: cancel what of it is still scheduled. The Publisher owns
+    it, as it owns releasing scheduled deliveries: one of the two wins each delivery's row.
+    `created_by`: only a notification of this principal (a `send` key), None: any (admin)."""
+
+    OWNER: ClassVar[str] = "publisher"
+    correlation_id: str
+    notification_id: str
+    created_by: str | None = None

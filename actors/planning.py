@@ -17,6 +17,7 @@ from typing import Any
 from clarion.actors.messages import NotificationRequest, Rendering
 from clarion.actors.preferences import blocked, quiet_hours_end
 from clarion.actors.rendering import language_fallbacks
+from clarion.actors.sms_text import MAX_SMS_CHARS
 from clarion.persistence.broker import CHANNELS
 from clarion.persistence.delivery_message import DeliveryMessage
 from clarion.persistence.notifications import NewDelivery
@@ -25,9 +26,12 @@ from clarion.persistence.records import User
 
 def fingerprint(item: NotificationRequest) -> str:
     """What makes two requests "the same" for an idempotency key."""
+    fields: list[Any] = [item.user_id, item.template_key, item.message_data, item.channels,
+                         item.language, item.template_version, item.priority, item.category]
+    if item.send_at is not None:
+        fields.append(item.send_at)  # only then: keys stored before send_at keep matching
     canonical = json.dumps(
-        [item.user_id, item.template_key, item.message_data, item.channels, item.language,
-         item.template_version, item.priority, item.category],
+        fields,
         sort_keys=True, separators=(",", ":"), default=str,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -38,19 +42,29 @@ def language_candidates(requested: str | None, user: User, default: str) -> tupl
     return language_fallbacks(requested, user.preferred_language, default)
 
 
+def hold_until(item: NotificationRequest, preferences: dict[str, Any],
+               now: datetime) -> datetime | None:
+    """Until when a notification waits: None to send it now."""
+    quiet = None if item.priority == "high" else quiet_hours_end(preferences, now)
+    send_at = (datetime.fromtimestamp(item.send_at, timezone.utc)
+               if item.send_at is not None and item.send_at > now.timestamp() else None)
+    waits = [t for t in (quiet, send_at) if t is not None]
+    return max(waits) if waits else None
+
+
 def plan_deliveries(item: NotificationRequest, user: User, rendering: Rendering,
                     notification_id: str, now: datetime | None = None,
                     ) -> tuple[tuple[NewDelivery, ...], list[DeliveryMessage]]:
     """Which channels this notification goes out on, and the broker message for each.
 
-    A channel the user cannot receive or does not want is skipped with the reason; inside the
-    user's quiet hours (unless the priority is high) a channel is scheduled for their end, its
-    message kept until then.
+    A channel the user cannot receive or does not want is skipped with the reason. A channel
+    is scheduled, its message kept until then, for the later of `send_at` and the end of the
+    user's quiet hours (quiet hours do not hold a high-priority notification; `send_at` does).
     """
     now = now or datetime.now(timezone.utc)
     wanted = item.channels or CHANNELS
     preferences = user.preferences or {}
-    quiet_until = None if item.priority == "high" else quiet_hours_end(preferences, now)
+    quiet_until = hold_until(item, preferences, now)
     planned: list[tuple[str, str | None, dict[str, Any], dict[str, Any]]] = []
     deliveries: list[NewDelivery] = []
     if "email" in wanted:
@@ -72,6 +86,19 @@ def plan_deliveries(item: NotificationRequest, user: User, rendering: Rendering,
                                 "template_key": item.template_key}}
             planned.append(("push", f"{len(user.push_tokens)} token(s)", content,
                             {"tokens": list(user.push_tokens), **content}))
+    if "sms" in wanted:
+        if not user.phone_number:
+            deliveries.append(NewDelivery("sms", "skipped", None, error_code="no_phone_number",
+                                          error="the user has no phone number"))
+        elif len(rendering.sms_body) > MAX_SMS_CHARS:
+            deliveries.append(NewDelivery(
+                "sms", "skipped", None, error_code="sms_too_long",
+                error=f"the rendered SMS has {len(rendering.sms_body)} characters, more than"
+                      f" the {MAX_SMS_CHARS} an SMS can carry"))
+        else:
+            content = {"body": rendering.sms_body}
+            planned.append(("sms", user.phone_number, content,
+                            {"to": user.phone_number, **content}))
     messages: list[DeliveryMessage] = []
     for channel, recipient, content, sent in planned:
         message = DeliveryMessage(notification_id, channel, user.user_id, item.request_id,

@@ -5,8 +5,13 @@ Takes:   RelayOutbox (from the Gateway, right after it committed a batch) → pu
          Its tick: sweeps every row still waiting (left by a restart, a broker outage, a lost
          RelayOutbox, a delivery actor that died before relaying its retries), in chunks, and
          queues the deliveries held for quiet hours whose time has come.
-         SendBatch of ReplayDeadLetters / DiscardDeadLetter (operators, via the Gateway) →
-         answers Replies to the batch's `reply_to`.
+         SendBatch of ReplayDeadLetters / DiscardDeadLetter (operators, via the Gateway) and
+         CancelNotification (`DELETE /v1/notifications/{id}`) → answers Replies to the batch's
+         `reply_to`.
+
+Scheduled deliveries (`send_at`, quiet hours) are released when due: a wake-up is set for the
+first one due before the next tick (learnt from the tick's look at the table, or from the
+Gateway's RelayOutbox when it commits one), so a delivery leaves within milliseconds of its time.
 
 While RabbitMQ is down nothing here is in a hurry: the rows wait in PostgreSQL (Clarion keeps
 accepting), the breaker keeps us from hammering the broker, and the sweep drains the backlog
@@ -15,12 +20,14 @@ within about a second of the broker's return (the infrastructure breaker's short
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
 
 from clarion.actors.base import ClarionActor
 from clarion.actors.messages import (
+    CancelNotification,
     DiscardDeadLetter,
     RelayOutbox,
     Replies,
@@ -33,6 +40,9 @@ from clarion.persistence import broker_outbox, dead_letters
 from clarion.persistence import notifications as notification_repo
 from clarion.persistence.broker import BatchPublisher, PublishError, UnroutableError
 from clarion.supervision import metrics
+
+
+_RELEASE = "release-due"  # the wake-up that releases scheduled deliveries on time
 
 
 class Publisher(ClarionActor):
@@ -50,11 +60,30 @@ class Publisher(ClarionActor):
         self._publisher.keep_alive()
         self._release_due()
         self._sweep()
+        try:
+            due = self.deps.stored(notification_repo.next_due)
+        except psycopg.Error:
+            due = None  # the next tick looks again
+        if due is not None:
+            self._release_at(due.timestamp())
+
+    def _release_at(self, due_at: float) -> None:
+        """Release at `due_at` if that comes before the next tick (which would do it late)."""
+        delay = due_at - time.time()
+        if delay < self.TICK_SECONDS:
+            self.wakeupAfter(max(0.0, delay), payload=_RELEASE)
+
+    def on_wakeup(self, payload: Any) -> None:
+        if payload == _RELEASE:
+            self._release_due()
 
     # -- relaying -----------------------------------------------------------------------------
 
     def receiveMsg_RelayOutbox(self, message: RelayOutbox, sender: Any) -> None:
-        self._relay(message.message_ids)
+        if message.message_ids:
+            self._relay(message.message_ids)
+        if message.due_at is not None:
+            self._release_at(message.due_at)
 
     def receiveMsg_SweepOutbox(self, message: SweepOutbox, sender: Any) -> None:
         self._sweeping = False
@@ -116,6 +145,8 @@ class Publisher(ClarionActor):
                 replies.append(self._replay(item))
             elif isinstance(item, DiscardDeadLetter):
                 replies.append(self._discard(item))
+            elif isinstance(item, CancelNotification):
+                replies.append(self._cancel(item))
         self.send(message.reply_to, Replies(message.batch_id, tuple(replies)))
 
     def _replay(self, command: ReplayDeadLetters) -> Reply:
@@ -136,6 +167,26 @@ class Publisher(ClarionActor):
         self.log.info("dead letters replayed", extra={"count": len(ids)})
         return Reply(command.correlation_id, 200, data={"replayed": ids, "count": len(ids)},
                      message=f"{len(ids)} dead letter(s) replayed")
+
+    def _cancel(self, command: CancelNotification) -> Reply:
+        try:
+            found = self.deps.stored(lambda conn: notification_repo.cancel_scheduled(
+                conn, command.notification_id, command.created_by))
+        except psycopg.Error as exc:
+            self.log.error("cancel failed", extra={"error": str(exc)})
+            return Reply(command.correlation_id, 503, error_code="storage_unavailable",
+                         message="storage is unavailable; nothing was cancelled")
+        if found is None:
+            return Reply(command.correlation_id, 404, error_code="notification_not_found",
+                         message=f"no notification '{command.notification_id}'")
+        if not found.cancelled:
+            return Reply(command.correlation_id, 409, error_code="not_cancellable",
+                         message=f"the notification is {found.status}: only what is still"
+                                 " scheduled can be cancelled", data=found.to_json())
+        self.log.info("notification cancelled", extra={
+            "notification_id": command.notification_id, "channels": list(found.cancelled)})
+        return Reply(command.correlation_id, 200, data=found.to_json(),
+                     message="scheduled delivery cancelled")
 
     def _discard(self, command: DiscardDeadLetter) -> Reply:
         try:

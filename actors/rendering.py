@@ -97,6 +97,7 @@ class RenderedContent:
     html_body: str | None
     push_title: str
     push_body: str
+    sms_body: str
 
 
 class Renderer:
@@ -182,7 +183,10 @@ class Renderer:
         # Push texts default to the email's subject and text body when a template has none.
         title = self._render(template, "push_title", template.push_title, variables)
         push_body = self._render(template, "push_body", template.push_body, variables)
-        return RenderedContent(subject, body, html, title or subject, push_body or body)
+        # An SMS is the shortest text the template has: its own, else the push's, else the body.
+        sms_body = self._render(template, "sms_body", template.sms_body, variables)
+        return RenderedContent(subject, body, html, title or subject, push_body or body,
+                               sms_body or push_body or body)
 
 
 def language_fallbacks(*tags: str | None) -> tuple[str, ...]:
@@ -232,4 +236,5 @@ def render_item(renderer: Renderer, item: RenderItem, languages: dict[str, Templ
     return Rendering(
         item.correlation_id, True, template.version, language, content.subject,
         content.body, content.html_body, content.push_title, content.push_body,
+        content.sms_body,
     )

@@ -43,13 +43,14 @@ from clarion.actors.rendering import (
     language_fallbacks,
     render_item,
 )
+from clarion.actors.sms_text import sms_segments
 from clarion.actors.template_limits import BoundedSandbox
 from clarion.persistence import cache as cache_mod
 from clarion.persistence.near_cache import publish_invalidations
 from clarion.persistence import templates as template_repo
 from clarion.persistence.records import Template
 
-_FIELDS = ("subject", "body", "html_body", "push_title", "push_body")
+_FIELDS = ("subject", "body", "html_body", "push_title", "push_body", "sms_body")
 # Names every template may use without declaring them: the sandbox's own globals.
 _GLOBALS = frozenset(BoundedSandbox().globals)
 
@@ -260,7 +261,8 @@ class Templates(ClarionActor):
             data = {"template_key": item.template_key, "language": r.language,
                     "version": r.template_version, "subject": r.subject, "body": r.body,
                     "html_body": r.html_body, "push_title": r.push_title,
-                    "push_body": r.push_body}
+                    "push_body": r.push_body, "sms_body": r.sms_body,
+                    "sms_segments": sms_segments(r.sms_body)}
             replies[item.correlation_id] = Reply(item.correlation_id, 200, data=data,
                                                  message="rendered, not sent")
         return replies

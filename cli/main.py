@@ -159,7 +159,8 @@ def _run(settings: Settings, demo: bool) -> int:
         print(f"actor system up (admin port {settings.actor_port}); logs in"
               f" {settings.state_dir}/")
         print(f"Clarion listening on http://{settings.http_host}:{settings.http_port}"
-              f" (email: {settings.email_provider}, push: {settings.push_provider})")
+              f" (email: {settings.email_provider}, push: {settings.push_provider},"
+              f" sms: {settings.sms_provider})")
         if curl:
             print("Send the demo user a notification:\n" + curl)
             print("Then read it back: GET /v1/notifications/<notification_id>, GET /v1/outbox"

@@ -12,7 +12,14 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
@@ -86,6 +93,15 @@ class Settings(BaseSettings):
     # Only for the provider simulator: FCM has no official way to change its endpoint.
     fcm_endpoint: str | None = None
 
+    # SMS: Twilio when an account SID and auth token are set, else the local outbox. Messages
+    # go out through a Messaging Service when one is set, else from `twilio_from_number`.
+    twilio_account_sid: str | None = Field(None, pattern=r"^AC[0-9a-fA-F]{32}$")
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = Field(None, pattern=r"^\+[1-9]\d{1,14}$")
+    twilio_messaging_service_sid: str | None = Field(None, pattern=r"^MG[0-9a-fA-F]{32}$")
+    # Only for the provider simulator (or a Twilio edge): where the REST API is reached.
+    twilio_host: str = "https://api.twilio.com"
+
     provider_timeout: float = Field(5.0, gt=0, le=60)
     # Provider calls a delivery actor keeps in flight at once (a worker thread and a keep-alive
     # connection each): the ceiling is concurrency ÷ provider latency, 1,280/s at 100 ms.
@@ -139,7 +155,7 @@ class Settings(BaseSettings):
     node_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64,
                            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     node_role: Literal["all", "gateway", "delivery"] = "all"
-    node_channels: str = "email,push"
+    node_channels: str = "email,push,sms"
     # HOST:PORT of the convention leader's actor admin (the leader names itself).
     convention: str | None = None
     # How often each node's Supervisor writes its heartbeat, and how old one may get before
@@ -157,9 +173,9 @@ class Settings(BaseSettings):
     @classmethod
     def _channels(cls, value: str) -> str:
         channels = [c.strip() for c in value.split(",") if c.strip()]
-        unknown = sorted(set(channels) - {"email", "push"})
+        unknown = sorted(set(channels) - {"email", "push", "sms"})
         if unknown:
-            raise ValueError(f"unknown channel(s) {', '.join(unknown)}: use email and/or push")
+            raise ValueError(f"unknown channel(s) {', '.join(unknown)}: use email, push, sms")
         return ",".join(dict.fromkeys(channels))
 
     @field_validator("node_address")
@@ -229,7 +245,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with amqp:// or amqps://")
         return value
 
-    @field_validator("sendgrid_host", "fcm_endpoint", "alert_webhook_url")
+    @field_validator("sendgrid_host", "fcm_endpoint", "alert_webhook_url", "twilio_host")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -245,6 +261,18 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
         return value
+
+    @model_validator(mode="after")
+    def _twilio_complete(self) -> Settings:
+        # Half a Twilio configuration would quietly send SMS to the local outbox instead.
+        sid, token = self.twilio_account_sid, self.twilio_auth_token
+        if bool(sid) != bool(token):
+            raise ValueError("twilio_account_sid and twilio_auth_token go together: set both"
+                             " (or neither, for the local outbox)")
+        if sid and not (self.twilio_from_number or self.twilio_messaging_service_sid):
+            raise ValueError("Twilio needs a sender: set twilio_from_number (E.164) or"
+                             " twilio_messaging_service_sid")
+        return self
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -270,6 +298,10 @@ class Settings(BaseSettings):
     def push_provider(self) -> str:
         return "fcm" if self.fcm_credentials_file else "outbox"
 
+    @property
+    def sms_provider(self) -> str:
+        return "twilio" if self.twilio_account_sid and self.twilio_auth_token else "outbox"
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -287,8 +319,11 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = "CLARION_" + "_".join(str(part) for part in error["loc"]).upper()
-            problems.append(f"{name}: {error['msg']}")
+            if error["loc"]:
+                name = "CLARION_" + "_".join(str(part) for part in error["loc"]).upper()
+                problems.append(f"{name}: {error['msg']}")
+            else:  # a rule across settings: its message names them
+                problems.append(error["msg"].removeprefix("Value error, "))
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
 
 

@@ -81,9 +81,11 @@ RULES: tuple[Rule, ...] = (
     _rule(_READ, r"/admin/?", PUBLIC, console=True),  # the sign-in form, or the console itself
     _rule("POST", r"/admin/(login|logout)", PUBLIC),
     _rule(_READ, r"/admin/assets/[A-Za-z0-9._-]+", PUBLIC),
-    # Send: post notifications, read the ones this key's name created (the routes filter).
+    # Send: post notifications, read and cancel the ones this key's name created (the routes
+    # filter).
     _rule("POST", r"/v1/notifications(/batch)?", SEND),
     _rule(_READ, r"/v1/notifications(/[^/]+)?", SEND, console=True),
+    _rule("DELETE", r"/v1/notifications/[^/]+", SEND),
     # Admin: everything else.
     _rule(_READ, r"/admin/api/host", ADMIN, internal=True, console=True),
     _rule(_READ, r"/v1/system/(actors|cluster)", ADMIN, internal=True, console=True),

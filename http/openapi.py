@@ -50,6 +50,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "forbidden": (403, "the API key's scope (send) does not reach this route: it needs admin"),
     "not_found": (404, "no such route, or no such asset"),
     "notification_not_found": (404, "no notification with this id"),
+    "not_cancellable": (409, "nothing of the notification is still scheduled: it has gone out"),
     "user_not_found": (404, "no user with this id"),
     "template_not_found": (404, "no live template with this key (or this version)"),
     "push_token_not_found": (404, "the user has no such push token"),
@@ -159,7 +160,7 @@ USER_ID = {**_field(UserIn, "user_id"), "description": "a user id"}
 TEMPLATE_KEY = {**_field(TemplateIn, "template_key"), "description": "a template key"}
 DEAD_LETTER_ID = {"type": "integer", "format": "int64", "minimum": 0,
                   "maximum": 2**63 - 1, "description": "a dead letter id"}
-CHANNEL = {"type": "string", "enum": ["email", "push"]}
+CHANNEL = {"type": "string", "enum": ["email", "push", "sms"]}
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     # -- health and system ----------------------------------------------------------------------
@@ -219,8 +220,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "notifications",
         query=(Param("page", {"type": "integer", "minimum": 1, "default": 1}),
                Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
-               Param("status", {"type": "string", "enum": ["queued", "scheduled", "sent",
-                                                           "partially_sent", "failed"]}),
+               Param("status", {"type": "string", "enum": ["queued", "scheduled", "cancelled",
+                                                           "sent", "partially_sent", "failed"]}),
                Param("user_id", {"type": "string", "minLength": 1, "maxLength": 128})),
         errors=("validation_error",), data=_array({"type": "object"}), meta=_ref("PageMeta")),
     ("GET", "/v1/notifications/{notification_id}"): Operation(
@@ -228,6 +229,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         " attempt", "notifications",
         path={"notification_id": {"type": "string", "format": "uuid"}},
         errors=("notification_not_found",), data=_ref("Notification")),
+    ("DELETE", "/v1/notifications/{notification_id}"): Operation(
+        "Cancel a scheduled notification (`send_at`, quiet hours) before it goes out",
+        "notifications",
+        path={"notification_id": {"type": "string", "format": "uuid"}},
+        errors=("notification_not_found", "not_cancellable", *WRITE),
+        data=_object(["notification_id", "status", "cancelled_channels"],
+                     notification_id={"type": "string", "format": "uuid"},
+                     status={"type": "string"}, cancelled_channels=_array(STRING)),
+        description="Every channel still `scheduled` becomes `cancelled`, and so does the"
+                    " notification when no other channel went out. A `send` key cancels only"
+                    " its own notifications."),
     # -- users ----------------------------------------------------------------------------------
     ("POST", "/v1/users"): Operation(
         "Create a user (user_id given or generated)", "users", status=201, body=UserIn,
@@ -385,7 +397,8 @@ _SHAPES: dict[str, Schema] = {
                         has_next={"type": "boolean"}, has_previous={"type": "boolean"}),
     "NotificationAccepted": _object(
         ["notification_id", "status"], notification_id={"type": "string", "format": "uuid"},
-        status={"type": "string", "description": "queued, or scheduled (quiet hours)"},
+        status={"type": "string",
+                "description": "queued, or scheduled (send_at or quiet hours)"},
         scheduled_for={"type": ["string", "null"], "format": "date-time"},
         channels={"type": "object", "additionalProperties": STRING,
                   "description": "each channel's status: queued, scheduled or skipped"},
@@ -396,7 +409,8 @@ _SHAPES: dict[str, Schema] = {
         notification_id={"type": "string", "format": "uuid"}, user_id=STRING,
         template_key=STRING, template_version={"type": "integer"}, language=STRING,
         status={"type": "string",
-                "description": "queued, scheduled, sent, partially_sent or failed"},
+                "description": "queued, scheduled, cancelled, sent, partially_sent or"
+                               " failed"},
         priority=STRING, request_id={"type": ["string", "null"]},
         channels={"type": "object", "additionalProperties": {"type": "object"},
                   "description": "per channel: status, recipient, provider, provider message"
@@ -631,7 +645,7 @@ def build_openapi(app_routes: Iterable[BaseRoute], strict: bool = True) -> dict[
             "title": "Clarion",
             "version": "1",
             "description": (
-                "One HTTP API for email and push notifications. Every JSON answer is the"
+                "One HTTP API for email, push and SMS notifications. Every JSON answer is the"
                 " envelope `{success, data, error, message, meta}`; an error has a stable"
                 " `error` code. Routes under /v1 and /metrics need `Authorization: Bearer"
                 " <api key>`: a `send` key posts notifications and reads its own, an `admin`"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,6 +25,7 @@ _LANGUAGE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 _HH_MM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 _VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+SEND_AT_HORIZON = timedelta(days=30)  # how far ahead `send_at` may be
 
 
 class _Strict(BaseModel):
@@ -33,13 +36,23 @@ class NotificationIn(_Strict):
     user_id: str = Field(pattern=_KEY)
     template_key: str = Field(pattern=_KEY)
     message_data: dict[str, Any] = Field(default_factory=dict)
-    channels: list[Literal["email", "push"]] | None = Field(default=None, min_length=1)
+    channels: list[Literal["email", "push", "sms"]] | None = Field(default=None, min_length=1)
     language: str | None = Field(default=None, pattern=_LANGUAGE)
     template_version: int | None = Field(default=None, ge=1)
     priority: Literal["low", "normal", "high"] = "normal"
     request_id: str | None = Field(default=None, max_length=128)
     # What kind of message this is ("marketing", "security", ...): users can opt out of one.
     category: str | None = Field(default=None, min_length=1, max_length=64)
+    # When to deliver it (RFC 3339 with its offset, at most 30 days ahead): until then it is
+    # `scheduled`, and `DELETE /v1/notifications/{id}` cancels it. A past time means now.
+    send_at: AwareDatetime | None = None
+
+    @field_validator("send_at")
+    @classmethod
+    def _within_horizon(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value - datetime.now(timezone.utc) > SEND_AT_HORIZON:
+            raise ValueError("send_at must be at most 30 days ahead")
+        return value
 
     @field_validator("channels")
     @classmethod
@@ -98,6 +111,7 @@ class Preferences(_Strict):
 
     email_enabled: StrictBool = True
     push_enabled: StrictBool = True
+    sms_enabled: StrictBool = True
     quiet_hours: QuietHours | None = None
     opt_outs: list[Category] = Field(default_factory=list, max_length=50)  # categories
 
@@ -153,6 +167,9 @@ class TemplateIn(_Strict):
     html_body: str | None = Field(default=None, max_length=200_000)
     push_title: str | None = Field(default=None, max_length=1000)
     push_body: str | None = Field(default=None, max_length=4000)
+    # The SMS text; without it an SMS carries the push body, or else the text body. Twilio
+    # takes up to 1,600 characters (ten segments or more, see the preview's `sms_segments`).
+    sms_body: str | None = Field(default=None, max_length=1600)
     description: str | None = Field(default=None, max_length=1000)
     # The variables the template expects. Given, the template may use no other (checked when it
     # is created); left out, it is not checked.

@@ -79,6 +79,7 @@ CHILDREN: tuple[ChildSpec, ...] = (
     ChildSpec("gateway", "clarion.actors.gateway.Gateway"),
     ChildSpec("email", "clarion.actors.email_delivery.EmailDelivery", channel="email"),
     ChildSpec("push", "clarion.actors.push_delivery.PushDelivery", channel="push"),
+    ChildSpec("sms", "clarion.actors.sms_delivery.SmsDelivery", channel="sms"),
     ChildSpec("monitor", "clarion.actors.monitor.Monitor"),
 )
 

@@ -2,9 +2,10 @@
 
     exchange `notifications` (direct, durable)
       ├─ routing key "email" → email.queue ─┐ dead-letters (rejected, not requeued)
-      └─ routing key "push"  → push.queue  ─┴→ failed.queue  (the DLQ: 24 h TTL, 10,000 max)
+      ├─ routing key "push"  → push.queue  ─┼→ failed.queue  (the DLQ: 24 h TTL, 10,000 max)
+      └─ routing key "sms"   → sms.queue   ─┘
 
-    email.retry.1s, email.retry.5s, ... push.retry.600s   (the delay ladder)
+    email.retry.1s, email.retry.5s, ... sms.retry.600s   (the delay ladder, one per channel)
       a delivery that failed for a passing reason is published to the shortest delay queue
       that waits long enough; when its TTL expires it dead-letters back to the exchange with
       its channel's routing key, into the work queue again, with its attempt count in a header.
@@ -23,7 +24,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
 EXCHANGE = "notifications"
-WORK_QUEUES = {"email": "email.queue", "push": "push.queue"}
+WORK_QUEUES = {"email": "email.queue", "push": "push.queue", "sms": "sms.queue"}
 FAILED_QUEUE = "failed.queue"
 CHANNELS = tuple(WORK_QUEUES)
 

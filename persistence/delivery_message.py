@@ -4,7 +4,8 @@ On the wire it is a flat JSON object (the provider clients read it as such) with
 for tracing and diagnosis; `to_amqp` and `from_amqp` are the only places that know that framing.
 
     {"notification_id", "channel", "user_id", "request_id", "attempt", "accepted_at",
-     email: "to", "subject", "body", "html_body"  |  push: "tokens", "title", "body", "data"}
+     email: "to", "subject", "body", "html_body"  |  push: "tokens", "title", "body", "data"
+     | sms: "to", "body"}
     headers: x-request-id, x-notification-id, x-attempt (+ why, on a retry or a dead letter)
 """
 

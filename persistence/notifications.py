@@ -22,7 +22,8 @@ from clarion.persistence.delivery_message import DeliveryMessage
 
 # Notification status, derived from its deliveries:
 #   queued          some channel is still on its way (queued, or retrying after a passing failure)
-#   scheduled       nothing on its way yet: held for the user's quiet hours
+#   scheduled       nothing on its way yet: held for `send_at` or the user's quiet hours
+#   cancelled       every channel that was not skipped was cancelled while scheduled
 #   sent            every channel that was not skipped was delivered
 #   failed          no channel was delivered
 #   partially_sent  some channels delivered, others failed
@@ -32,6 +33,8 @@ UPDATE notifications AS n
   FROM (SELECT notification_id,
                CASE WHEN bool_or(status IN ('queued', 'retrying')) THEN 'queued'
                     WHEN bool_or(status = 'scheduled') THEN 'scheduled'
+                    WHEN bool_and(status IN ('cancelled', 'skipped'))
+                         AND bool_or(status = 'cancelled') THEN 'cancelled'
                     WHEN bool_and(status IN ('sent', 'skipped')) AND bool_or(status = 'sent')
                          THEN 'sent'
                     WHEN bool_or(status = 'sent') THEN 'partially_sent'
@@ -332,6 +335,56 @@ def release_due(conn: psycopg.Connection, limit: int = 500) -> list[int]:
         cur.execute(_DERIVE_STATUS, (sorted({r[0] for r in rows}),))
         return broker_outbox.add(cur, [
             DeliveryMessage.from_body(m["body"]).to_amqp() for _, _, m in rows])
+
+
+def next_due(conn: psycopg.Connection) -> datetime | None:
+    """When the first scheduled delivery falls due (the partial index answers it)."""
+    row = conn.execute("SELECT min(next_attempt_at) FROM deliveries"
+                       " WHERE status = 'scheduled'").fetchone()
+    return row[0] if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """What `DELETE /v1/notifications/{id}` found: the notification's status after it, and the
+    channels it cancelled (none: nothing was still scheduled)."""
+
+    notification_id: str
+    status: str
+    cancelled: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"notification_id": self.notification_id, "status": self.status,
+                "cancelled_channels": list(self.cancelled)}
+
+
+def cancel_scheduled(conn: psycopg.Connection, notification_id: str,
+                     created_by: str | None = None) -> Cancellation | None:
+    """Cancel the deliveries of a notification still scheduled; None if there is no such
+    notification (or, with `created_by`, none of that principal's).
+
+    The rows are locked as `release_due` locks them: whichever comes first wins a delivery,
+    so a delivery is either released (and sent) or cancelled, never both."""
+    with conn.transaction(), conn.cursor() as cur:
+        found = cur.execute(
+            "SELECT status FROM notifications WHERE notification_id = %s::uuid"
+            " AND (%s::text IS NULL OR created_by = %s::text)",
+            (notification_id, created_by, created_by)).fetchone()
+        if found is None:
+            return None
+        rows = cur.execute(
+            "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL,"
+            " pending_message = NULL, finished_at = now(), error_code = 'cancelled',"
+            " error = 'cancelled before it was due'"
+            " WHERE notification_id = %s::uuid AND status = 'scheduled'"
+            " RETURNING channel", (notification_id,)).fetchall()
+        if not rows:
+            return Cancellation(notification_id, str(found[0]), ())
+        cur.execute(_DERIVE_STATUS, ([notification_id],))
+        status = cur.execute("SELECT status FROM notifications WHERE notification_id = %s::uuid",
+                             (notification_id,)).fetchone()
+        assert status is not None
+        return Cancellation(notification_id, str(status[0]), tuple(sorted(r[0] for r in rows)))
 
 
 def reset_for_replay(conn: psycopg.Connection, pairs: Sequence[tuple[str, str]]) -> None:

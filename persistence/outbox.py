@@ -1,4 +1,4 @@
-"""The local outbox: where email and push go when no provider is configured."""
+"""The local outbox: where email, push and SMS go when no provider is configured."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ def insert_messages(conn: psycopg.Connection, messages: Sequence[dict[str, Any]]
     ids = []
     with conn.transaction(), conn.cursor() as cur:
         for m in messages:
-            recipients = [m["to"]] if m["channel"] == "email" else list(m.get("tokens") or ())
+            # Email and SMS have one recipient ("to": an address, a phone number), push its tokens.
+            recipients = ([m["to"]] if m["channel"] in ("email", "sms")
+                          else list(m.get("tokens") or ()))
             for recipient in recipients:
                 cur.execute(
                     "INSERT INTO outbox (notification_id, channel, recipient, subject, body,"

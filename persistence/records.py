@@ -36,6 +36,7 @@ class Template:
     push_title: str | None = None
     push_body: str | None = None
     description: str | None = None
+    sms_body: str | None = None  # last: older positional constructions stay valid
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

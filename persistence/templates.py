@@ -18,7 +18,8 @@ import psycopg
 from clarion.persistence.records import Template
 
 COLUMNS = (
-    "template_key, language, version, subject, body, html_body, push_title, push_body, description"
+    "template_key, language, version, subject, body, html_body, push_title, push_body,"
+    " description, sms_body"
 )
 
 
@@ -63,7 +64,7 @@ def create_template(conn: psycopg.Connection, template: Template,
         with conn.transaction():
             row = conn.execute(
                 f"INSERT INTO templates ({COLUMNS}, variables)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 f" RETURNING {COLUMNS}",
                 (
                     template.template_key,
@@ -75,6 +76,7 @@ def create_template(conn: psycopg.Connection, template: Template,
                     template.push_title,
                     template.push_body,
                     template.description,
+                    template.sms_body,
                     None if variables is None else list(variables),
                 ),
             ).fetchone()

@@ -1,7 +1,7 @@
-"""HTTP surface of the provider simulator: SendGrid, FCM, Google OAuth2 and /_sim control routes.
+"""HTTP surface of the provider simulator: SendGrid, FCM, Google OAuth2, Twilio SMS and /_sim control routes.
 
-Owns request validation and the exact response shapes the real `sendgrid` and
-`firebase-admin` clients parse (see /work/shared/notes/providers.md). All state
+Owns request validation and the exact response shapes the real `sendgrid`,
+`firebase-admin` and `twilio` clients parse (see /work/shared/notes/providers.md). All state
 lives in `SimulatorState`; the handlers here are stateless.
 """
 
@@ -11,6 +11,8 @@ import asyncio
 import base64
 import binascii
 import json
+import re
+import secrets
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -342,6 +344,162 @@ async def fcm_messages_send(request: Request) -> Response:
     return JSONResponse({"name": f"projects/{project}/messages/{message_id}"})
 
 
+# -- Twilio Programmable Messaging ------------------------------------------------
+
+TWILIO_API_VERSION = "2010-04-01"
+TWILIO_MAX_BODY_CHARS = 1600  # Twilio refuses a longer Body with error 21617
+_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+
+# Twilio's documented magic test numbers (test credentials): the error each `To` provokes.
+TWILIO_MAGIC_TO = {
+    "+15005550001": (21211, "The 'To' number +15005550001 is not a valid phone number."),
+    "+15005550004": (21610, "Attempt to send to unsubscribed recipient"),
+    "+15005550009": (21614, "'To' number is not a valid mobile number"),
+}
+
+# GSM 03.38: the basic alphabet takes one 7-bit slot, the extension table two.
+_GSM_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM_EXTENDED = frozenset("^{}\\[~]|€\f")
+
+
+def _twilio_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    # The legacy shape the `twilio` library turns into TwilioRestException (.status, .code, .msg).
+    # Never add "type" and "title" together: the library would read an RFC 9457 problem instead.
+    body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _basic_auth(request: Request) -> tuple[str, str] | None:
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic" or not credential.strip():
+        return None
+    try:
+        decoded = base64.b64decode(credential.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, colon, password = decoded.partition(":")
+    return (username, password) if colon else None
+
+
+def _sms_segments(body: str) -> int:
+    """How many segments a carrier bills `body` as: 160/153 GSM-7 slots, else 70/67 UCS-2 units."""
+    if all(c in _GSM_BASIC or c in _GSM_EXTENDED for c in body):
+        units, single, multi = sum(2 if c in _GSM_EXTENDED else 1 for c in body), 160, 153
+    else:
+        units, single, multi = len(body.encode("utf-16-le")) // 2, 70, 67
+    return 0 if units == 0 else 1 if units <= single else -(-units // multi)
+
+
+def _twilio_date() -> str:
+    # RFC 2822 in UTC, as Twilio writes date_created ("Thu, 03 Dec 2026 10:00:00 +0000").
+    return time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())
+
+
+def _validate_sms(form: dict[str, str]) -> tuple[int, str] | None:
+    """Returns (Twilio error code, message) for the first problem Twilio would report, or None."""
+    to = form.get("To", "")
+    if not to:
+        return (21604, "A 'To' phone number is required.")
+    if not _E164.match(to):
+        return (21211, f"The 'To' number {to} is not a valid phone number.")
+    if not form.get("From") and not form.get("MessagingServiceSid"):
+        return (21603, "A 'From' or 'MessagingServiceSid' parameter is required to send a message.")
+    body = form.get("Body", "")
+    if not body:
+        return (21602, "Message body is required.")
+    if len(body) > TWILIO_MAX_BODY_CHARS:
+        return (21617, "The concatenated message body exceeds the 1600 character limit.")
+    return TWILIO_MAGIC_TO.get(to)
+
+
+async def twilio_messages_create(request: Request) -> Response:
+    state = _state(request)
+    started_at = time.time()  # each record says when its call began (what was in flight when)
+    account_sid = request.path_params["account_sid"]
+    raw_bytes = await request.body()
+    await _apply_latency(state)
+    # Form-encoded; parsed by hand: Starlette's request.form() needs python-multipart.
+    parsed = parse_qs(raw_bytes.decode("utf-8", "replace"), keep_blank_values=True)
+    form = {key: values[0] for key, values in parsed.items()}
+    to = form.get("To")
+
+    def reject(status: int, reason: str, code: int) -> None:
+        state.record_rejected(
+            {"channel": "sms", "status": status, "reason": reason, "code": code, "to": to, "raw": form,
+             "started_at": started_at}
+        )
+
+    credentials = _basic_auth(request)
+    if credentials is None or credentials[0] != account_sid or not state.twilio_credentials_valid(*credentials):
+        reject(401, "unauthorized", 20003)
+        return _twilio_error(401, 20003, "Authenticate", {"WWW-Authenticate": 'Basic realm="Twilio API"'})
+
+    fault = state.take_fault("sms")
+    if fault == ("rate_limit", 429):
+        reject(429, "rate_limited", 20429)
+        return _twilio_error(429, 20429, "Too Many Requests")
+    if fault is not None:
+        status = fault[1]
+        # Twilio numbers its HTTP-level errors 20000 + status (20500 Internal Server Error, 20503).
+        reject(status, "injected_failure", 20000 + status)
+        return _twilio_error(status, 20000 + status, f"Simulated failure (HTTP {status})")
+
+    problem = _validate_sms(form)
+    if problem is not None:
+        code, message = problem
+        reject(400, f"twilio_{code}", code)
+        return _twilio_error(400, code, message)
+
+    sid = "SM" + secrets.token_hex(16)
+    body = form["Body"]
+    sender = form.get("From") or None
+    service = form.get("MessagingServiceSid") or None
+    state.record_message(
+        {
+            "id": sid,
+            "started_at": started_at,
+            "channel": "sms",
+            "to": to,
+            "from": sender,
+            "messaging_service_sid": service,
+            "body": body,
+            "status_callback": form.get("StatusCallback") or None,
+            "account_sid": account_sid,
+            "raw": form,
+        }
+    )
+    uri = f"/{TWILIO_API_VERSION}/Accounts/{account_sid}/Messages/{sid}.json"
+    now = _twilio_date()
+    resource = {
+        "account_sid": account_sid,
+        "api_version": TWILIO_API_VERSION,
+        "body": body,
+        "date_created": now,
+        "date_sent": None,
+        "date_updated": now,
+        "direction": "outbound-api",
+        "error_code": None,
+        "error_message": None,
+        "from": sender,
+        "messaging_service_sid": service,
+        "num_media": "0",
+        "num_segments": str(_sms_segments(body)),
+        "price": None,
+        "price_unit": "USD",
+        "sid": sid,
+        # Through a Messaging Service without a From, Twilio first answers "accepted" (it picks
+        # the sender later); otherwise "queued".
+        "status": "accepted" if sender is None else "queued",
+        "subresource_uris": {"media": uri.removesuffix(".json") + "/Media.json"},
+        "to": to,
+        "uri": uri,
+    }
+    return JSONResponse(resource, status_code=201)
+
+
 # -- /_sim control and inspection ---------------------------------------------
 
 
@@ -399,6 +557,9 @@ def create_simulator_app(state: SimulatorState | None = None) -> Starlette:
             "/v1/projects/{project}/serviceAccounts/{email}/allowedLocations",
             regional_access_boundary,
             methods=["GET"],
+        ),
+        Route(
+            f"/{TWILIO_API_VERSION}/Accounts/{{account_sid}}/Messages.json", twilio_messages_create, methods=["POST"]
         ),
         Route("/_sim/config", sim_get_config, methods=["GET"]),
         Route("/_sim/config", sim_put_config, methods=["PUT"]),

@@ -1,9 +1,9 @@
 """Shared, thread-safe state of the provider simulator.
 
 Owns what the simulator remembers (accepted messages, rejected attempts, issued
-OAuth2 tokens) and the fault-injection configuration. The HTTP handlers run on
-the server's event loop thread while tests read this object from their own
-thread, so every access goes through one lock.
+OAuth2 tokens), the Twilio credentials it expects, if any, and the fault-injection
+configuration. The HTTP handlers run on the server's event loop thread while tests
+read this object from their own thread, so every access goes through one lock.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-CHANNELS = ("email", "push")
+CHANNELS = ("email", "push", "sms")
 
 # Keys accepted by PUT /_sim/config; anything else is a typo in a test and is rejected.
 CONFIG_KEYS = ("latency_ms", "fail_next", "fail_status", "rate_limit_next", "fail_ratio")
@@ -63,7 +63,9 @@ class SimulatorState:
     Many small methods, for a reason: each is one lock-guarded operation the HTTP handlers or
     the tests call (fault injection, tokens, records, waiting)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, twilio_credentials: tuple[str, str] | None = None) -> None:
+        """`twilio_credentials`: the (Account SID, auth token) the Twilio route accepts; None
+        (the default) accepts any non-empty token for the account named in the URL."""
         self._lock = threading.Lock()
         # Notified on every new record so tests can wait instead of polling.
         self._changed = threading.Condition(self._lock)
@@ -72,6 +74,8 @@ class SimulatorState:
         self._tokens: set[str] = set()
         self._config = _default_config()
         self._random = random.Random(20261123)  # seeded: a flaky run is repeatable
+        self._initial_twilio_credentials = twilio_credentials
+        self._twilio_credentials = twilio_credentials
 
     # -- fault injection -------------------------------------------------
 
@@ -161,6 +165,27 @@ class SimulatorState:
         with self._lock:
             return len(self._tokens)
 
+    # -- Twilio credentials --------------------------------------------------
+
+    def expect_twilio_credentials(self, account_sid: str | None, auth_token: str | None = None) -> None:
+        """From now on the Twilio route accepts only this pair; `None` accepts any token again.
+
+        `reset()` returns to what the state was created with."""
+        if (account_sid is None) != (auth_token is None) or account_sid == "" or auth_token == "":
+            raise ValueError("give a non-empty account_sid and auth_token, or neither")
+        with self._lock:
+            self._twilio_credentials = None if account_sid is None else (account_sid, auth_token)
+
+    def twilio_credentials_valid(self, account_sid: str, auth_token: str) -> bool:
+        """Whether Basic credentials (account_sid, auth_token) may send for `account_sid`."""
+        if not account_sid or not auth_token:
+            return False
+        with self._lock:
+            expected = self._twilio_credentials
+        if expected is None:
+            return True
+        return secrets.compare_digest(f"{account_sid}:{auth_token}".encode(), f"{expected[0]}:{expected[1]}".encode())
+
     # -- records ----------------------------------------------------------
 
     def record_message(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -194,11 +219,13 @@ class SimulatorState:
             self._rejected.clear()
 
     def reset(self) -> None:
-        """Back to a fresh simulator: no records, default config (issued tokens stay valid)."""
+        """Back to a fresh simulator: no records, default config, the Twilio credentials it was
+        created with (issued tokens stay valid)."""
         with self._lock:
             self._messages.clear()
             self._rejected.clear()
             self._config = _default_config()
+            self._twilio_credentials = self._initial_twilio_credentials
 
     def wait_for(
         self, count: int, channel: str | None = None, timeout: float = 5.0, rejected: bool = False

@@ -53,7 +53,8 @@ def children_for(settings: Settings) -> tuple[str, ...]:
 
 
 def providers(settings: Settings) -> dict[str, str]:
-    return {"email": settings.email_provider, "push": settings.push_provider}
+    return {"email": settings.email_provider, "push": settings.push_provider,
+            "sms": settings.sms_provider}
 
 
 def needs_placement(settings: Settings, channel: str) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from clarion.config.settings import Settings, load_settings
 from tests.stack import free_port, port_open, rabbitmqctl
@@ -92,7 +93,7 @@ def simulator() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def provider_settings(test_settings: Settings, simulator: Any,
                       tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Test settings with the real SendGrid and Firebase clients aimed at the simulator."""
+    """Test settings with the real SendGrid, Firebase and Twilio clients aimed at the simulator."""
     from clarion.simulator.credentials import write_service_account
 
     credentials = write_service_account(
@@ -104,6 +105,10 @@ def provider_settings(test_settings: Settings, simulator: Any,
         "sendgrid_host": simulator.base_url,
         "fcm_credentials_file": credentials,
         "fcm_endpoint": simulator.base_url,
+        "twilio_account_sid": "AC" + "5" * 32,
+        "twilio_auth_token": SecretStr("twilio-test-token"),
+        "twilio_from_number": "+15005550006",
+        "twilio_host": simulator.base_url,
     })
 
 

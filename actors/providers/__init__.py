@@ -2,6 +2,8 @@
 
 Email: SendGrid when `CLARION_SENDGRID_API_KEY` is set, else the local outbox.
 Push:  Firebase Cloud Messaging when `CLARION_FCM_CREDENTIALS_FILE` is set, else the local outbox.
+SMS:   Twilio when `CLARION_TWILIO_ACCOUNT_SID` and `CLARION_TWILIO_AUTH_TOKEN` are set, else the
+       local outbox.
 """
 
 from __future__ import annotations
@@ -43,3 +45,23 @@ def push_provider(settings: Settings) -> Provider:
     from clarion.actors.providers.outbox import OutboxProvider
 
     return OutboxProvider("push", settings.database_url)
+
+
+def sms_provider(settings: Settings) -> Provider:
+    if settings.twilio_account_sid and settings.twilio_auth_token is not None:
+        from clarion.actors.providers.twilio_sms import TwilioSmsProvider
+
+        return TwilioSmsProvider(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.get_secret_value(),
+            # One sender: the Messaging Service when there is one (it picks its own numbers).
+            from_number=None if settings.twilio_messaging_service_sid
+            else settings.twilio_from_number,
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            host=settings.twilio_host,
+            timeout=settings.provider_timeout,
+            pool_size=settings.delivery_concurrency,
+        )
+    from clarion.actors.providers.outbox import OutboxProvider
+
+    return OutboxProvider("sms", settings.database_url)

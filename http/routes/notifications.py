@@ -1,4 +1,5 @@
-"""POST /v1/notifications (→ the Gateway, 202 once queued) and GET /v1/notifications/{id}.
+"""POST /v1/notifications (→ the Gateway, 202 once queued), GET /v1/notifications/{id}, and
+DELETE /v1/notifications/{id} (→ the Publisher: cancels what is still scheduled).
 
 Every notification carries the principal that asked for it (`NotificationRequest.principal`, kept
 as `created_by`); a `send` key lists and reads only those created under its name, and a
@@ -14,7 +15,7 @@ import uuid
 from starlette.requests import Request
 from starlette.routing import Route
 
-from clarion.actors.messages import NotificationRequest
+from clarion.actors.messages import CancelNotification, NotificationRequest
 from clarion.http.auth import ADMIN
 from clarion.http.responses import EnvelopeResponse, failure, from_reply, success
 from clarion.http.routes.common import bridge, int_param, parse, request_id
@@ -47,6 +48,7 @@ async def create_notification(request: Request) -> EnvelopeResponse:
         category=body.category,
         received_at=time.time(),
         principal=_principal(request),
+        send_at=body.send_at.timestamp() if body.send_at else None,
     )
     return from_reply(await bridge(request).request(item))
 
@@ -66,7 +68,7 @@ async def create_batch(request: Request) -> EnvelopeResponse:
             message_data=n.message_data, channels=tuple(n.channels) if n.channels else None,
             language=n.language, template_version=n.template_version, priority=n.priority,
             request_id=n.request_id or f"{rid}-{i}", category=n.category, received_at=received,
-            principal=principal,
+            principal=principal, send_at=n.send_at.timestamp() if n.send_at else None,
         )
         for i, n in enumerate(body.notifications)
     ]
@@ -127,7 +129,19 @@ async def get_notification(request: Request) -> EnvelopeResponse:
     return success(found)
 
 
-_STATUSES = {"queued", "scheduled", "sent", "partially_sent", "failed"}
+_STATUSES = {"queued", "scheduled", "cancelled", "sent", "partially_sent", "failed"}
+
+
+async def cancel_notification(request: Request) -> EnvelopeResponse:
+    """Cancel a notification's deliveries that are still scheduled (`send_at`, quiet hours):
+    200 with what was cancelled, 409 `not_cancellable` once they have gone out."""
+    notification_id = request.path_params["notification_id"]
+    try:
+        uuid.UUID(notification_id)
+    except ValueError:
+        return failure(404, "notification_not_found", f"no notification '{notification_id}'")
+    command = CancelNotification(uuid.uuid4().hex, notification_id, _owner_filter(request))
+    return from_reply(await bridge(request).request(command))
 
 
 async def list_notifications(request: Request) -> EnvelopeResponse:
@@ -149,4 +163,5 @@ routes = [
     Route("/v1/notifications/batch", create_batch, methods=["POST"]),
     Route("/v1/notifications", list_notifications, methods=["GET"]),
     Route("/v1/notifications/{notification_id}", get_notification, methods=["GET"]),
+    Route("/v1/notifications/{notification_id}", cancel_notification, methods=["DELETE"]),
 ]

@@ -21,8 +21,8 @@ async def list_outbox(request: Request) -> EnvelopeResponse:
             uuid.UUID(notification_id)
         except ValueError:
             return failure(422, "validation_error", "notification_id must be a UUID")
-    if channel not in (None, "email", "push"):
-        return failure(422, "validation_error", "channel must be email or push")
+    if channel not in (None, "email", "push", "sms"):
+        return failure(422, "validation_error", "channel must be email, push or sms")
     if limit is None:
         return failure(422, "validation_error", "limit must be between 1 and 500")
     async with request.app.state.db.connection() as conn:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from clarion.actors.planning import language_candidates, plan_deliveries
+from clarion.actors.planning import fingerprint, hold_until, language_candidates, plan_deliveries
 from clarion.actors.messages import NotificationRequest, Rendering
 from clarion.persistence.notifications import NewDelivery
 from clarion.persistence.records import User
@@ -65,10 +66,10 @@ def test_without_a_requested_language_the_users_comes_first() -> None:
 def test_email_and_push_are_planned_for_a_user_who_has_both() -> None:
     deliveries, outgoing = plan_deliveries(request(), user(), RENDERING, NOTIFICATION_ID)
 
-    assert [(d.channel, d.status) for d in deliveries] == [("email", "queued"),
-                                                           ("push", "queued")]
+    assert {d.channel: d.status for d in deliveries} == {"email": "queued", "push": "queued",
+                                                         "sms": "skipped"}
     assert [m.channel for m in outgoing] == ["email", "push"]
-    email, push = deliveries
+    email, push = (d for d in deliveries if d.status == "queued")
     assert email.recipient == "ada@example.com"
     assert email.content == {"subject": "Hi Ada", "body": "Welcome, Ada",
                              "html_body": "<p>Welcome, Ada</p>"}
@@ -138,7 +139,8 @@ def test_a_user_with_neither_gets_both_skipped_and_nothing_to_publish() -> None:
                                            RENDERING, NOTIFICATION_ID)
 
     assert [(d.channel, d.status) for d in deliveries] == [("email", "skipped"),
-                                                           ("push", "skipped")]
+                                                           ("push", "skipped"),
+                                                           ("sms", "skipped")]
     assert outgoing == []
 
 
@@ -177,3 +179,101 @@ def test_an_email_without_html_carries_html_body_none() -> None:
 
     assert outgoing[0].body["html_body"] is None
     assert outgoing[0].body["body"] == "Text only"
+
+
+# --- SMS ----------------------------------------------------------------------------------------
+
+SMS_RENDERING = Rendering("corr-1", True, template_version=3, language="en", subject="Hi Ada",
+                          body="Welcome, Ada", push_title="Hi!", push_body="Welcome aboard",
+                          sms_body="Ada, your code is 123456")
+
+
+def test_a_user_with_a_phone_number_gets_an_sms_with_the_rendered_text() -> None:
+    deliveries, outgoing = plan_deliveries(request(), user(phone_number="+14155550100"),
+                                           SMS_RENDERING, NOTIFICATION_ID)
+
+    assert [(d.channel, d.status) for d in deliveries] == [
+        ("email", "queued"), ("push", "queued"), ("sms", "queued")]
+    sms = deliveries[2]
+    assert (sms.recipient, sms.content) == ("+14155550100", {"body": "Ada, your code is 123456"})
+    message = outgoing[2]
+    assert message.channel == "sms"
+    assert subset(message.content, {"to": 0, "body": 0}) == {
+        "to": "+14155550100", "body": "Ada, your code is 123456"}
+
+
+def test_a_user_without_a_phone_number_gets_sms_skipped_with_its_reason() -> None:
+    deliveries, outgoing = plan_deliveries(request(channels=("sms",)), user(), SMS_RENDERING,
+                                           NOTIFICATION_ID)
+
+    assert [(d.channel, d.status, d.error_code) for d in deliveries] == [
+        ("sms", "skipped", "no_phone_number")]
+    assert outgoing == []
+
+
+def test_a_user_who_turned_sms_off_gets_it_skipped_and_the_others_planned() -> None:
+    deliveries, outgoing = plan_deliveries(
+        request(), user(phone_number="+14155550100", preferences={"sms_enabled": False}),
+        SMS_RENDERING, NOTIFICATION_ID)
+
+    assert [(d.channel, d.status, d.error_code) for d in deliveries] == [
+        ("email", "queued", None), ("push", "queued", None),
+        ("sms", "skipped", "channel_disabled")]
+    assert [m.channel for m in outgoing] == ["email", "push"]
+
+
+def test_an_sms_longer_than_an_sms_can_carry_is_skipped_not_sent() -> None:
+    long = Rendering("corr-1", True, template_version=1, language="en", subject="s", body="b",
+                     sms_body="x" * 1601)
+    deliveries, outgoing = plan_deliveries(request(channels=("sms", "email")),
+                                           user(phone_number="+14155550100"), long,
+                                           NOTIFICATION_ID)
+
+    assert sorted((d.channel, d.status, d.error_code) for d in deliveries) == [
+        ("email", "queued", None), ("sms", "skipped", "sms_too_long")]
+    assert [m.channel for m in outgoing] == ["email"]
+
+
+# --- send_at and quiet hours --------------------------------------------------------------------
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
+QUIET = {"quiet_hours": {"start": "11:00", "end": "13:00", "timezone": "UTC"}}  # ends at 13:00
+
+
+def test_without_send_at_or_quiet_hours_nothing_waits() -> None:
+    assert hold_until(request(), {}, NOW) is None
+
+
+def test_send_at_holds_the_notification_until_then() -> None:
+    at = NOW + timedelta(minutes=5)
+    assert hold_until(request(send_at=at.timestamp()), {}, NOW) == at
+
+
+def test_a_send_at_in_the_past_means_now() -> None:
+    assert hold_until(request(send_at=(NOW - timedelta(seconds=1)).timestamp()), {}, NOW) is None
+
+
+def test_the_later_of_send_at_and_the_end_of_quiet_hours_wins() -> None:
+    early, late = NOW + timedelta(minutes=5), NOW + timedelta(hours=3)
+    assert hold_until(request(send_at=early.timestamp()), QUIET, NOW) == NOW + timedelta(hours=1)
+    assert hold_until(request(send_at=late.timestamp()), QUIET, NOW) == late
+
+
+def test_high_priority_skips_quiet_hours_but_keeps_send_at() -> None:
+    at = NOW + timedelta(minutes=5)
+    assert hold_until(request(priority="high"), QUIET, NOW) is None
+    assert hold_until(request(priority="high", send_at=at.timestamp()), QUIET, NOW) == at
+
+
+def test_a_scheduled_notification_keeps_its_message_until_it_is_due() -> None:
+    at = NOW + timedelta(minutes=5)
+    deliveries, outgoing = plan_deliveries(request(channels=("email",), send_at=at.timestamp()),
+                                           user(), RENDERING, NOTIFICATION_ID, now=NOW)
+    [email] = deliveries
+    assert (email.status, email.scheduled_for) == ("scheduled", at)
+    assert email.pending_message is not None and outgoing == []
+
+
+def test_send_at_is_part_of_what_makes_two_requests_the_same() -> None:
+    assert fingerprint(request()) != fingerprint(request(send_at=NOW.timestamp()))
+    assert fingerprint(request(send_at=1.0)) == fingerprint(request(send_at=1.0))

@@ -197,8 +197,29 @@ def test_each_field_of_a_template_is_compiled_on_its_own(renderer: Renderer) -> 
     first = renderer.render(t, {"name": "Ada"})
     again = renderer.render(t, {"name": "Bob"})
 
-    assert first == RenderedContent("S Ada", "B Ada", "<i>H</i>", "PT", "PB")
-    assert again == RenderedContent("S Bob", "B Bob", "<i>H</i>", "PT", "PB")
+    assert first == RenderedContent("S Ada", "B Ada", "<i>H</i>", "PT", "PB", "PB")
+    assert again == RenderedContent("S Bob", "B Bob", "<i>H</i>", "PT", "PB", "PB")
+
+
+def test_an_sms_is_its_own_text_else_the_push_body_else_the_text_body(
+        renderer: Renderer) -> None:
+    own = template(body="B {{ name }}", push_body="P {{ name }}")
+    own = Template(own.template_key, own.language, own.version, own.subject, own.body,
+                   push_body=own.push_body, sms_body="SMS {{ name }}")
+    assert renderer.render(own, {"name": "Ada"}).sms_body == "SMS Ada"
+    assert renderer.render(template(body="B {{ name }}", push_body="P {{ name }}"),
+                           {"name": "Ada"}).sms_body == "P Ada"
+    assert renderer.render(template(body="B {{ name }}"), {"name": "Ada"}).sms_body == "B Ada"
+
+
+def test_a_missing_variable_in_the_sms_names_the_field(renderer: Renderer) -> None:
+    t = template(subject="S", body="B")
+    t = Template(t.template_key, t.language, t.version, t.subject, t.body,
+                 sms_body="{{ code }}")
+    with pytest.raises(RenderError) as caught:
+        renderer.render(t, {})
+    assert caught.value.code == "template_variable_missing"
+    assert "sms_body" in caught.value.message
 
 
 def test_a_compiled_version_is_reused_because_versions_are_immutable(

@@ -164,6 +164,11 @@ def every_field_changed(tmp_path: Path) -> Settings:
         http_host="0.0.0.0",
         http_port=8443,
         http_workers=4,
+        twilio_account_sid="AC" + "1" * 32,
+        twilio_auth_token="twilio-token-for-tests",
+        twilio_from_number="+15005550006",
+        twilio_messaging_service_sid="MG" + "2" * 32,
+        twilio_host="http://twilio.internal:8080",
         max_body_bytes=128 * 1024,
         request_timeout=7.5,
         actor_port=19_001,
@@ -278,3 +283,19 @@ def test_env_example_lists_every_setting_and_nothing_else() -> None:
     text = (Path(__file__).resolve().parents[2] / ".env.example").read_text(encoding="utf-8")
     listed = set(re.findall(r"^#?\s*CLARION_([A-Z_]+)=", text, re.MULTILINE))
     assert listed == {name.upper() for name in Settings.model_fields}
+
+
+def test_twilio_needs_its_token_and_one_sender(no_clarion_environment: None) -> None:
+    sid = "AC" + "0" * 32
+    with pytest.raises(SettingsError, match="go together"):
+        load_settings(twilio_account_sid=sid)
+    with pytest.raises(SettingsError, match="needs a sender"):
+        load_settings(twilio_account_sid=sid, twilio_auth_token="token")
+    with pytest.raises(SettingsError, match="CLARION_TWILIO_FROM_NUMBER"):
+        load_settings(twilio_from_number="0612345678")
+    settings = load_settings(twilio_account_sid=sid, twilio_auth_token="s3cret-twilio",
+                             twilio_from_number="+15005550006")
+    assert settings.sms_provider == "twilio"
+    assert "s3cret-twilio" not in repr(settings)
+    assert load_settings().sms_provider == "outbox"
+    assert load_settings().channels == ("email", "push", "sms")

@@ -119,7 +119,8 @@ def test_a_user_without_push_tokens_gets_email_and_the_push_is_recorded_as_skipp
         "message_data": {"name": "Lin", "code": "2"},
     })
     assert reply.status_code == 202, reply.text
-    assert reply.json()["data"]["channels"] == {"email": "queued", "push": "skipped"}
+    assert reply.json()["data"]["channels"] == {"email": "queued", "push": "skipped",
+                                                "sms": "skipped"}
     final = stack.wait_for_status(reply.json()["data"]["notification_id"], {"sent", "failed"})
     assert final["status"] == "sent"
     assert final["channels"]["push"]["error_code"] == "no_push_tokens"
@@ -153,7 +154,7 @@ def test_an_unregistered_push_token_fails_that_channel_with_the_providers_reason
         ({"user_id": "nobody-here", "template_key": "x", "message_data": {}}, 404,
          "user_not_found"),
         ({"template_key": "x"}, 422, "validation_error"),
-        ({"user_id": "a", "template_key": "x", "channels": ["sms"]}, 422, "validation_error"),
+        ({"user_id": "a", "template_key": "x", "channels": ["fax"]}, 422, "validation_error"),
         ({"user_id": "a", "template_key": "x", "surprise": 1}, 422, "validation_error"),
         ([1, 2], 422, "validation_error"),
     ],
@@ -237,7 +238,7 @@ def test_health_reports_each_dependency_and_the_actors(stack: Stack) -> None:
     assert set(checks) == {"postgres", "redis", "rabbitmq", "actors"}
     assert all(c["status"] == "up" for c in checks.values())
     assert set(stack.actors()) == {"users", "templates", "publisher", "gateway", "email", "push",
-                                   "monitor"}
+                                   "sms", "monitor"}
 
 
 def test_a_repeated_idempotency_key_replays_the_first_answer_and_sends_once(
@@ -298,7 +299,8 @@ def test_a_channel_the_user_turned_off_is_skipped_with_the_reason(
         "user_id": user["user_id"], "template_key": welcome_template,
         "message_data": {"name": "Pia", "code": "5"}})
     assert reply.status_code == 202
-    assert reply.json()["data"]["channels"] == {"email": "skipped", "push": "queued"}
+    assert reply.json()["data"]["channels"] == {"email": "skipped", "push": "queued",
+                                                "sms": "skipped"}
     final = stack.wait_for_status(reply.json()["data"]["notification_id"], {"sent", "failed"})
     assert final["status"] == "sent"
     assert final["channels"]["email"]["error_code"] == "channel_disabled"
@@ -330,7 +332,7 @@ def test_inside_quiet_hours_a_notification_is_scheduled_and_released_when_they_e
     assert reply.status_code == 202, reply.text
     data = reply.json()["data"]
     assert data["status"] == "scheduled"
-    assert data["channels"] == {"email": "scheduled", "push": "skipped"}
+    assert data["channels"] == {"email": "scheduled", "push": "skipped", "sms": "skipped"}
     scheduled_for = dt.datetime.fromisoformat(data["scheduled_for"])
     assert dt.timedelta(hours=1, minutes=58) < scheduled_for - now < dt.timedelta(hours=2)
 

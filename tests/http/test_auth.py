@@ -51,7 +51,7 @@ def test_each_route_needs_what_the_table_says(method: str, path: str, need: str)
 
 
 @pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/v2/users"), ("GET", "/nothing"), ("GET", ""), ("DELETE", "/v1/notifications/x"),
+    ("GET", "/v2/users"), ("GET", "/nothing"), ("GET", ""), ("DELETE", "/v1/notifications"),
     ("POST", "/health"), ("GET", "/v1/notifications/a/b"), ("GET", "/clarion/v1/users"),
 ])
 def test_a_call_no_rule_names_needs_an_admin_key(method: str, path: str) -> None:
@@ -63,6 +63,7 @@ def test_a_call_no_rule_names_needs_an_admin_key(method: str, path: str) -> None
 def test_a_send_key_reaches_only_the_send_routes() -> None:
     assert SEND_KEY.may(rule_for("POST", "/v1/notifications"))
     assert SEND_KEY.may(rule_for("GET", "/v1/notifications/x"))
+    assert SEND_KEY.may(rule_for("DELETE", "/v1/notifications/x"))  # cancels its own only
     assert not SEND_KEY.may(rule_for("GET", "/v1/users"))
     assert not SEND_KEY.may(rule_for("GET", "/metrics"))
     assert ADMIN_KEY.may(rule_for("GET", "/v1/users"))

@@ -62,7 +62,7 @@ def test_a_post_creates_version_1_and_a_second_post_in_that_language_is_409(
     assert created.json()["data"] == {
         "template_key": key, "language": "en", "version": 1, "subject": "[en] {{ name }}",
         "body": "en body for {{ name }}", "html_body": "<p>{{ name }}</p>", "push_title": "Hi",
-        "push_body": None, "description": "greeting", "variables": None}
+        "push_body": None, "description": "greeting", "sms_body": None, "variables": None}
     assert again.status_code == 409
     assert again.json()["error"] == "template_exists"
     assert french.status_code == 201
@@ -238,7 +238,9 @@ def test_a_preview_renders_every_field_without_sending_anything(
     assert reply.json()["data"] == {
         "template_key": key, "language": "en", "version": 1, "subject": "[en] <Ada>",
         "body": "en body for <Ada>", "html_body": "<b>&lt;Ada&gt;</b>",
-        "push_title": "Hey <Ada>", "push_body": "en body for <Ada>"}
+        "push_title": "Hey <Ada>", "push_body": "en body for <Ada>",
+        "sms_body": "en body for <Ada>",
+        "sms_segments": {"encoding": "GSM-7", "characters": 17, "units": 17, "segments": 1}}
     row = db.execute("SELECT count(*) FROM notifications WHERE template_key = %s",
                      (key,)).fetchone()
     assert row is not None and row[0] == 0

@@ -19,8 +19,8 @@ from tests.stack import Stack
 pytestmark = pytest.mark.e2e
 
 Factory = Callable[..., dict[str, Any]]
-DEFAULT_PREFERENCES = {"email_enabled": True, "push_enabled": True, "quiet_hours": None,
-                       "opt_outs": []}
+DEFAULT_PREFERENCES = {"email_enabled": True, "push_enabled": True, "sms_enabled": True,
+                       "quiet_hours": None, "opt_outs": []}
 
 
 def uid(prefix: str) -> str:
@@ -89,7 +89,7 @@ def test_preferences_keep_quiet_hours_and_opt_outs_of_the_exact_shape(api: httpx
 
     assert created.status_code == 201, created.text
     assert created.json()["data"]["preferences"] == {
-        "email_enabled": False, "push_enabled": True,
+        "email_enabled": False, "push_enabled": True, "sms_enabled": True,
         "quiet_hours": {"start": "22:30", "end": "07:00", "timezone": "America/Sao_Paulo"},
         "opt_outs": ["marketing", "digest"],
     }
@@ -117,7 +117,7 @@ def test_a_second_user_with_the_same_id_or_email_is_409_user_exists(
         ({"user_id": "has spaces"}, ["user_id"]),
         ({"push_tokens": [f"t{n}" for n in range(21)]}, ["push_tokens"]),
         ({"preferences": {"email_enabled": "yes"}}, ["preferences.email_enabled"]),
-        ({"preferences": {"sms_enabled": True}}, ["preferences.sms_enabled"]),
+        ({"preferences": {"fax_enabled": True}}, ["preferences.fax_enabled"]),
         ({"preferences": {"quiet_hours": {"start": "24:00", "end": "7:00",
                                           "timezone": "Mars/Olympus_Mons"}}},
          ["preferences.quiet_hours.start", "preferences.quiet_hours.end",
@@ -182,10 +182,11 @@ def test_a_patch_merges_preferences_key_by_key_and_null_clears_quiet_hours(
     second = api.patch(path, json={"preferences": {"quiet_hours": None, "opt_outs": []}})
 
     assert first.json()["data"]["preferences"] == {
-        "email_enabled": True, "push_enabled": False, "quiet_hours": quiet,
+        "email_enabled": True, "push_enabled": False, "sms_enabled": True, "quiet_hours": quiet,
         "opt_outs": ["digest"]}
     assert second.json()["data"]["preferences"] == {
-        "email_enabled": True, "push_enabled": False, "quiet_hours": None, "opt_outs": []}
+        "email_enabled": True, "push_enabled": False, "sms_enabled": True, "quiet_hours": None,
+        "opt_outs": []}
 
 
 def test_an_empty_patch_changes_nothing(api: httpx.Client, make_user: Factory) -> None:

@@ -202,8 +202,8 @@ def test_an_empty_batch_publishes_nothing(
 def test_a_message_for_an_unknown_channel_is_unroutable(
     publisher: broker.BatchPublisher, amqp: pika.BlockingConnection
 ) -> None:
-    with pytest.raises(broker.UnroutableError, match="sms"):
-        publisher.publish([_message("sms", to="+15550100")])
+    with pytest.raises(broker.UnroutableError, match="fax"):
+        publisher.publish([_message("fax", to="+15550100")])
 
     channel = _channel(amqp)
     assert [_depth(channel, q) for q in (*WORK_QUEUES, "failed.queue")] == [0, 0, 0]
@@ -214,7 +214,7 @@ def test_an_unroutable_message_does_not_break_the_publisher(
 ) -> None:
     email = _message("email", to="ada@example.test")
     with pytest.raises(broker.UnroutableError):
-        publisher.publish([email, _message("sms", to="+15550100")])
+        publisher.publish([email, _message("fax", to="+15550100")])
 
     later = _message("push", tokens=["t"])
     publisher.publish([later])  # no stale return from the previous batch is reported

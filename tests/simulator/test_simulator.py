@@ -1,4 +1,4 @@
-"""The provider simulator over real HTTP: SendGrid, OAuth2 token, FCM and /_sim control routes."""
+"""The provider simulator over real HTTP: SendGrid, OAuth2 token, FCM, Twilio SMS and /_sim control routes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import httpx
 import pytest
 from google.oauth2 import service_account
 
-from clarion.simulator.app import FCM_ERROR_TYPE, JWT_BEARER_GRANT
+from clarion.simulator.app import FCM_ERROR_TYPE, JWT_BEARER_GRANT, TWILIO_MAGIC_TO
 from clarion.simulator.credentials import write_service_account
 from clarion.simulator.server import SimulatorServer
 from clarion.simulator.state import SimulatorState
@@ -70,6 +70,29 @@ def _access_token(http: httpx.Client) -> str:
 
 def _push(http: httpx.Client, token: str, body: dict, project: str = "clarion-sim") -> httpx.Response:
     return http.post(f"/v1/projects/{project}/messages:send", json=body, headers={"Authorization": f"Bearer {token}"})
+
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+TWILIO_TOKEN = "twilio-test-token"
+
+
+def _sms(
+    http: httpx.Client,
+    form: dict | None = None,
+    *,
+    account_sid: str = ACCOUNT_SID,
+    auth: tuple[str, str] | None = (ACCOUNT_SID, TWILIO_TOKEN),
+) -> httpx.Response:
+    form = {"To": "+15551230001", "From": "+15005550006", "Body": "Your code is 1234"} if form is None else form
+    return http.post(f"/2010-04-01/Accounts/{account_sid}/Messages.json", data=form, auth=auth)
+
+
+def _assert_twilio_error(reply: httpx.Response, status: int, code: int) -> None:
+    assert reply.status_code == status
+    body = reply.json()
+    assert (body["status"], body["code"]) == (status, code)
+    assert body["more_info"] == f"https://www.twilio.com/docs/errors/{code}"
+    assert body["message"]
 
 
 def _free_port() -> int:
@@ -147,7 +170,7 @@ def test_fail_next_makes_exactly_that_many_mail_calls_fail_with_fail_status(http
 
     assert statuses == [500, 500, 202]
     assert len(http.get("/_sim/rejected", params={"channel": "email"}).json()["rejected"]) == 2
-    assert http.get("/_sim/config").json()["fail_next"] == {"email": 0, "push": 0}
+    assert http.get("/_sim/config").json()["fail_next"] == {"email": 0, "push": 0, "sms": 0}
 
 
 def test_rate_limited_mail_gets_429_with_sendgrid_rate_limit_headers(http: httpx.Client) -> None:
@@ -276,6 +299,137 @@ def test_injected_push_failures_use_the_google_error_shape(http: httpx.Client) -
     assert fine.status_code == 200
 
 
+# -- Twilio SMS ------------------------------------------------------------------------
+
+
+def test_an_sms_is_accepted_with_201_and_a_twilio_message_resource(sim: SimulatorServer, http: httpx.Client) -> None:
+    reply = _sms(http, {"To": "+15551230001", "From": "+15005550006", "Body": "Your code is 1234",
+                        "StatusCallback": "https://clarion.test/hooks/twilio"})
+
+    assert reply.status_code == 201
+    resource = reply.json()
+    assert resource["sid"].startswith("SM") and len(resource["sid"]) == 34
+    int(resource["sid"][2:], 16)
+    assert (resource["account_sid"], resource["to"], resource["from"]) == (ACCOUNT_SID, "+15551230001", "+15005550006")
+    assert (resource["body"], resource["status"], resource["num_segments"]) == ("Your code is 1234", "queued", "1")
+    assert resource["error_code"] is None and resource["date_created"].endswith("+0000")
+    assert resource["uri"] == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{resource['sid']}.json"
+    [record] = http.get("/_sim/messages", params={"channel": "sms"}).json()["messages"]
+    assert (record["id"], record["channel"], record["to"], record["body"]) == (
+        resource["sid"], "sms", "+15551230001", "Your code is 1234")
+    assert record["status_callback"] == "https://clarion.test/hooks/twilio"
+    assert sim.state.wait_for(1, channel="sms", timeout=1)[0]["from"] == "+15005550006"
+    assert TWILIO_TOKEN not in json.dumps(record)
+
+
+def test_an_sms_through_a_messaging_service_has_no_from_and_is_accepted(sim: SimulatorServer, http: httpx.Client) -> None:
+    service = "MG" + "ab" * 16
+    reply = _sms(http, {"To": "+15551230001", "MessagingServiceSid": service, "Body": "ж" * 71})
+
+    assert reply.status_code == 201
+    resource = reply.json()
+    assert (resource["from"], resource["messaging_service_sid"], resource["status"]) == (None, service, "accepted")
+    assert resource["num_segments"] == "2"  # UCS-2: 70 per single segment, 67 per part
+    assert sim.state.messages("sms")[0]["messaging_service_sid"] == service
+
+
+@pytest.mark.parametrize(("to", "code"), [(to, code) for to, (code, _) in TWILIO_MAGIC_TO.items()])
+def test_twilios_magic_numbers_give_their_documented_errors(
+    sim: SimulatorServer, http: httpx.Client, to: str, code: int
+) -> None:
+    reply = _sms(http, {"To": to, "From": "+15005550006", "Body": "hi"})
+
+    _assert_twilio_error(reply, 400, code)
+    assert sim.state.messages() == []
+    [rejected] = sim.state.rejected("sms")
+    assert (rejected["status"], rejected["code"], rejected["to"]) == (400, code, to)
+
+
+@pytest.mark.parametrize(
+    ("form", "code"),
+    [
+        ({"From": "+15005550006", "Body": "hi"}, 21604),
+        ({"To": "+15551230001", "From": "+15005550006"}, 21602),
+        ({"To": "+15551230001", "From": "+15005550006", "Body": ""}, 21602),
+        ({"To": "+15551230001", "Body": "hi"}, 21603),
+        ({"To": "5551230001", "From": "+15005550006", "Body": "hi"}, 21211),
+        ({"To": "+0551230001", "From": "+15005550006", "Body": "hi"}, 21211),
+        ({"To": "+1555123000123456", "From": "+15005550006", "Body": "hi"}, 21211),
+        ({"To": "+15551230001", "From": "+15005550006", "Body": "x" * 1601}, 21617),
+    ],
+)
+def test_an_incomplete_sms_is_refused_with_twilios_error_code(http: httpx.Client, form: dict, code: int) -> None:
+    _assert_twilio_error(_sms(http, form), 400, code)
+
+
+@pytest.mark.parametrize(
+    ("account_sid", "auth"),
+    [
+        (ACCOUNT_SID, None),
+        (ACCOUNT_SID, (ACCOUNT_SID, "")),
+        (ACCOUNT_SID, ("AC" + "f" * 32, TWILIO_TOKEN)),  # credentials of another account
+        ("AC" + "f" * 32, (ACCOUNT_SID, TWILIO_TOKEN)),
+    ],
+)
+def test_an_sms_without_matching_basic_credentials_gets_twilio_20003(
+    sim: SimulatorServer, http: httpx.Client, account_sid: str, auth: tuple[str, str] | None
+) -> None:
+    reply = _sms(http, account_sid=account_sid, auth=auth)
+
+    _assert_twilio_error(reply, 401, 20003)
+    assert reply.headers["WWW-Authenticate"].startswith("Basic")
+    assert sim.state.messages() == []
+    assert [(r["status"], r["reason"]) for r in sim.state.rejected("sms")] == [(401, "unauthorized")]
+
+
+def test_expected_twilio_credentials_refuse_any_other_token_until_reset(sim: SimulatorServer, http: httpx.Client) -> None:
+    sim.state.expect_twilio_credentials(ACCOUNT_SID, "the-right-token")
+
+    _assert_twilio_error(_sms(http), 401, 20003)
+    assert _sms(http, auth=(ACCOUNT_SID, "the-right-token")).status_code == 201
+    sim.state.reset()
+    assert _sms(http).status_code == 201
+    with pytest.raises(ValueError):
+        sim.state.expect_twilio_credentials(ACCOUNT_SID)
+
+
+def test_a_state_made_with_twilio_credentials_keeps_them_across_resets() -> None:
+    state = SimulatorState(twilio_credentials=(ACCOUNT_SID, "t"))
+    state.reset()
+
+    assert state.twilio_credentials_valid(ACCOUNT_SID, "t")
+    assert not state.twilio_credentials_valid(ACCOUNT_SID, "u")
+
+
+def test_injected_sms_failures_use_the_twilio_error_shape(sim: SimulatorServer, http: httpx.Client) -> None:
+    http.put("/_sim/config", json={"fail_next": {"sms": 1}, "rate_limit_next": {"sms": 1}, "fail_status": 500})
+
+    throttled, failed, fine = _sms(http), _sms(http), _sms(http)
+
+    _assert_twilio_error(throttled, 429, 20429)
+    _assert_twilio_error(failed, 500, 20500)
+    assert fine.status_code == 201
+    assert [(r["status"], r["reason"]) for r in sim.state.rejected("sms")] == [
+        (429, "rate_limited"), (500, "injected_failure")]
+    assert http.get("/_sim/config").json()["rate_limit_next"] == {"email": 0, "push": 0, "sms": 0}
+
+
+def test_sms_faults_leave_the_other_channels_alone(http: httpx.Client) -> None:
+    http.put("/_sim/config", json={"fail_ratio": {"sms": 1.0}})
+
+    assert _sms(http).status_code == 503  # the default fail_status
+    assert http.post("/v3/mail/send", json=_mail(), headers={"Authorization": "Bearer k"}).status_code == 202
+
+
+def test_latency_delays_sms_calls(http: httpx.Client) -> None:
+    http.put("/_sim/config", json={"latency_ms": 150})
+
+    started = time.monotonic()
+    reply = _sms(http)
+
+    assert reply.status_code == 201 and time.monotonic() - started >= 0.15
+
+
 # -- control and inspection -------------------------------------------------------------
 
 
@@ -283,9 +437,9 @@ def test_config_updates_merge_per_channel_and_bad_updates_change_nothing(http: h
     http.put("/_sim/config", json={"fail_next": {"email": 3}})
     merged = http.put("/_sim/config", json={"fail_next": {"push": 1}, "latency_ms": 5}).json()
 
-    assert merged["fail_next"] == {"email": 3, "push": 1}
+    assert merged["fail_next"] == {"email": 3, "push": 1, "sms": 0}
     assert merged["latency_ms"] == 5
-    for bad in ({"latency_ms": -1}, {"fail_status": 200}, {"fail_next": {"sms": 1}}, {"nope": 1}, [1]):
+    for bad in ({"latency_ms": -1}, {"fail_status": 200}, {"fail_next": {"fax": 1}}, {"nope": 1}, [1]):
         assert http.put("/_sim/config", json=bad).status_code == 400
     assert http.get("/_sim/config").json() == merged
 
@@ -304,7 +458,10 @@ def test_messages_can_be_filtered_by_channel(http: httpx.Client) -> None:
     http.post("/v3/mail/send", json=_mail(), headers={"Authorization": "Bearer k"})
     _push(http, _access_token(http), {"message": {"token": "d"}})
 
+    _sms(http)
+
     assert [m["channel"] for m in http.get("/_sim/messages", params={"channel": "push"}).json()["messages"]] == ["push"]
+    assert [m["channel"] for m in http.get("/_sim/messages", params={"channel": "sms"}).json()["messages"]] == ["sms"]
     assert http.get("/_sim/messages", params={"channel": "fax"}).status_code == 400
 
 

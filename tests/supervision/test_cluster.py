@@ -20,7 +20,7 @@ def test_each_role_runs_its_own_children(settings: Settings) -> None:
         return cluster.children_for(settings.model_copy(update=update))
 
     assert children(node_role="all") == (
-        "users", "templates", "publisher", "gateway", "email", "push", "monitor")
+        "users", "templates", "publisher", "gateway", "email", "push", "sms", "monitor")
     assert children(node_role="gateway") == (
         "users", "templates", "publisher", "gateway", "monitor")
     assert children(node_role="delivery", node_channels="push") == ("push", "monitor")
@@ -30,8 +30,8 @@ def test_each_role_runs_its_own_children(settings: Settings) -> None:
 
 
 def test_node_options_are_validated(no_clarion_environment: None) -> None:
-    with pytest.raises(SettingsError, match="CLARION_NODE_CHANNELS.*sms"):
-        load_settings(node_channels="email,sms")
+    with pytest.raises(SettingsError, match="CLARION_NODE_CHANNELS.*fax"):
+        load_settings(node_channels="email,fax")
     with pytest.raises(SettingsError, match="CLARION_CONVENTION"):
         load_settings(convention="leader-without-port")
     with pytest.raises(SettingsError, match="CLARION_NODE_ROLE"):

@@ -1,0 +1,18 @@
+"""SmsDelivery actor: consumes `sms.queue`, sends through Twilio (or the local outbox).
+
+Takes: Configure, WatchMessage (broker traffic and finished sends), its tick. Answers nothing:
+outcomes go to PostgreSQL, and each message is acked once its outcome is committed.
+"""
+
+from __future__ import annotations
+
+from clarion.actors.delivery import ChannelDelivery
+from clarion.actors.providers import sms_provider
+from clarion.actors.providers.base import Provider
+
+
+class SmsDelivery(ChannelDelivery):
+    CHANNEL = "sms"
+
+    def make_provider(self) -> Provider:
+        return sms_provider(self.settings)
