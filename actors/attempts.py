@@ -44,6 +44,7 @@ class Attempt:
     result: DeliveryResult | None = None
     outcome: Outcome | None = None
     recorded: bool = False
+    provider: str = ""  # the provider it went to (ProviderChain's pick)
 
     @property
     def key(self) -> tuple[str, int]:

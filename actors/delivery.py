@@ -27,8 +27,10 @@ outcomes wait in memory and nothing is published, so an outage never multiplies 
 window left is a provider call in flight when the process is killed: its claim outlives it, and
 after `lease` seconds another actor claims and sends it again (README "Delivery guarantees").
 
-A circuit breaker per provider: after repeated passing failures the actor stops consuming (the
-messages wait in the queue, their attempts unspent) and tries one message after the timeout.
+Providers in order, a circuit breaker each (`ProviderChain`): an attempt goes to the first
+healthy one, and after a passing failure the next attempt prefers another (failover). When every
+provider's breaker is open the actor stops consuming (the messages wait in the queue, their
+attempts unspent) and tries one message after the timeout.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import psycopg
 from clarion.actors.attempts import ADOPTED, ADOPTED_SETTLED, Attempt, AttemptBook, Waiting
 from clarion.actors.base import ClarionActor
 from clarion.actors.outcomes import delivery_policy, outcome_of
+from clarion.actors.provider_chain import FAILED_PROVIDER, ProviderChain
 from clarion.actors.providers.base import DeliveryResult, Provider
 from clarion.actors.send_pool import SendPool
 from clarion.actors.storage_pool import StoragePool
@@ -55,7 +58,7 @@ from clarion.persistence.consumer import QueueConsumer
 from clarion.persistence.delivery_message import DeliveryMessage, MalformedMessage
 from clarion.persistence.notifications import DONE, HELD, Claim, Outcome
 from clarion.supervision import metrics
-from clarion.supervision.breaker import CLOSED, OPEN
+from clarion.supervision.breaker import CLOSED
 
 
 class ChannelDelivery(ClarionActor):
@@ -63,19 +66,18 @@ class ChannelDelivery(ClarionActor):
     attempt (claim, start, finish, relay, judge); the mechanics are QueueConsumer, SendPool,
     AttemptBook and outcome_of."""
 
-    CHANNEL = ""  # "email" or "push": set by each subclass
+    CHANNEL = ""  # "email", "push" or "sms": set by each subclass
 
-    def make_provider(self) -> Provider:
+    def make_providers(self) -> list[Provider]:
+        """The channel's providers, in the order attempts try them."""
         raise NotImplementedError
 
     # -- set-up and tear-down -----------------------------------------------------------------
 
     def setup(self) -> None:
         settings = self.settings
-        self._provider = self.make_provider()
-        self._pool = SendPool(self._provider, settings.delivery_concurrency,
-                              f"{self.CHANNEL}-send")
-        self._breaker = self.deps.breaker(self._provider.name)
+        self._chain = ProviderChain(self.make_providers(), self.deps.breaker)
+        self._pool = SendPool(None, settings.delivery_concurrency, f"{self.CHANNEL}-send")
         self._policy = delivery_policy(settings.delivery_max_attempts)
         self._owner = f"{settings.node_name}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # A claim whose holder records nothing within this long died with its process.
@@ -100,7 +102,7 @@ class ChannelDelivery(ClarionActor):
         self._consumer.close()  # unacked messages go back to the queue for the next consumer
         self._storage.close()
         self._relay.close()
-        self._provider.close()
+        self._chain.close()
 
     def watched_filenos(self) -> list[int]:
         if not hasattr(self, "_pool"):
@@ -113,7 +115,7 @@ class ChannelDelivery(ClarionActor):
     def _connect_broker(self) -> None:
         try:
             self._consumer.connect()
-            if self._breaker.state != OPEN:
+            if not self._chain.all_open():
                 self._consume()
         except pika.exceptions.AMQPError as exc:
             self.log.error("broker connection failed", extra={"actor": self.name,
@@ -121,20 +123,21 @@ class ChannelDelivery(ClarionActor):
         self._waiting.clear()  # their tags died with the old connection
 
     def _consume(self) -> None:
-        # While the breaker is half-open, one message at a time: that one is the trial.
-        prefetch = 1 if self._breaker.state != CLOSED else self.settings.delivery_prefetch
+        # While no provider is healthy (half-open), one message at a time: that one is the trial.
+        prefetch = self.settings.delivery_prefetch if self._chain.any_closed() else 1
         self._consumer.consume(prefetch)
         self.log.info("consuming", extra={"actor": self.name, "prefetch": prefetch,
                                           "queue": broker.WORK_QUEUES[self.CHANNEL]})
 
     def _pause(self) -> None:
-        """Stop taking messages (the breaker opened): they wait in the queue, attempts unspent."""
+        """Stop taking messages (every provider's breaker opened): they wait in the queue, their
+        attempts unspent."""
         try:
             self._consumer.pause()
         except pika.exceptions.AMQPError:
             pass  # the connection is gone: the messages went back to the queue with it
-        self.log.warning("paused: provider breaker open", extra={
-            "actor": self.name, "retry_after": round(self._breaker.retry_after(), 1)})
+        self.log.warning("paused: every provider's breaker is open", extra={
+            "actor": self.name, "providers": list(self._chain.names)})
 
     # -- events -------------------------------------------------------------------------------
 
@@ -144,9 +147,9 @@ class ChannelDelivery(ClarionActor):
     def on_tick(self) -> None:
         if not self._consumer.connected:
             self._connect_broker()
-        elif not self._consumer.consuming and self._breaker.retry_after() == 0:
+        elif not self._consumer.consuming and not self._chain.all_open():
             try:
-                self._consume()  # the breaker's timeout passed: take one message as the trial
+                self._consume()  # a breaker's timeout passed: take one message as the trial
             except pika.exceptions.AMQPError:
                 pass  # reconnected on the next tick
         self._pump(retry_waiting=True)  # also serves AMQP heartbeats while idle
@@ -229,7 +232,8 @@ class ChannelDelivery(ClarionActor):
                 self._consumer.ack([w.tag], w.generation)
             elif verdict == HELD:
                 self._waiting.append(w)  # someone else is on it: look again next tick
-            elif not self._breaker.allow():
+            elif (provider := self._chain.pick(
+                    avoid=w.message.content.get(FAILED_PROVIDER))) is None:
                 # Handed back; their claims are ours, so when they come back to us we claim
                 # them again at once (another actor waits for the lease).
                 for rest in list(claims.values())[i:]:
@@ -238,7 +242,8 @@ class ChannelDelivery(ClarionActor):
                 return
             else:
                 attempt = self._attempts.start(w)
-                self._pool.submit(attempt.key, w.message.body)
+                attempt.provider = provider.name
+                self._pool.submit(attempt.key, w.message.body, provider)
 
     # -- finishing attempts -------------------------------------------------------------------
 
@@ -247,8 +252,8 @@ class ChannelDelivery(ClarionActor):
             attempt = self._attempts.finish(key, result)
             if attempt is None:
                 continue
-            self._judge(result)
-            attempt.outcome = outcome_of(attempt, self._policy, self._provider.name)
+            self._judge(result, attempt.provider)
+            attempt.outcome = outcome_of(attempt, self._policy, attempt.provider)
         self._record()
 
     def _record(self) -> None:
@@ -328,19 +333,20 @@ class ChannelDelivery(ClarionActor):
             self.log.warning("could not hand over unregistered push tokens", extra={
                 "actor": self.name, "error": str(exc), "count": len(removals)})
 
-    def _judge(self, result: DeliveryResult) -> None:
-        """Feed the breaker: only passing failures say the provider is unwell."""
+    def _judge(self, result: DeliveryResult, provider: str) -> None:
+        """Feed that provider's breaker: only passing failures say a provider is unwell."""
+        breaker = self._chain.breaker(provider)
         if result.ok or result.permanent:
-            was = self._breaker.state
-            self._breaker.success()
+            was = breaker.state
+            breaker.success()
             if was != CLOSED:
                 try:
                     self._consumer.set_prefetch(self.settings.delivery_prefetch)
                 except pika.exceptions.AMQPError:
                     pass  # reconnected on the next tick
             return
-        self._breaker.failure()
-        if self._breaker.state == OPEN:
+        breaker.failure()
+        if self._chain.all_open():
             self._pause()
 
     def _count(self, a: Attempt, o: Outcome) -> None:

@@ -7,12 +7,12 @@ outcomes go to PostgreSQL, and each message is acked once its outcome is committ
 from __future__ import annotations
 
 from clarion.actors.delivery import ChannelDelivery
-from clarion.actors.providers import email_provider
+from clarion.actors.providers import email_providers
 from clarion.actors.providers.base import Provider
 
 
 class EmailDelivery(ChannelDelivery):
     CHANNEL = "email"
 
-    def make_provider(self) -> Provider:
-        return email_provider(self.settings)
+    def make_providers(self) -> list[Provider]:
+        return email_providers(self.settings)

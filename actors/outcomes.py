@@ -11,6 +11,7 @@ A pure function of the attempt, the provider's result and the retry policy:
 from __future__ import annotations
 
 from clarion.actors.attempts import Attempt
+from clarion.actors.provider_chain import FAILED_PROVIDER
 from clarion.persistence import broker
 from clarion.persistence.broker import Envelope
 from clarion.persistence import delivery_message as framing
@@ -36,7 +37,7 @@ def outcome_of(attempt: Attempt, policy: RetryPolicy, provider: str) -> Outcome:
         wanted = policy.next_delay(message.attempt, result, at_least=result.retry_after or 0)
         if wanted is not None:
             retry_in = float(broker.ladder_delay(wanted))
-            follow_up = (retry_message(attempt).to_amqp(
+            follow_up = (retry_message(attempt, provider).to_amqp(
                 broker.retry_queue(message.channel, int(retry_in)),
                 **{framing.LAST_ERROR: result.error_code or ""}),)
         else:
@@ -51,15 +52,17 @@ def outcome_of(attempt: Attempt, policy: RetryPolicy, provider: str) -> Outcome:
     )
 
 
-def retry_message(attempt: Attempt) -> DeliveryMessage:
-    """The next attempt's message. A push goes again only to the devices that failed in a
-    passing way: those that got it, or were refused for good, are left out."""
+def retry_message(attempt: Attempt, provider: str | None = None) -> DeliveryMessage:
+    """The next attempt's message, naming the provider that failed (the next attempt prefers
+    another: failover). A push goes again only to the devices that failed in a passing way:
+    those that got it, or were refused for good, are left out."""
     message = attempt.message
+    failed = {FAILED_PROVIDER: provider} if provider else {}
     details = attempt.result.details if attempt.result is not None else ()
     if "tokens" in message.content and details:
         again = [d["full_token"] for d in details
                  if isinstance(d, dict) and not d.get("ok") and not d.get("permanent")
                  and d.get("full_token")]
         if again:
-            return message.next_attempt(tokens=again)
-    return message.next_attempt()
+            return message.next_attempt(tokens=again, **failed)
+    return message.next_attempt(**failed)

@@ -8,12 +8,12 @@ outcomes go to PostgreSQL, and each message is acked once its outcome is committ
 from __future__ import annotations
 
 from clarion.actors.delivery import ChannelDelivery
-from clarion.actors.providers import push_provider
+from clarion.actors.providers import push_providers
 from clarion.actors.providers.base import Provider
 
 
 class PushDelivery(ChannelDelivery):
     CHANNEL = "push"
 
-    def make_provider(self) -> Provider:
-        return push_provider(self.settings)
+    def make_providers(self) -> list[Provider]:
+        return push_providers(self.settings)

@@ -19,7 +19,8 @@ from clarion.actors.providers.base import DeliveryResult, Provider
 
 
 class SendPool:
-    def __init__(self, provider: Provider, concurrency: int, name: str) -> None:
+    def __init__(self, provider: Provider | None, concurrency: int, name: str) -> None:
+        """`provider`: the one `submit` calls unless it is given another."""
         self._provider = provider
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=name)
         self._finished: deque[tuple[Hashable, DeliveryResult]] = deque()
@@ -32,15 +33,20 @@ class SendPool:
     def fileno(self) -> int:
         return self._wake_r.fileno()
 
-    def submit(self, key: Hashable, message: dict[str, Any]) -> None:
-        """Send `message` on a worker thread; its result comes back under `key`."""
+    def submit(self, key: Hashable, message: dict[str, Any],
+               provider: Provider | None = None) -> None:
+        """Send `message` (through `provider`, else the pool's) on a worker thread; its result
+        comes back under `key`."""
+        chosen = provider or self._provider
+        if chosen is None:
+            raise ValueError("no provider to send through")
         self.in_flight += 1
-        self._pool.submit(self._send, key, message)
+        self._pool.submit(self._send, key, message, chosen)
 
-    def _send(self, key: Hashable, message: dict[str, Any]) -> None:
+    def _send(self, key: Hashable, message: dict[str, Any], provider: Provider) -> None:
         """Runs on a worker thread: the provider call, then a wake-up for the owner."""
         try:
-            result = self._provider.send(message)
+            result = provider.send(message)
         except Exception as exc:  # noqa: BLE001 - providers must not raise; if one does, record it
             result = DeliveryResult(False, error_code="provider_exception",
                                     error=f"{type(exc).__name__}: {exc}")

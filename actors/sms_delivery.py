@@ -7,12 +7,12 @@ outcomes go to PostgreSQL, and each message is acked once its outcome is committ
 from __future__ import annotations
 
 from clarion.actors.delivery import ChannelDelivery
-from clarion.actors.providers import sms_provider
+from clarion.actors.providers import sms_providers
 from clarion.actors.providers.base import Provider
 
 
 class SmsDelivery(ChannelDelivery):
     CHANNEL = "sms"
 
-    def make_provider(self) -> Provider:
-        return sms_provider(self.settings)
+    def make_providers(self) -> list[Provider]:
+        return sms_providers(self.settings)

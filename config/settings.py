@@ -83,10 +83,20 @@ class Settings(BaseSettings):
     default_language: str = "en"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    # Email: SendGrid when an API key is set, else the local outbox.
+    # Email providers in failover order, from sendgrid, smtp and outbox (README "Providers and
+    # failover"). Unset: sendgrid when its API key is set, else the local outbox.
+    email_providers: str | None = None
     sendgrid_api_key: SecretStr | None = None
     sendgrid_host: str = "https://api.sendgrid.com"
     email_from: str = "notifications@clarion.local"
+    # SMTP (a provider of `email_providers`): the server, its credentials and how to secure it.
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    # Open SMTP sessions kept per delivery actor (each call holds one while it sends).
+    smtp_pool_size: int = Field(8, ge=1, le=256)
 
     # Push: Firebase Cloud Messaging when a service-account file is set, else the local outbox.
     fcm_credentials_file: Path | None = None
@@ -178,6 +188,20 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown channel(s) {', '.join(unknown)}: use email, push, sms")
         return ",".join(dict.fromkeys(channels))
 
+    @field_validator("email_providers")
+    @classmethod
+    def _email_providers(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = sorted(set(names) - {"sendgrid", "smtp", "outbox"})
+        if unknown:
+            raise ValueError(f"unknown provider(s) {', '.join(unknown)}: use sendgrid, smtp,"
+                             " outbox, in failover order")
+        if len(set(names)) != len(names):
+            raise ValueError("a provider may be named once")
+        return ",".join(names)
+
     @field_validator("node_address")
     @classmethod
     def _bind_address(cls, value: str) -> str:
@@ -263,6 +287,18 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _email_providers_configured(self) -> Settings:
+        # A provider named without its configuration would fail every attempt, quietly.
+        names = self.email_provider_names
+        if "sendgrid" in names and self.sendgrid_api_key is None:
+            raise ValueError("email_providers names sendgrid: set sendgrid_api_key")
+        if "smtp" in names and not self.smtp_host:
+            raise ValueError("email_providers names smtp: set smtp_host")
+        if bool(self.smtp_username) != bool(self.smtp_password):
+            raise ValueError("smtp_username and smtp_password go together")
+        return self
+
+    @model_validator(mode="after")
     def _twilio_complete(self) -> Settings:
         # Half a Twilio configuration would quietly send SMS to the local outbox instead.
         sid, token = self.twilio_account_sid, self.twilio_auth_token
@@ -291,8 +327,14 @@ class Settings(BaseSettings):
         return host.strip("[]"), int(port)
 
     @property
+    def email_provider_names(self) -> tuple[str, ...]:
+        if self.email_providers:
+            return tuple(self.email_providers.split(","))
+        return ("sendgrid",) if self.sendgrid_api_key else ("outbox",)
+
+    @property
     def email_provider(self) -> str:
-        return "sendgrid" if self.sendgrid_api_key else "outbox"
+        return ",".join(self.email_provider_names)
 
     @property
     def push_provider(self) -> str:
