@@ -11,6 +11,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -26,6 +27,16 @@ _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 _HH_MM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 _VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 SEND_AT_HORIZON = timedelta(days=30)  # how far ahead `send_at` may be
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(value: Any) -> Any:
+    """Only an RFC 3339 date-time string: pydantic would also take a number (epoch seconds),
+    which the API does not document."""
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with its offset, such as"
+                         " 2026-12-24T09:00:00+01:00")
+    return value
 
 
 class _Strict(BaseModel):
@@ -45,7 +56,7 @@ class NotificationIn(_Strict):
     category: str | None = Field(default=None, min_length=1, max_length=64)
     # When to deliver it (RFC 3339 with its offset, at most 30 days ahead): until then it is
     # `scheduled`, and `DELETE /v1/notifications/{id}` cancels it. A past time means now.
-    send_at: AwareDatetime | None = None
+    send_at: Annotated[AwareDatetime, BeforeValidator(_rfc3339)] | None = None
 
     @field_validator("send_at")
     @classmethod

@@ -272,7 +272,14 @@ def test_what_was_accepted_is_delivered_once_or_dead_lettered_whatever_fails(
             "SELECT d.notification_id::text, d.channel, d.status, dl.error_code"
             " FROM deliveries AS d LEFT JOIN dead_letters AS dl"
             " ON (dl.notification_id, dl.channel) = (d.notification_id, d.channel)"
-            " WHERE d.notification_id = ANY(%s::uuid[])", (list(accepted),)).fetchall()
+            " WHERE d.notification_id = ANY(%s::uuid[]) AND d.channel IN ('email', 'push')",
+            (list(accepted),)).fetchall()
+        # The user has no phone number: each notification's SMS was skipped, and said why.
+        sms = conn.execute(
+            "SELECT status, error_code, count(*) FROM deliveries"
+            " WHERE notification_id = ANY(%s::uuid[]) AND channel = 'sms'"
+            " GROUP BY status, error_code", (list(accepted),)).fetchall()
+    assert sms == [("skipped", "no_phone_number", NOTIFICATIONS)]
 
     # Every accepted channel is at the provider, or dead-lettered with its reason.
     emails = Counter(m["body"] for m in state.messages("email"))
