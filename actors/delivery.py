@@ -87,8 +87,10 @@ class ChannelDelivery(ClarionActor):
         self._storage = StoragePool(settings.database_url, 1, f"{self.CHANNEL}-record")
         self._recording: list[Attempt] = []  # the run being committed
         self._waiting: list[Waiting] = []
+        # Both lanes, whatever `lanes` says: bulk messages already queued are never stranded.
         self._consumer = QueueConsumer(settings.amqp_url, broker.WORK_QUEUES[self.CHANNEL],
-                                       f"clarion-{self.CHANNEL}-delivery", settings.queue_type)
+                                       f"clarion-{self.CHANNEL}-delivery", settings.queue_type,
+                                       bulk_queue=broker.BULK_QUEUES[self.CHANNEL])
         # Our retries and dead letters, relayed from the outbox right after their commit (on the
         # storage thread only: a pika connection belongs to one thread).
         self._relay = BatchPublisher(settings.amqp_url, f"clarion-{self.CHANNEL}-relay",
@@ -208,8 +210,10 @@ class ChannelDelivery(ClarionActor):
             self._claim_and_start(fresh)
 
     def _claim_and_start(self, fresh: dict[tuple[str, int], Waiting]) -> None:
+        # Transactional first: they take the free provider slots before bulk (README "Lanes").
+        ordered = sorted(fresh.values(), key=lambda w: w.message.bulk)
         claims = {Claim(w.message.notification_id, self.CHANNEL, w.message.attempt): w
-                  for w in fresh.values()}
+                  for w in ordered}
         try:
             verdicts = self.deps.stored(lambda conn: notification_repo.claim_attempts(
                 conn, self._owner, list(claims), self._lease))
@@ -243,7 +247,8 @@ class ChannelDelivery(ClarionActor):
             else:
                 attempt = self._attempts.start(w)
                 attempt.provider = provider.name
-                self._pool.submit(attempt.key, w.message.body, provider)
+                self._pool.submit(attempt.key, w.message.body, provider,
+                                  urgent=not w.message.bulk)
 
     # -- finishing attempts -------------------------------------------------------------------
 

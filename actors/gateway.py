@@ -266,7 +266,8 @@ class Gateway(ClarionActor):
                 continue
             notification_id = str(uuid.uuid4())
             user = batch.users[item.user_id]
-            deliveries, messages = plan_deliveries(item, user, rendering, notification_id)
+            deliveries, messages = plan_deliveries(item, user, rendering, notification_id,
+                                                   lanes=self.settings.lanes)
             if not any(d.status in ("queued", "scheduled") for d in deliveries):
                 batch.refuse(item, 422, "no_deliverable_channel",
                              "the user can receive none of the requested channels: "

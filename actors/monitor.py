@@ -19,7 +19,7 @@ from clarion.actors.messages import Observations
 from clarion.persistence import broker, cache
 
 PROBE_EVERY = 5  # ticks (seconds)
-QUEUES = (*broker.WORK_QUEUES.values(), broker.FAILED_QUEUE)
+QUEUES = (*broker.WORK_QUEUES.values(), *broker.BULK_QUEUES.values(), broker.FAILED_QUEUE)
 
 
 class Monitor(ClarionActor):

@@ -38,7 +38,7 @@ def outcome_of(attempt: Attempt, policy: RetryPolicy, provider: str) -> Outcome:
         if wanted is not None:
             retry_in = float(broker.ladder_delay(wanted))
             follow_up = (retry_message(attempt, provider).to_amqp(
-                broker.retry_queue(message.channel, int(retry_in)),
+                broker.retry_queue(message.channel, int(retry_in), message.lane),
                 **{framing.LAST_ERROR: result.error_code or ""}),)
         else:
             dead = message.body

@@ -18,7 +18,7 @@ from clarion.actors.messages import NotificationRequest, Rendering
 from clarion.actors.preferences import blocked, quiet_hours_end
 from clarion.actors.rendering import language_fallbacks
 from clarion.actors.sms_text import MAX_SMS_CHARS
-from clarion.persistence.broker import CHANNELS
+from clarion.persistence.broker import BULK, CHANNELS
 from clarion.persistence.delivery_message import DeliveryMessage
 from clarion.persistence.notifications import NewDelivery
 from clarion.persistence.records import User
@@ -53,10 +53,11 @@ def hold_until(item: NotificationRequest, preferences: dict[str, Any],
 
 
 def plan_deliveries(item: NotificationRequest, user: User, rendering: Rendering,
-                    notification_id: str, now: datetime | None = None,
+                    notification_id: str, now: datetime | None = None, lanes: bool = True,
                     ) -> tuple[tuple[NewDelivery, ...], list[DeliveryMessage]]:
     """Which channels this notification goes out on, and the broker message for each.
 
+    A bulk notification's messages travel in the bulk lane (unless `lanes` is off).
     A channel the user cannot receive or does not want is skipped with the reason. A channel
     is scheduled, its message kept until then, for the later of `send_at` and the end of the
     user's quiet hours (quiet hours do not hold a high-priority notification; `send_at` does).
@@ -102,7 +103,8 @@ def plan_deliveries(item: NotificationRequest, user: User, rendering: Rendering,
     messages: list[DeliveryMessage] = []
     for channel, recipient, content, sent in planned:
         message = DeliveryMessage(notification_id, channel, user.user_id, item.request_id,
-                                  attempt=1, accepted_at=now.timestamp(), content=sent)
+                                  attempt=1, accepted_at=now.timestamp(), content=sent,
+                                  lane=BULK if lanes and item.priority == "bulk" else None)
         refusal = blocked(preferences, channel, item.category)
         if refusal is not None:
             deliveries.append(NewDelivery(channel, "skipped", None, error_code=refusal[0],

@@ -5,24 +5,38 @@ submits calls here and watches `fileno()`: a byte arrives when calls have finish
 `completions()` takes them. Only the first completion since the last `completions()` writes a
 byte: at 1,000 completions/s a byte each (and a lock around the write) cost a syscall and a GIL
 hand-over per delivery, and threads queued on the lock.
+
+Calls wait for a free thread in priority order: an urgent (transactional) call goes before every
+bulk one already waiting, so a bulk backlog in hand delays it by at most one call's duration
+(README "Lanes"). The standard ThreadPoolExecutor serves strictly first come, first served.
 """
 
 from __future__ import annotations
 
+import itertools
+import queue
 import socket
+import threading
 from collections import deque
 from collections.abc import Hashable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from clarion.actors.providers.base import DeliveryResult, Provider
 
 
 class SendPool:
+    _URGENT, _BULK, _STOP = 1, 2, 0  # queue priorities: stopping first, then urgent, then bulk
+
     def __init__(self, provider: Provider | None, concurrency: int, name: str) -> None:
         """`provider`: the one `submit` calls unless it is given another."""
         self._provider = provider
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=name)
+        self._size = concurrency
+        self._name = name
+        # (priority, order, call): the order keeps each priority first come, first served.
+        self._calls: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
         self._finished: deque[tuple[Hashable, DeliveryResult]] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -34,14 +48,28 @@ class SendPool:
         return self._wake_r.fileno()
 
     def submit(self, key: Hashable, message: dict[str, Any],
-               provider: Provider | None = None) -> None:
+               provider: Provider | None = None, urgent: bool = True) -> None:
         """Send `message` (through `provider`, else the pool's) on a worker thread; its result
-        comes back under `key`."""
+        comes back under `key`. A call not `urgent` (bulk) waits behind every urgent one."""
         chosen = provider or self._provider
         if chosen is None:
             raise ValueError("no provider to send through")
         self.in_flight += 1
-        self._pool.submit(self._send, key, message, chosen)
+        priority = self._URGENT if urgent else self._BULK
+        self._calls.put((priority, next(self._order), (key, message, chosen)))
+        if len(self._threads) < min(self._size, self.in_flight):
+            # Threads are started as calls need them, up to `concurrency`.
+            thread = threading.Thread(target=self._work, daemon=True,
+                                      name=f"{self._name}_{len(self._threads)}")
+            self._threads.append(thread)
+            thread.start()
+
+    def _work(self) -> None:
+        while True:
+            priority, _, call = self._calls.get()
+            if priority == self._STOP or self._closed:
+                return
+            self._send(*call)
 
     def _send(self, key: Hashable, message: dict[str, Any], provider: Provider) -> None:
         """Runs on a worker thread: the provider call, then a wake-up for the owner."""
@@ -80,6 +108,10 @@ class SendPool:
         return done
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the threads; calls still waiting are dropped (their messages go back to the
+        queue with the broker connection), calls in progress finish on their own."""
+        self._closed = True
+        for _ in self._threads:
+            self._calls.put((self._STOP, next(self._order), None))
         self._wake_r.close()
         self._wake_w.close()

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     # Messages RabbitMQ hands a delivery actor before it acks: at least the concurrency, or
     # slots sit idle; twice it, so the next messages are there while outcomes are committed.
     delivery_prefetch: int = Field(256, ge=1, le=10_000)
+    # Bulk traffic (`priority: bulk`, the batch endpoint's default) in queues of its own, served
+    # after the transactional ones (README "Lanes"). Off: one queue per channel for everything.
+    lanes: bool = True
     # Attempts per delivery before it becomes a dead letter (passing failures only; a
     # permanent one, such as an invalid address, is a dead letter at once).
     delivery_max_attempts: int = Field(3, ge=1, le=20)

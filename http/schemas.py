@@ -50,7 +50,9 @@ class NotificationIn(_Strict):
     channels: list[Literal["email", "push", "sms"]] | None = Field(default=None, min_length=1)
     language: str | None = Field(default=None, pattern=_LANGUAGE)
     template_version: int | None = Field(default=None, ge=1)
-    priority: Literal["low", "normal", "high"] = "normal"
+    # high: goes out even in quiet hours; bulk: the bulk lane (README "Lanes"); "low" is the
+    # old name of bulk. Left out: normal for a single POST, bulk for the batch endpoint.
+    priority: Literal["high", "normal", "bulk", "low"] | None = None
     request_id: str | None = Field(default=None, max_length=128)
     # What kind of message this is ("marketing", "security", ...): users can opt out of one.
     category: str | None = Field(default=None, min_length=1, max_length=64)

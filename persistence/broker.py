@@ -6,6 +6,11 @@
       └─ routing key "sms"   → sms.queue   ─┘
 
     email.retry.1s, email.retry.5s, ... sms.retry.600s   (the delay ladder, one per channel)
+
+    Bulk lane: routing key "email.bulk" → email.bulk.queue, with its own ladder
+    (email.bulk.retry.1s ...): bulk traffic (the batch endpoint's default, `priority: bulk`)
+    waits in queues of its own, so a backlog of it never sits in front of a transactional
+    message; delivery actors serve the transactional queue first (README "Lanes").
       a delivery that failed for a passing reason is published to the shortest delay queue
       that waits long enough; when its TTL expires it dead-letters back to the exchange with
       its channel's routing key, into the work queue again, with its attempt count in a header.
@@ -27,6 +32,8 @@ EXCHANGE = "notifications"
 WORK_QUEUES = {"email": "email.queue", "push": "push.queue", "sms": "sms.queue"}
 FAILED_QUEUE = "failed.queue"
 CHANNELS = tuple(WORK_QUEUES)
+BULK = "bulk"  # the bulk lane; None (or "") is the transactional one
+BULK_QUEUES = {channel: f"{channel}.bulk.queue" for channel in CHANNELS}
 
 DLQ_TTL_MS = 24 * 3600 * 1000
 DLQ_MAX_LENGTH = 10_000
@@ -36,8 +43,24 @@ DLQ_MAX_LENGTH = 10_000
 RETRY_DELAYS = (1, 5, 30, 120, 600)
 
 
-def retry_queue(channel: str, delay: int) -> str:
-    return f"{channel}.retry.{delay}s"
+def routing_key(channel: str, lane: str | None = None) -> str:
+    """The key a channel's messages of a lane are published with."""
+    return f"{channel}.{BULK}" if lane == BULK else channel
+
+
+def work_queue(channel: str, lane: str | None = None) -> str:
+    return BULK_QUEUES[channel] if lane == BULK else WORK_QUEUES[channel]
+
+
+def retry_queue(channel: str, delay: int, lane: str | None = None) -> str:
+    return f"{routing_key(channel, lane)}.retry.{delay}s"
+
+
+def all_queues() -> list[str]:
+    """Every queue of the topology: the work queues of both lanes, their ladders, the DLQ."""
+    return [*WORK_QUEUES.values(), *BULK_QUEUES.values(), FAILED_QUEUE,
+            *(retry_queue(c, d, lane) for c in CHANNELS for lane in (None, BULK)
+              for d in RETRY_DELAYS)]
 
 
 def ladder_delay(seconds: float) -> int:
@@ -90,7 +113,8 @@ def declare_topology(channel: BlockingChannel, queue_type: str = "classic") -> N
             },
         ),
     )
-    for routing_key, queue in WORK_QUEUES.items():
+    for key, queue in [(routing_key(c, lane), work_queue(c, lane))
+                       for c in CHANNELS for lane in (None, BULK)]:
         channel.queue_declare(
             queue,
             durable=True,
@@ -103,10 +127,10 @@ def declare_topology(channel: BlockingChannel, queue_type: str = "classic") -> N
                 },
             ),
         )
-        channel.queue_bind(queue, EXCHANGE, routing_key=routing_key)
+        channel.queue_bind(queue, EXCHANGE, routing_key=key)
         for delay in RETRY_DELAYS:
             channel.queue_declare(
-                retry_queue(routing_key, delay),
+                f"{key}.retry.{delay}s",  # retry_queue(channel, delay, lane)
                 durable=True,
                 arguments=_queue_arguments(
                     queue_type,
@@ -114,7 +138,7 @@ def declare_topology(channel: BlockingChannel, queue_type: str = "classic") -> N
                         # This HAS to be one value per queue: messages expire in order.
                         "x-message-ttl": delay * 1000,
                         "x-dead-letter-exchange": EXCHANGE,
-                        "x-dead-letter-routing-key": routing_key,
+                        "x-dead-letter-routing-key": key,
                     },
                 ),
             )

@@ -1,4 +1,4 @@
-"""QueueConsumer: one work queue consumed on a pika BlockingConnection, from one thread.
+"""QueueConsumer: a channel's work queues consumed on a pika BlockingConnection, from one thread.
 
 The AMQP mechanics of a delivery actor, and nothing else: connecting (and declaring the
 topology), consuming with a prefetch, pausing, collecting what arrived, acking.
@@ -12,6 +12,9 @@ topology), consuming with a prefetch, pausing, collecting what arrived, acking.
   new one (the broker redelivers those messages).
 * Acks of a run of tags go out as one frame (`multiple=True`) up to the oldest tag still
   unsettled, and one by one above it: calls finish out of order.
+* A second queue (the channel's bulk lane) is consumed on the same AMQP channel, each queue with
+  its own prefetch (RabbitMQ applies `basic.qos` per consumer, to consumers created after it:
+  changing the prefetch means consuming again). Tags are per channel, so acks need no lane.
 
 Every method that talks to the broker raises pika's AMQPError after closing the connection; the
 owner logs it and connects again later.
@@ -30,14 +33,16 @@ class QueueConsumer:
     """One small method per AMQP operation (connect, consume, pause, pump, ack, nack, reject),
     each closing the connection when the broker fails it."""
 
-    def __init__(self, url: str, queue: str, name: str, queue_type: str = "classic") -> None:
+    def __init__(self, url: str, queue: str, name: str, queue_type: str = "classic",
+                 bulk_queue: str | None = None) -> None:
         self._url = url
         self._queue = queue
+        self._bulk_queue = bulk_queue
         self._name = name
         self._queue_type = queue_type
         self._conn: pika.BlockingConnection | None = None
         self._channel: Any = None
-        self._consumer_tag: str | None = None
+        self._consumer_tags: list[str] = []
         self._arrived: list[tuple[int, bytes]] = []
         # Tags handed to us on this connection and not yet acked, nacked or rejected: an ack
         # with multiple=True may cover every tag below the lowest of them.
@@ -52,7 +57,7 @@ class QueueConsumer:
 
     @property
     def consuming(self) -> bool:
-        return self._consumer_tag is not None
+        return bool(self._consumer_tags)
 
     def fileno(self) -> int | None:
         """The connection's socket, to watch for readability (None while disconnected)."""
@@ -80,7 +85,7 @@ class QueueConsumer:
     def close(self) -> None:
         """Drop the connection: every unacked message goes back to the queue."""
         conn, self._conn, self._channel = self._conn, None, None
-        self._consumer_tag = None
+        self._consumer_tags = []
         self._arrived.clear()
         self._unsettled.clear()
         if conn is not None and conn.is_open:
@@ -99,24 +104,41 @@ class QueueConsumer:
     # -- consuming ----------------------------------------------------------------------------
 
     def consume(self, prefetch: int) -> None:
+        """Consume the queue (and the bulk queue), each with this prefetch."""
         def start() -> None:
-            self._channel.basic_qos(prefetch_count=prefetch)
-            self._consumer_tag = self._channel.basic_consume(self._queue, self._on_delivery)
+            for queue in (self._queue, self._bulk_queue):
+                if queue is not None:
+                    # Per consumer: it applies to the consumer created next.
+                    self._channel.basic_qos(prefetch_count=prefetch)
+                    self._consumer_tags.append(
+                        self._channel.basic_consume(queue, self._on_delivery))
 
         self._guard(start)
 
     def set_prefetch(self, prefetch: int) -> None:
-        if self.connected and self.consuming:
-            self._guard(lambda: self._channel.basic_qos(prefetch_count=prefetch))
+        """Consume again with another prefetch (a `basic.qos` alone would not change the running
+        consumers'). What was delivered already stays ours, unacked, to settle as usual;
+        what pika holds undispatched goes back to the queue."""
+        if not (self.connected and self.consuming):
+            return
+
+        def again() -> None:
+            for tag in self._consumer_tags:
+                self._channel.basic_cancel(tag)
+            self._consumer_tags = []
+
+        self._guard(again)
+        self.consume(prefetch)
 
     def pause(self) -> None:
         """Stop taking messages; those collected and not taken yet go back to the queue."""
-        if not self.connected or self._consumer_tag is None:
+        if not self.connected or not self._consumer_tags:
             return
 
         def stop() -> None:
             # pika nacks (requeues) whatever it had not handed to our callback yet.
-            self._channel.basic_cancel(self._consumer_tag)
+            for tag in self._consumer_tags:
+                self._channel.basic_cancel(tag)
             for tag, _ in self._arrived:
                 self._unsettled.discard(tag)
                 self._channel.basic_nack(tag, requeue=True)
@@ -125,7 +147,7 @@ class QueueConsumer:
             self._guard(stop)
         finally:
             self._arrived.clear()
-            self._consumer_tag = None
+            self._consumer_tags = []
 
     def pump(self) -> None:
         """Serve the connection: read what the broker sent, answer heartbeats."""

@@ -3,7 +3,7 @@
 On the wire it is a flat JSON object (the provider clients read it as such) with three headers
 for tracing and diagnosis; `to_amqp` and `from_amqp` are the only places that know that framing.
 
-    {"notification_id", "channel", "user_id", "request_id", "attempt", "accepted_at",
+    {"notification_id", "channel", "user_id", "request_id", "attempt", "accepted_at", "lane"?,
      email: "to", "subject", "body", "html_body"  |  push: "tokens", "title", "body", "data"
      | sms: "to", "body"}
     headers: x-request-id, x-notification-id, x-attempt (+ why, on a retry or a dead letter)
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from clarion.persistence.broker import EXCHANGE, Envelope
+from clarion.persistence.broker import BULK, EXCHANGE, Envelope, routing_key
 
 # Header names, spelled here only.
 REQUEST_ID = "x-request-id"
@@ -30,7 +30,7 @@ CHANNEL = "x-channel"
 REPLAYED_FROM = "x-replayed-from"  # on a replayed dead letter: its id
 
 _ENVELOPE_FIELDS = ("notification_id", "channel", "user_id", "request_id", "attempt",
-                    "accepted_at")
+                    "accepted_at", "lane")
 
 
 class MalformedMessage(ValueError):
@@ -46,13 +46,21 @@ class DeliveryMessage:
     attempt: int = 1
     accepted_at: float | None = None  # when the 202 was given (epoch seconds)
     content: Mapping[str, Any] = field(default_factory=dict)  # what the provider sends
+    lane: str | None = None  # "bulk", or None: transactional (persistence/broker.py)
 
     @property
     def body(self) -> dict[str, Any]:
         """The JSON object on the wire, and what the provider clients are given."""
-        return {"notification_id": self.notification_id, "user_id": self.user_id,
+        body = {"notification_id": self.notification_id, "user_id": self.user_id,
                 "request_id": self.request_id, "attempt": self.attempt,
                 "accepted_at": self.accepted_at, "channel": self.channel, **self.content}
+        if self.lane:
+            body["lane"] = self.lane  # only then: a transactional message is as it always was
+        return body
+
+    @property
+    def bulk(self) -> bool:
+        return self.lane == BULK
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -65,12 +73,13 @@ class DeliveryMessage:
         return self.notification_id, self.attempt
 
     def to_amqp(self, queue: str | None = None, **headers: Any) -> Envelope:
-        """To the channel's work queue through the exchange, or straight to `queue` (a delay
-        queue of the retry ladder, the DLQ), with `headers` added to the tracing ones."""
+        """To the work queue of its channel and lane through the exchange, or straight to
+        `queue` (a delay queue of the retry ladder, the DLQ), with `headers` added to the
+        tracing ones."""
         body = json.dumps(self.body, separators=(",", ":")).encode("utf-8")
         all_headers = {**self.headers, **headers}
         if queue is None:
-            return Envelope(EXCHANGE, self.channel, all_headers, body)
+            return Envelope(EXCHANGE, routing_key(self.channel, self.lane), all_headers, body)
         return Envelope("", queue, all_headers, body)
 
     @classmethod
@@ -91,9 +100,11 @@ class DeliveryMessage:
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedMessage(f"missing or bad field: {exc}") from None
         accepted_at = body.get("accepted_at")
+        lane = body.get("lane")
         return cls(notification_id, channel, body.get("user_id"), body.get("request_id"),
                    attempt, accepted_at if isinstance(accepted_at, (int, float)) else None,
-                   {k: v for k, v in body.items() if k not in _ENVELOPE_FIELDS})
+                   {k: v for k, v in body.items() if k not in _ENVELOPE_FIELDS},
+                   lane if lane == BULK else None)
 
     def next_attempt(self, **content: Any) -> DeliveryMessage:
         """The same message at the next attempt, with some of its content changed."""

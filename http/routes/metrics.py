@@ -41,8 +41,7 @@ def _queue_depths(amqp_url: str) -> dict[str, int]:
     conn = broker.connect(amqp_url, "clarion-metrics")
     try:
         channel = conn.channel()
-        names = [*broker.WORK_QUEUES.values(), broker.FAILED_QUEUE,
-                 *(broker.retry_queue(c, d) for c in broker.CHANNELS for d in broker.RETRY_DELAYS)]
+        names = broker.all_queues()
         return {name: channel.queue_declare(name, passive=True).method.message_count
                 for name in names}
     finally:

@@ -42,7 +42,7 @@ async def create_notification(request: Request) -> EnvelopeResponse:
         channels=tuple(body.channels) if body.channels else None,
         language=body.language,
         template_version=body.template_version,
-        priority=body.priority,
+        priority=_priority(body.priority, "normal"),
         request_id=body.request_id or request_id(request),
         idempotency_key=key,
         category=body.category,
@@ -66,7 +66,8 @@ async def create_batch(request: Request) -> EnvelopeResponse:
         NotificationRequest(
             correlation_id=uuid.uuid4().hex, user_id=n.user_id, template_key=n.template_key,
             message_data=n.message_data, channels=tuple(n.channels) if n.channels else None,
-            language=n.language, template_version=n.template_version, priority=n.priority,
+            language=n.language, template_version=n.template_version,
+            priority=_priority(n.priority, "bulk"),
             request_id=n.request_id or f"{rid}-{i}", category=n.category, received_at=received,
             principal=principal, send_at=n.send_at.timestamp() if n.send_at else None,
         )
@@ -103,6 +104,11 @@ async def _spend_batch_tokens(request: Request, count: int) -> EnvelopeResponse 
     return failure(429, "rate_limited",
                    f"a batch of {count} costs {count} tokens of this key's rate limit; retry"
                    " after Retry-After seconds", retry_after=verdict.wait)
+
+
+def _priority(given: str | None, default: str) -> str:
+    """The priority asked for ("low" is the old name of "bulk"), or the route's default."""
+    return "bulk" if given == "low" else given or default
 
 
 def _principal(request: Request) -> str:

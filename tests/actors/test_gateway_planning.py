@@ -277,3 +277,22 @@ def test_a_scheduled_notification_keeps_its_message_until_it_is_due() -> None:
 def test_send_at_is_part_of_what_makes_two_requests_the_same() -> None:
     assert fingerprint(request()) != fingerprint(request(send_at=NOW.timestamp()))
     assert fingerprint(request(send_at=1.0)) == fingerprint(request(send_at=1.0))
+
+
+# --- lanes --------------------------------------------------------------------------------------
+
+
+def test_a_bulk_notification_travels_in_the_bulk_lane() -> None:
+    _, outgoing = plan_deliveries(request(priority="bulk"), user(), RENDERING, NOTIFICATION_ID)
+    assert [m.lane for m in outgoing] == ["bulk", "bulk"]
+    assert [m.to_amqp().routing_key for m in outgoing] == ["email.bulk", "push.bulk"]
+
+
+def test_normal_and_high_travel_in_the_transactional_lane_and_lanes_can_be_off() -> None:
+    for priority in ("normal", "high"):
+        _, outgoing = plan_deliveries(request(priority=priority), user(), RENDERING,
+                                      NOTIFICATION_ID)
+        assert [m.to_amqp().routing_key for m in outgoing] == ["email", "push"]
+    _, outgoing = plan_deliveries(request(priority="bulk"), user(), RENDERING, NOTIFICATION_ID,
+                                  lanes=False)
+    assert [m.lane for m in outgoing] == [None, None]

@@ -80,3 +80,55 @@ def test_a_provider_that_raises_becomes_a_failed_result_not_a_dead_thread() -> N
         assert done["good"].ok
     finally:
         pool.close()
+
+
+class OrderedProvider:
+    """Records the order calls reach it; the first call waits for the test's gate."""
+
+    channel, name = "email", "ordered"
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.order: list[str] = []
+
+    def send(self, message: dict[str, Any]) -> DeliveryResult:
+        if message["n"] == "first":
+            self.gate.wait(5)
+        self.order.append(message["n"])
+        return DeliveryResult(True)
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_urgent_call_goes_before_every_bulk_call_waiting() -> None:
+    provider = OrderedProvider()
+    pool = SendPool(provider, concurrency=1, name="test-send")
+    try:
+        pool.submit("first", {"n": "first"})  # holds the only thread
+        time.sleep(0.05)
+        for i in range(3):
+            pool.submit(f"bulk-{i}", {"n": f"bulk-{i}"}, urgent=False)
+        pool.submit("urgent", {"n": "urgent"})
+        provider.gate.set()
+        deadline = time.monotonic() + 5
+        done: list[Any] = []
+        while len(done) < 5 and time.monotonic() < deadline:
+            _wait_readable(pool, 1.0)
+            done.extend(pool.completions())
+        assert provider.order == ["first", "urgent", "bulk-0", "bulk-1", "bulk-2"]
+        assert pool.in_flight == 0
+    finally:
+        pool.close()
+
+
+def test_threads_start_as_calls_need_them_up_to_the_concurrency() -> None:
+    provider = GatedProvider()
+    pool = SendPool(provider, concurrency=3, name="test-send")
+    try:
+        for n in range(5):
+            pool.submit(n, {"n": n})
+        assert len([t for t in threading.enumerate() if t.name.startswith("test-send")]) == 3
+        provider.gate.set()
+    finally:
+        pool.close()

@@ -127,3 +127,50 @@ def test_a_rejected_message_is_dead_lettered_and_a_nacked_one_comes_back(
     while channel.queue_declare("failed.queue", passive=True).method.message_count != 1:
         assert time.monotonic() < deadline, "the rejected message is not in the DLQ"
         time.sleep(0.05)
+
+
+def test_a_new_prefetch_applies_to_the_running_consumer(
+    test_settings: Settings, consumer: QueueConsumer, amqp: pika.BlockingConnection
+) -> None:
+    """RabbitMQ applies `basic.qos` to consumers created after it: after a breaker's half-open
+    trial (prefetch 1) the consumer must really take the full prefetch again."""
+    _publish(test_settings, 8)
+    consumer.consume(prefetch=1)
+    first = _collect(consumer, 1)
+    time.sleep(0.2)
+    consumer.pump()
+    assert len(first) + len(consumer.take_arrivals()) == 1  # one at a time, unacked
+
+    consumer.set_prefetch(5)
+    more = _collect(consumer, 5)
+    time.sleep(0.2)
+    consumer.pump()
+    more += consumer.take_arrivals()
+    # Five to the new consumer (its limit counts its own deliveries); the first is still ours.
+    assert len(more) == 5
+    consumer.ack([tag for tag, _ in first + more], consumer.generation)
+    assert len(_collect(consumer, 2)) == 2  # the rest, now that there is room
+
+
+def test_the_bulk_queue_is_consumed_with_the_work_queue(
+    test_settings: Settings, amqp: pika.BlockingConnection
+) -> None:
+    both = QueueConsumer(test_settings.amqp_url, "email.queue", "clarion-tests-lanes",
+                         bulk_queue="email.bulk.queue")
+    both.connect()
+    try:
+        amqp.channel().queue_purge("email.bulk.queue")
+        publisher = broker.BatchPublisher(test_settings.amqp_url, "clarion-tests-feed")
+        try:
+            publisher.publish([broker.Envelope(broker.EXCHANGE, key, {}, b'{"n": 1}')
+                               for key in ("email", "email.bulk", "email.bulk")])
+        finally:
+            publisher.close()
+        both.consume(prefetch=10)
+        got = _collect(both, 3)
+        assert len(got) == 3
+        both.ack([tag for tag, _ in got], both.generation)
+        assert int(amqp.channel().queue_declare("email.bulk.queue", passive=True)
+                   .method.message_count) == 0
+    finally:
+        both.close()

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from clarion.persistence import broker
 from clarion.persistence.delivery_message import DeliveryMessage, MalformedMessage
 
 EMAIL = DeliveryMessage("n-1", "email", "user-1", "req-1", 1, 1700000000.5,
@@ -62,3 +63,14 @@ def test_a_message_from_before_the_attempt_field_is_its_first_attempt() -> None:
                                      "tokens": ["t"]})
 
     assert (old.attempt, old.accepted_at, old.content) == (1, None, {"tokens": ["t"]})
+
+
+def test_a_bulk_message_keeps_its_lane_through_the_broker_retries_and_replays() -> None:
+    bulk = DeliveryMessage("n-1", "email", "u-1", "r-1", content={"to": "a@example.com"},
+                           lane="bulk")
+    envelope = bulk.to_amqp()
+    assert (envelope.exchange, envelope.routing_key) == (broker.EXCHANGE, "email.bulk")
+    assert DeliveryMessage.from_amqp(envelope.body) == bulk
+    assert bulk.next_attempt().lane == "bulk" and bulk.first_attempt().lane == "bulk"
+    assert broker.retry_queue("email", 5, bulk.lane) == "email.bulk.retry.5s"
+    assert "lane" not in DeliveryMessage("n-1", "email").body  # transactional: as before
