@@ -334,8 +334,10 @@ class Gateway(ClarionActor):
         if (inserted.outbox_ids or due) and self._peers is not None:
             # If this message is lost (a Publisher restart), the Publisher's sweep relays them,
             # and its tick releases what is scheduled.
-            self.send(self._peers.publisher, RelayOutbox(inserted.outbox_ids,
-                                                         min(due) if due else None))
+            bulk = all(n.priority == "bulk" for n in batch.accepted.values())
+            self.send(self._peers.publisher, RelayOutbox(
+                inserted.outbox_ids, min(due) if due else None,
+                bulk=bulk and self.settings.lanes))
 
     def _answer_from_storage(self, batch: PendingBatch, inserted: Inserted) -> None:
         """Items the insert left out: their id is stored (an earlier try of this batch whose

@@ -357,11 +357,19 @@ class RelayOutbox:
 
     message_ids: tuple[int, ...]
     due_at: float | None = None
+    # Every message of the batch is bulk: the Publisher relays them in small chunks, between
+    # which it serves the transactional batches arriving meanwhile (README "Lanes").
+    bulk: bool = False
 
 
 @message
 class SweepOutbox:
     """The Publisher to itself: more outbox rows are waiting, relay the next chunk."""
+
+
+@message
+class RelayBulk:
+    """The Publisher to itself: relay the next chunk of the bulk rows it was told about."""
 
 
 # --- dead letters (owned by the Publisher: it holds the broker connection) -----------------

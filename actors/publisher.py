@@ -21,6 +21,7 @@ within about a second of the broker's return (the infrastructure breaker's short
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 import psycopg
@@ -29,6 +30,7 @@ from clarion.actors.base import ClarionActor
 from clarion.actors.messages import (
     CancelNotification,
     DiscardDeadLetter,
+    RelayBulk,
     RelayOutbox,
     Replies,
     ReplayDeadLetters,
@@ -43,6 +45,8 @@ from clarion.supervision import metrics
 
 
 _RELEASE = "release-due"  # the wake-up that releases scheduled deliveries on time
+# Bulk rows per relay: small enough that a transactional batch waits ~0.1 s behind a chunk.
+BULK_RELAY_CHUNK = 200
 
 
 class Publisher(ClarionActor):
@@ -51,6 +55,11 @@ class Publisher(ClarionActor):
                                          self.settings.queue_type)
         self._breaker = self.deps.breaker("rabbitmq")
         self._sweeping = False  # a SweepOutbox to ourselves is on its way
+        # Bulk rows to relay, a chunk per RelayBulk to ourselves: a transactional RelayOutbox
+        # arriving meanwhile waits for one chunk at most. (Lost in a restart, the sweep finds
+        # the rows.)
+        self._bulk: deque[int] = deque()
+        self._bulk_relaying = False
 
     def teardown(self) -> None:
         if hasattr(self, "_publisher"):
@@ -59,7 +68,10 @@ class Publisher(ClarionActor):
     def on_tick(self) -> None:
         self._publisher.keep_alive()
         self._release_due()
-        self._sweep()
+        if not self._bulk:
+            # (While bulk rows are relayed chunk by chunk, the sweep, which takes the oldest
+            # rows a thousand at a time, would take them in one go.)
+            self._sweep()
         try:
             due = self.deps.stored(notification_repo.next_due)
         except psycopg.Error:
@@ -80,10 +92,27 @@ class Publisher(ClarionActor):
     # -- relaying -----------------------------------------------------------------------------
 
     def receiveMsg_RelayOutbox(self, message: RelayOutbox, sender: Any) -> None:
-        if message.message_ids:
+        if message.message_ids and message.bulk:
+            self._bulk.extend(message.message_ids)
+            self._relay_bulk_soon()
+        elif message.message_ids:
             self._relay(message.message_ids)
         if message.due_at is not None:
             self._release_at(message.due_at)
+
+    def receiveMsg_RelayBulk(self, message: RelayBulk, sender: Any) -> None:
+        self._bulk_relaying = False
+        chunk = [self._bulk.popleft() for _ in range(min(BULK_RELAY_CHUNK, len(self._bulk)))]
+        if chunk and self._relay(chunk) == 0:
+            # Nothing went out (the broker is away, or these rows were relayed already): what
+            # is left is the sweep's, which finds whatever is still in the outbox.
+            self._bulk.clear()
+        self._relay_bulk_soon()
+
+    def _relay_bulk_soon(self) -> None:
+        if self._bulk and not self._bulk_relaying:
+            self._bulk_relaying = True
+            self.send(self.myAddress, RelayBulk())
 
     def receiveMsg_SweepOutbox(self, message: SweepOutbox, sender: Any) -> None:
         self._sweeping = False
