@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     twilio_messaging_service_sid: str | None = Field(None, pattern=r"^MG[0-9a-fA-F]{32}$")
     # Only for the provider simulator (or a Twilio edge): where the REST API is reached.
     twilio_host: str = "https://api.twilio.com"
+    # SMS providers in failover order, from twilio, twilio-backup (a second Twilio account) and
+    # outbox. Unset: twilio when its credentials are set, else the local outbox.
+    sms_providers: str | None = None
+    twilio_backup_account_sid: str | None = Field(None, pattern=r"^AC[0-9a-fA-F]{32}$")
+    twilio_backup_auth_token: SecretStr | None = None
+    twilio_backup_from_number: str | None = Field(None, pattern=r"^\+[1-9]\d{1,14}$")
 
     provider_timeout: float = Field(5.0, gt=0, le=60)
     # Provider calls a delivery actor keeps in flight at once (a worker thread and a keep-alive
@@ -191,16 +197,18 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown channel(s) {', '.join(unknown)}: use email, push, sms")
         return ",".join(dict.fromkeys(channels))
 
-    @field_validator("email_providers")
+    @field_validator("email_providers", "sms_providers")
     @classmethod
-    def _email_providers(cls, value: str | None) -> str | None:
+    def _provider_list(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or not value.strip():
             return None
+        known = {"email_providers": ("sendgrid", "smtp", "outbox"),
+                 "sms_providers": ("twilio", "twilio-backup", "outbox")}[str(info.field_name)]
         names = [n.strip() for n in value.split(",") if n.strip()]
-        unknown = sorted(set(names) - {"sendgrid", "smtp", "outbox"})
+        unknown = sorted(set(names) - set(known))
         if unknown:
-            raise ValueError(f"unknown provider(s) {', '.join(unknown)}: use sendgrid, smtp,"
-                             " outbox, in failover order")
+            raise ValueError(f"unknown provider(s) {', '.join(unknown)}: use {', '.join(known)},"
+                             " in failover order")
         if len(set(names)) != len(names):
             raise ValueError("a provider may be named once")
         return ",".join(names)
@@ -299,6 +307,15 @@ class Settings(BaseSettings):
             raise ValueError("email_providers names smtp: set smtp_host")
         if bool(self.smtp_username) != bool(self.smtp_password):
             raise ValueError("smtp_username and smtp_password go together")
+        sms = self.sms_provider_names
+        if "twilio" in sms and not (self.twilio_account_sid and self.twilio_auth_token):
+            raise ValueError("sms_providers names twilio: set twilio_account_sid and"
+                             " twilio_auth_token")
+        if "twilio-backup" in sms and not (self.twilio_backup_account_sid
+                                           and self.twilio_backup_auth_token
+                                           and self.twilio_backup_from_number):
+            raise ValueError("sms_providers names twilio-backup: set twilio_backup_account_sid,"
+                             " twilio_backup_auth_token and twilio_backup_from_number")
         return self
 
     @model_validator(mode="after")
@@ -344,8 +361,19 @@ class Settings(BaseSettings):
         return "fcm" if self.fcm_credentials_file else "outbox"
 
     @property
+    def sms_provider_names(self) -> tuple[str, ...]:
+        if self.sms_providers:
+            return tuple(self.sms_providers.split(","))
+        return ("twilio",) if self.twilio_account_sid and self.twilio_auth_token else ("outbox",)
+
+    @property
     def sms_provider(self) -> str:
-        return "twilio" if self.twilio_account_sid and self.twilio_auth_token else "outbox"
+        return ",".join(self.sms_provider_names)
+
+    def provider_names(self, channel: str) -> tuple[str, ...]:
+        """A channel's providers, in failover order."""
+        return {"email": self.email_provider_names, "push": (self.push_provider,),
+                "sms": self.sms_provider_names}[channel]
 
 
 def _is_loopback(host: str) -> bool:

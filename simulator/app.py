@@ -437,6 +437,10 @@ async def twilio_messages_create(request: Request) -> Response:
         reject(401, "unauthorized", 20003)
         return _twilio_error(401, 20003, "Authenticate", {"WWW-Authenticate": 'Basic realm="Twilio API"'})
 
+    if state.twilio_account_down(account_sid):
+        status = state.get_config()["fail_status"]
+        reject(status, "account_down", 20000 + status)
+        return _twilio_error(status, 20000 + status, f"Simulated outage of this account (HTTP {status})")
     fault = state.take_fault("sms")
     if fault == ("rate_limit", 429):
         reject(429, "rate_limited", 20429)

@@ -18,7 +18,8 @@ from typing import Any
 CHANNELS = ("email", "push", "sms")
 
 # Keys accepted by PUT /_sim/config; anything else is a typo in a test and is rejected.
-CONFIG_KEYS = ("latency_ms", "fail_next", "fail_status", "rate_limit_next", "fail_ratio")
+CONFIG_KEYS = ("latency_ms", "fail_next", "fail_status", "rate_limit_next", "fail_ratio",
+               "twilio_down_accounts")
 
 
 class ConfigError(ValueError):
@@ -33,6 +34,9 @@ def _default_config() -> dict[str, Any]:
         "rate_limit_next": {channel: 0 for channel in CHANNELS},
         # Probability (0..1) that a call fails with fail_status, per channel: a flaky provider.
         "fail_ratio": {channel: 0.0 for channel in CHANNELS},
+        # Twilio accounts (SIDs) whose every call fails with fail_status: one account down while
+        # another is up (SMS failover between two accounts).
+        "twilio_down_accounts": [],
     }
 
 
@@ -112,6 +116,11 @@ class SimulatorState:
                     for r in ratios.values()):
                 raise ConfigError('fail_ratio must be like {"email": 0.5} with values in 0..1')
             checked["fail_ratio"] = {c: float(r) for c, r in ratios.items()}
+        if "twilio_down_accounts" in update:
+            down = update["twilio_down_accounts"]
+            if not isinstance(down, list) or not all(isinstance(s, str) and s for s in down):
+                raise ConfigError("twilio_down_accounts must be a list of account SIDs")
+            checked["twilio_down_accounts"] = list(down)
         with self._lock:
             for key, value in checked.items():
                 if isinstance(value, dict):
@@ -119,6 +128,10 @@ class SimulatorState:
                 else:
                     self._config[key] = value
             return copy.deepcopy(self._config)
+
+    def twilio_account_down(self, account_sid: str) -> bool:
+        with self._lock:
+            return account_sid in self._config["twilio_down_accounts"]
 
     def latency_seconds(self) -> float:
         with self._lock:

@@ -3,8 +3,9 @@
 Email: `CLARION_EMAIL_PROVIDERS` in order (`sendgrid`, `smtp`, `outbox`); unset, SendGrid when
        `CLARION_SENDGRID_API_KEY` is set, else the local outbox.
 Push:  Firebase Cloud Messaging when `CLARION_FCM_CREDENTIALS_FILE` is set, else the local outbox.
-SMS:   Twilio when `CLARION_TWILIO_ACCOUNT_SID` and `CLARION_TWILIO_AUTH_TOKEN` are set, else the
-       local outbox.
+SMS:   `CLARION_SMS_PROVIDERS` in order (`twilio`, `twilio-backup`: a second Twilio account,
+       `outbox`); unset, Twilio when `CLARION_TWILIO_ACCOUNT_SID` and `CLARION_TWILIO_AUTH_TOKEN`
+       are set, else the local outbox.
 """
 
 from __future__ import annotations
@@ -65,10 +66,15 @@ def push_providers(settings: Settings) -> list[Provider]:
 
 
 def sms_providers(settings: Settings) -> list[Provider]:
-    if settings.twilio_account_sid and settings.twilio_auth_token is not None:
-        from clarion.actors.providers.twilio_sms import TwilioSmsProvider
+    return [_sms_provider(settings, name) for name in settings.sms_provider_names]
 
-        return [TwilioSmsProvider(
+
+def _sms_provider(settings: Settings, name: str) -> Provider:
+    from clarion.actors.providers.twilio_sms import TwilioSmsProvider
+
+    if name == "twilio":
+        assert settings.twilio_account_sid and settings.twilio_auth_token is not None
+        return TwilioSmsProvider(
             settings.twilio_account_sid,
             settings.twilio_auth_token.get_secret_value(),
             # One sender: the Messaging Service when there is one (it picks its own numbers).
@@ -78,7 +84,18 @@ def sms_providers(settings: Settings) -> list[Provider]:
             host=settings.twilio_host,
             timeout=settings.provider_timeout,
             pool_size=settings.delivery_concurrency,
-        )]
+        )
+    if name == "twilio-backup":
+        assert settings.twilio_backup_account_sid and settings.twilio_backup_auth_token
+        return TwilioSmsProvider(
+            settings.twilio_backup_account_sid,
+            settings.twilio_backup_auth_token.get_secret_value(),
+            from_number=settings.twilio_backup_from_number,
+            host=settings.twilio_host,
+            timeout=settings.provider_timeout,
+            pool_size=settings.delivery_concurrency,
+            name="twilio-backup",
+        )
     from clarion.actors.providers.outbox import OutboxProvider
 
-    return [OutboxProvider("sms", settings.database_url)]
+    return OutboxProvider("sms", settings.database_url)

@@ -98,11 +98,14 @@ class TwilioSmsProvider:
         timeout: float = 5.0,
         *,
         pool_size: int = 32,
+        name: str = "twilio",
     ) -> None:
         """Exactly one sender: `from_number` (E.164, a number of the account) or
         `messaging_service_sid` (Twilio picks the number from the service's pool).
         `host`: where the REST API is reached (the simulator in tests); `pool_size`: keep-alive
-        connections kept open, sized to the worker threads calling `send()` at once."""
+        connections kept open, sized to the worker threads calling `send()` at once; `name`:
+        what attempts and breakers call it ("twilio-backup" for a second account)."""
+        self.name = name
         if not account_sid or not auth_token:
             # The library would silently fall back to $TWILIO_ACCOUNT_SID / $TWILIO_AUTH_TOKEN.
             raise ValueError("account_sid and auth_token are required")

@@ -1,5 +1,6 @@
-"""Email provider failover end to end: SendGrid first (the real client, against the simulator),
-SMTP second (the standard library's client, against a real aiosmtpd server)."""
+"""Provider failover end to end. Email: SendGrid first (the real client, against the simulator),
+SMTP second (the standard library's client, against a real aiosmtpd server). SMS: two Twilio
+accounts (the real client, against the simulator, which can take one account down)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from pydantic import SecretStr
+
 from tests.stack import Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 
 BREAKER_THRESHOLD = 5  # the default CLARION_BREAKER_FAILURE_THRESHOLD
 BREAKER_RESET = 3.0
+PRIMARY, BACKUP = "AC" + "5" * 32, "AC" + "6" * 32  # provider_settings' account, and a second
 
 
 class Mailbox:
@@ -72,7 +76,10 @@ def stack(provider_settings: Any, simulator: Any, mailbox: tuple[Mailbox, int],
     _, port = mailbox
     with running_stack(provider_settings, simulator, tmp_path_factory.mktemp("stack-logs"),
                        email_providers="sendgrid,smtp", smtp_host="127.0.0.1", smtp_port=port,
-                       smtp_security="none", breaker_reset_timeout=BREAKER_RESET) as running:
+                       smtp_security="none", breaker_reset_timeout=BREAKER_RESET,
+                       sms_providers="twilio,twilio-backup", twilio_backup_account_sid=BACKUP,
+                       twilio_backup_auth_token=SecretStr("backup-token"),
+                       twilio_backup_from_number="+15005550007") as running:
         yield running
 
 
@@ -89,6 +96,7 @@ def healthy(stack: Stack, mailbox: tuple[Mailbox, int]) -> Iterator[None]:
     time.sleep(BREAKER_RESET)
     for _ in range(3):
         send(stack, "settle")
+    send_sms(stack, "settle")
 
 
 _TEMPLATE: dict[str, str] = {}  # the module's template and user, made on first use
@@ -192,3 +200,45 @@ def test_a_permanent_refusal_does_not_fail_over(stack: Stack,
     assert [a["provider"] for a in email["attempt_log"]] == ["sendgrid"]
     assert email["error_code"] == "sendgrid_http_400"
     assert box.of(final["notification_id"]) == []
+
+
+def send_sms(stack: Stack, tag: str, phone: str = "+14155550199") -> dict[str, Any]:
+    """One SMS to a fresh user with a phone number, waited for until sent or failed."""
+    if "sms_key" not in _TEMPLATE:
+        key = f"failover-sms-{uuid.uuid4().hex[:6]}"
+        reply = stack.client().post("/v1/templates", json={
+            "template_key": key, "subject": "s", "body": "b", "sms_body": "Code {{ tag }}"})
+        assert reply.status_code == 201, reply.text
+        _TEMPLATE["sms_key"] = key
+    created = stack.client().post("/v1/users", json={"user_id": f"u-{uuid.uuid4().hex[:10]}",
+                                                     "phone_number": phone})
+    assert created.status_code == 201, created.text
+    reply = stack.client().post("/v1/notifications", json={
+        "user_id": created.json()["data"]["user_id"], "template_key": _TEMPLATE["sms_key"],
+        "channels": ["sms"], "message_data": {"tag": tag}})
+    assert reply.status_code == 202, reply.text
+    return stack.wait_for_status(reply.json()["data"]["notification_id"], {"sent", "failed"},
+                                 timeout=30)
+
+
+def test_with_the_first_twilio_account_down_sms_go_out_through_the_second(
+    stack: Stack,
+) -> None:
+    state = stack.simulator.state
+    state.update_config({"twilio_down_accounts": [PRIMARY], "fail_status": 503})
+    finals = [send_sms(stack, f"down-{i}") for i in range(BREAKER_THRESHOLD + 2)]
+
+    assert [f["status"] for f in finals] == ["sent"] * len(finals)
+    providers = [[a["provider"] for a in f["channels"]["sms"]["attempt_log"]] for f in finals]
+    assert providers[:BREAKER_THRESHOLD] == [["twilio", "twilio-backup"]] * BREAKER_THRESHOLD
+    assert providers[BREAKER_THRESHOLD:] == [["twilio-backup"]] * 2
+    sent = state.messages("sms")
+    assert {m["account_sid"] for m in sent} == {BACKUP} and len(sent) == len(finals)
+    assert len(state.rejected("sms")) == BREAKER_THRESHOLD
+
+
+def test_an_invalid_number_is_the_recipients_fault_and_does_not_fail_over(stack: Stack) -> None:
+    final = send_sms(stack, "invalid", phone="+15005550001")
+    sms = final["channels"]["sms"]
+    assert (final["status"], sms["error_code"]) == ("failed", "twilio_21211")
+    assert [a["provider"] for a in sms["attempt_log"]] == ["twilio"]

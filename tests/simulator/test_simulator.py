@@ -539,3 +539,19 @@ def test_the_command_serves_in_the_foreground_until_interrupted(tmp_path) -> Non
             process.wait()
         process.stdout.close()
         process.stderr.close()
+
+
+def test_one_twilio_account_can_be_down_while_another_is_up(
+        sim: SimulatorServer, http: httpx.Client) -> None:
+    other = "AC" + "f" * 32
+    http.put("/_sim/config", json={"twilio_down_accounts": [ACCOUNT_SID]})
+
+    down = _sms(http)
+    up = _sms(http, account_sid=other, auth=(other, TWILIO_TOKEN))
+
+    _assert_twilio_error(down, 503, 20503)
+    assert up.status_code == 201
+    assert [m["account_sid"] for m in sim.state.messages("sms")] == [other]
+    assert http.put("/_sim/config", json={"twilio_down_accounts": "all"}).status_code == 400
+    sim.state.reset()
+    assert _sms(http).status_code == 201
