@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -43,6 +44,7 @@ from clarion.http.routes import (
     metrics,
     notifications,
     outbox,
+    providers,
     templates,
     users,
 )
@@ -64,6 +66,13 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     return exc.response
 
 
+async def _storage_unavailable(request: Request, exc: Exception) -> Response:
+    # A read the HTTP layer runs itself met PostgreSQL away (or every pooled connection busy
+    # past the pool's timeout): the caller may retry, it is not a bug.
+    log.warning("storage unavailable", extra={"path": request.url.path, "error": repr(exc)})
+    return failure(503, "storage_unavailable", "storage is unavailable, retry", retry_after=1)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # Log the whole story; tell the client only that it failed (no stack trace, no internals).
     log.exception("unhandled error", extra={"path": request.url.path})
@@ -74,7 +83,9 @@ def create_app(settings: Settings) -> Starlette:
     async def custom_plans(conn: Any) -> None:
         await conn.execute(database.CUSTOM_PLANS)  # why: persistence/database.py
 
+    # timeout: a read waits this long for a connection (PostgreSQL away), then answers 503.
     pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=10, open=False,
+                               timeout=settings.request_timeout,
                                kwargs={"autocommit": True}, configure=custom_plans)
 
     async def api_key(key_digest: str) -> KeyRecord | None:
@@ -115,7 +126,8 @@ def create_app(settings: Settings) -> Starlette:
     secret = settings.internal_secret.get_secret_value() if settings.internal_secret else None
     return Starlette(
         routes=[*health.routes, *notifications.routes, *users.routes, *templates.routes,
-                *outbox.routes, *dlq.routes, *metrics.routes, *docs.routes, *admin.routes],
+                *outbox.routes, *dlq.routes, *metrics.routes, *docs.routes, *admin.routes,
+                *providers.routes],
         middleware=[
             Middleware(MetricsMiddleware),
             Middleware(RequestIdMiddleware),
@@ -125,7 +137,8 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(RateLimitMiddleware, limiter=limiter),
         ],
         exception_handlers={HTTPException: _http_error, BadRequest: _bad_request,
-                            Exception: _unexpected},
+                            psycopg.OperationalError: _storage_unavailable,
+                            PoolTimeout: _storage_unavailable, Exception: _unexpected},
         lifespan=lifespan,
     )
 

@@ -88,7 +88,7 @@ RULES: tuple[Rule, ...] = (
     _rule("DELETE", r"/v1/notifications/[^/]+", SEND),
     # Admin: everything else.
     _rule(_READ, r"/admin/api/host", ADMIN, internal=True, console=True),
-    _rule(_READ, r"/v1/system/(actors|cluster)", ADMIN, internal=True, console=True),
+    _rule(_READ, r"/v1/system/(actors|cluster|providers)", ADMIN, internal=True, console=True),
     _rule(_READ, r"/v1/alerts", ADMIN, console=True),
     _rule(_READ, r"/v1/dlq", ADMIN, internal=True, console=True),
     _rule("POST", r"/v1/dlq/[0-9]+/replay", ADMIN, internal=True, console=True),

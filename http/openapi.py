@@ -180,6 +180,19 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/v1/system/actors"): Operation(
         "The actor tree: each actor's pid, state, restarts and last exit", "system",
         errors=ACTORS, data=_ref("ActorTree")),
+    ("GET", "/v1/system/providers"): Operation(
+        "Each channel's providers in failover order: breaker state and share of the last"
+        " hour's attempts", "system", errors=("storage_unavailable",),
+        data=_object(["window_seconds", "channels"], window_seconds={"type": "integer"},
+                     channels={"type": "object", "additionalProperties": _array(_object(
+                         ["provider", "breaker", "attempts", "sent", "failed", "share"],
+                         provider=STRING, order={"type": ["integer", "null"]},
+                         breaker={"enum": ["closed", "half_open", "open", "unknown"]},
+                         attempts={"type": "integer"}, sent={"type": "integer"},
+                         failed={"type": "integer"}, share={"type": "number"}))}),
+        description="`order` is null for a provider no longer configured that still has"
+                    " attempts in the window. The breaker is the worst state among this host's"
+                    " delivery actors of the channel."),
     ("GET", "/v1/system/cluster"): Operation(
         "Every host of the cluster: role, channels, providers, heartbeat age and its actors",
         "system", errors=("cluster_view_unavailable",), data=_ref("Cluster"),

@@ -277,6 +277,28 @@
     )), 8, "no host has sent a heartbeat yet");
   }
 
+  // Each channel's providers in failover order: the breaker an operator watches in an incident,
+  // and how the last hour's attempts were shared (the failover at work).
+  function renderProviders(data) {
+    const rows = [];
+    for (const [channel, providers] of Object.entries(data.channels || {}).sort()) {
+      for (const p of providers) {
+        rows.push(el("tr", { "data-provider": `${channel}:${p.provider}` },
+          td(channel), td(p.order ? `${p.order}. ${p.provider}` : `${p.provider} (no longer configured)`, "name"),
+          el("td", { className: "breaker" }, badge(p.breaker, p.breaker)),
+          td(String(p.attempts), "attempts num"), td(String(p.sent), "num"),
+          td(String(p.failed), `num${p.failed ? " busy" : ""}`),
+          td(`${Math.round(p.share * 100)} %`, "share num")));
+      }
+    }
+    fill(document.getElementById("provider-rows"), rows, 7, "no provider");
+  }
+
+  async function loadProviders() {
+    const { data } = await api("GET", "/v1/system/providers");
+    renderProviders(data);
+  }
+
   async function loadHosts() {
     const { data } = await api("GET", "/v1/system/cluster");
     renderHosts(data);
@@ -446,7 +468,8 @@
   // -- the refresh loop -----------------------------------------------------------------------
 
   const SECTIONS = [
-    ["tree", loadTree], ["hosts", loadHosts], ["dlq", loadDeadLetters], ["notifications", loadNotifications],
+    ["tree", loadTree], ["hosts", loadHosts], ["providers", loadProviders], ["dlq", loadDeadLetters],
+    ["notifications", loadNotifications],
     ["outbox", loadOutbox],
   ];
 

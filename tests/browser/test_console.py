@@ -237,3 +237,26 @@ def test_a_dead_letter_is_listed_and_its_replay_button_brings_the_notification_t
     expect(detail.locator("dd.status")).to_have_text("sent")
     expect(detail.locator('tr[data-channel="email"] td.status')).to_have_text("sent")
     shot(page, "05-replayed-and-sent.png")
+
+
+def test_the_providers_section_shows_each_providers_breaker_and_its_share_of_attempts(
+        page: Any, stack: Stack) -> None:
+    from playwright.sync_api import expect
+
+    email = page.locator('#provider-rows tr[data-provider="email:sendgrid"]')
+    expect(email.locator("td.breaker")).to_have_text("closed")
+    before = int(email.locator("td.attempts").inner_text())
+    user_id, template_key = stack.code_user_and_template()
+    reply = stack.client().post("/v1/notifications", json={
+        "user_id": user_id, "template_key": template_key, "channels": ["email"],
+        "message_data": {"code": "providers"}})
+    assert stack.wait_for_status(reply.json()["data"]["notification_id"], {"sent"})["status"] \
+        == "sent"
+
+    expect(email.locator("td.attempts")).to_have_text(str(before + 1), timeout=15_000)
+    expect(email.locator("td.name")).to_have_text("1. sendgrid")
+    expect(email.locator("td.share")).to_contain_text("%")
+    for provider in ("push:fcm", "sms:twilio"):
+        expect(page.locator(f'#provider-rows tr[data-provider="{provider}"] td.breaker')) \
+            .to_have_text("closed")
+    shot(page, "08-providers.png")

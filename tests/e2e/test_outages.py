@@ -82,6 +82,11 @@ def test_without_postgresql_requests_fail_fast_and_recover_without_a_restart(
         assert reply.status_code == 503, reply.text
         assert reply.json()["error"] in ("storage_unavailable", "auth_unavailable")
         assert "retry-after" in reply.headers
+        # A read the HTTP layer runs itself says the same, never a 500.
+        for path in ("/v1/notifications?limit=1", "/v1/system/providers"):
+            read = stack.client().get(path)
+            assert read.status_code == 503, (path, read.text)
+            assert read.json()["error"] in ("storage_unavailable", "auth_unavailable")
     finally:
         _run("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start")
         _wait_port(5432, up=True, timeout=60)
