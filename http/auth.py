@@ -85,7 +85,7 @@ RULES: tuple[Rule, ...] = (
     # filter).
     _rule("POST", r"/v1/notifications(/batch)?", SEND),
     _rule(_READ, r"/v1/notifications(/[^/]+)?", SEND, console=True),
-    _rule("DELETE", r"/v1/notifications/[^/]+", SEND),
+    _rule("DELETE", r"/v1/notifications/[^/]+", SEND, console=True),
     # Admin: everything else.
     _rule(_READ, r"/admin/api/host", ADMIN, internal=True, console=True),
     _rule(_READ, r"/v1/system/(actors|cluster|providers)", ADMIN, internal=True, console=True),

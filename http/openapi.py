@@ -425,6 +425,8 @@ _SHAPES: dict[str, Schema] = {
                 "description": "queued, scheduled, cancelled, sent, partially_sent or"
                                " failed"},
         priority=STRING, request_id={"type": ["string", "null"]},
+        scheduled_for={"type": ["string", "null"], "format": "date-time",
+                       "description": "while scheduled: when it goes out (send_at, quiet hours)"},
         channels={"type": "object", "additionalProperties": {"type": "object"},
                   "description": "per channel: status, recipient, provider, provider message"
                                  " id, error, and `attempt_log`"}),

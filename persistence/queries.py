@@ -41,8 +41,9 @@ async def notification(conn: AsyncConnection, notification_id: str,
         return None
     await cur.execute(
         "SELECT channel, status, recipient, attempts, provider, provider_message_id, error_code,"
-        " error, queued_at, finished_at FROM deliveries WHERE notification_id = %s"
-        " ORDER BY channel",
+        " error, queued_at, finished_at,"
+        " CASE WHEN status = 'scheduled' THEN next_attempt_at END AS scheduled_for"
+        " FROM deliveries WHERE notification_id = %s ORDER BY channel",
         (notification_id,),
     )
     deliveries = {row.pop("channel"): {**row, "attempt_log": []} for row in await cur.fetchall()}
@@ -55,6 +56,8 @@ async def notification(conn: AsyncConnection, notification_id: str,
     for attempt in await cur.fetchall():
         deliveries[attempt.pop("channel")]["attempt_log"].append(attempt)
     found["channels"] = deliveries
+    held = [d["scheduled_for"] for d in deliveries.values() if d["scheduled_for"] is not None]
+    found["scheduled_for"] = min(held) if held else None  # send_at or quiet hours
     found["hops"] = _hops(found.pop("hops") or {}, deliveries)
     return found
 

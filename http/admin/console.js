@@ -431,13 +431,25 @@
     fill(hopTable.tBodies[0], hops, 4, "no hop recorded");
     const close = el("button", { type: "button", className: "small quiet" }, "Close");
     close.addEventListener("click", () => { state.selected = null; resetDetail(); refreshSoon(); });
+    const actions = [close];
+    if (n.status === "scheduled") {
+      // Held for send_at or quiet hours: it can still be called back.
+      const cancel = el("button", { type: "button", className: "small danger", "data-action": "cancel" },
+        "Cancel");
+      cancel.addEventListener("click", () => act(cancel, "DELETE",
+        `/v1/notifications/${encodeURIComponent(n.notification_id)}`,
+        (d) => `Cancelled: ${(d.cancelled_channels || []).join(", ") || "nothing was scheduled"}.`));
+      actions.unshift(cancel);
+    }
     panel.replaceChildren(
       el("div", { className: "detail-head" },
-        el("h3", {}, "Notification ", el("span", { className: "mono" }, n.notification_id)), close),
+        el("h3", {}, "Notification ", el("span", { className: "mono" }, n.notification_id)),
+        el("div", { className: "actions" }, ...actions)),
       el("dl", { className: "facts" },
         ...kv("Status", badge(n.status), "status"), ...kv("User", n.user_id),
         ...kv("Template", `${n.template_key} v${n.template_version} (${n.language})`),
         ...kv("Priority", n.priority), ...kv("Request id", n.request_id),
+        ...(n.scheduled_for ? kv("Scheduled for", clock(n.scheduled_for)) : []),
         ...kv("Created", clock(n.created_at)), ...kv("Updated", clock(n.updated_at))),
       el("h4", {}, "Channels"), channelTable,
       el("h4", {}, "Timeline"), hopTable);

@@ -260,3 +260,29 @@ def test_the_providers_section_shows_each_providers_breaker_and_its_share_of_att
         expect(page.locator(f'#provider-rows tr[data-provider="{provider}"] td.breaker')) \
             .to_have_text("closed")
     shot(page, "08-providers.png")
+
+
+def test_a_scheduled_notification_can_be_cancelled_from_its_detail(
+        page: Any, stack: Stack) -> None:
+    import datetime as dt
+
+    from playwright.sync_api import expect
+
+    user_id, template_key = stack.code_user_and_template()
+    at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    reply = stack.client().post("/v1/notifications", json={
+        "user_id": user_id, "template_key": template_key, "channels": ["email"],
+        "message_data": {"code": "later"}, "send_at": at.isoformat()})
+    notification_id = reply.json()["data"]["notification_id"]
+
+    page.locator("#search-id").fill(notification_id)
+    page.get_by_role("button", name="Search").click()
+    detail = page.locator("#notification-detail")
+    expect(detail.locator("dd.status")).to_have_text("scheduled")
+    detail.locator('button[data-action="cancel"]').click()
+    expect(detail.locator("dd.status")).to_have_text("cancelled", timeout=15_000)
+    expect(detail.locator('tr[data-channel="email"] td.status')).to_have_text("cancelled")
+    expect(detail.locator('button[data-action="cancel"]')).to_have_count(0)
+    shot(page, "09-cancelled.png")
+    assert stack.client().get(f"/v1/notifications/{notification_id}").json()["data"]["status"] \
+        == "cancelled"

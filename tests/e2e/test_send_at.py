@@ -144,3 +144,26 @@ def test_the_batch_endpoint_schedules_each_item_at_its_own_time(
     assert first["data"]["status"] == "scheduled" and second["data"]["status"] == "queued"
     cancel = stack.client().delete(f"/v1/notifications/{first['data']['notification_id']}")
     assert cancel.status_code == 200
+
+
+def test_a_scheduled_notification_survives_a_restart_of_the_whole_node(
+    provider_settings: Any, simulator: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Accepted by one node, which is then stopped; a new node (its own actor system and HTTP
+    server, the same PostgreSQL and RabbitMQ) delivers it at its time."""
+    simulator.state.reset()
+    at = later(12.0)  # past the first node's stop, whatever it takes
+    with running_stack(provider_settings, simulator, tmp_path_factory.mktemp("first")) as first:
+        user_id, template_key = first.code_user_and_template()
+        reply = first.client().post("/v1/notifications", json={
+            "user_id": user_id, "template_key": template_key, "channels": ["email"],
+            "message_data": {"code": "after-restart"}, "send_at": at.isoformat()})
+        assert reply.status_code == 202, reply.text
+        notification_id = reply.json()["data"]["notification_id"]
+    assert simulator.state.messages("email") == []
+    with running_stack(provider_settings, simulator, tmp_path_factory.mktemp("second")) as second:
+        final = second.wait_for_status(notification_id, {"sent"}, timeout=30)
+    assert final["status"] == "sent"
+    [email] = simulator.state.messages("email")
+    assert email["body"] == "Your code: after-restart"
+    assert email["started_at"] >= at.timestamp()
