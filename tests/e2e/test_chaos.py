@@ -301,29 +301,27 @@ def test_what_was_accepted_is_delivered_once_or_dead_lettered_whatever_fails(
     assert lost == []
 
     # Duplicates only where physics forces them: provider calls a delivery actor had made when
-    # it died and whose outcome it had not committed yet (in flight, or answered and waiting for
-    # its run of outcomes to commit): their claims outlive the process and are sent again after
-    # the lease. A call whose outcome was committed before the kill is never sent again.
-    duplicates = sum(n - 1 for n in emails.values() if n > 1) \
-        + sum(n - 1 for n in pushes.values() if n > 1)
-    by_code = {r.code: notification_id for notification_id, r in accepted.items()}
-    calls = [(c["channel"], c["started_at"],
-              c["data"].get("notification_id") if c["channel"] == "push"
-              else by_code.get(c["body"].removeprefix("Your code: ")))
-             for c in state.messages() if c["channel"] in ("email", "push")]
-    with psycopg.connect(stack.settings.database_url) as conn:
-        recorded: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
-        for notification_id, channel, started, finished in conn.execute(
-                "SELECT notification_id::text, channel, extract(epoch FROM started_at)::float,"
-                " extract(epoch FROM finished_at)::float FROM delivery_attempts"
-                " WHERE notification_id = ANY(%s::uuid[])", (list(accepted),)).fetchall():
-            recorded[(notification_id, channel)].append((started, finished))
-    unsettled = sum(
-        1 for f in chaos.faults if f.channel
-        for channel, started_at, notification_id in calls
-        if channel == f.channel and started_at <= f.started
-        and not any(begun <= started_at <= committed <= f.started
-                    for begun, committed in recorded[(notification_id, channel)]))
+    # it was killed and whose outcome it had not committed yet (in flight, or answered and
+    # waiting for its run of outcomes to commit). Their claims outlive the process and are sent
+    # again after the lease, so every duplicate straddles a kill of its channel: the first copy
+    # made before it (the simulator may read a request the dead process had written a moment
+    # after the kill: 1 s of grace), the second after it. A message is acked only once its
+    # outcome is committed, so a killed actor leaves at most a prefetch of such calls (a push
+    # call is one record per device).
+    copies: dict[tuple[str, Any], list[float]] = defaultdict(list)
+    for m in state.messages("email"):
+        copies[("email", m["body"])].append(m["started_at"])
+    for m in state.messages("push"):
+        copies[("push", (m["data"].get("notification_id"), m["to"]))].append(m["started_at"])
+    kills = [f for f in chaos.faults if f.channel]
+    duplicates = sum(len(times) - 1 for times in copies.values())
+    unexplained = [
+        (channel, key, times) for (channel, key), times in copies.items() if len(times) > 1
+        for later in sorted(times)[1:]
+        if not any(f.channel == channel and min(times) <= f.started + 1.0 <= later + 1.0
+                   and later >= f.started for f in kills)]
+    bound = sum(stack.settings.delivery_prefetch * (len(tokens) if f.channel == "push" else 1)
+                for f in kills)
 
     # Acceptance resumes within seconds of each outage's end; the broker's outage costs none.
     outages = [f for f in chaos.faults if f.name in ("rabbitmq stopped", "postgresql stopped")]
@@ -357,13 +355,14 @@ def test_what_was_accepted_is_delivered_once_or_dead_lettered_whatever_fails(
     print(f"faults (name, at s, lasted s): {timeline}")
     print(f"acceptance resumed after (s): {resumed}")
     print(f"5xx during the broker outage: {len(refused_during_broker_outage)}")
-    print(f"duplicates at the provider: {duplicates}; calls made and not yet settled at the"
-          f" delivery kills: {unsettled}")
+    print(f"duplicates at the provider: {duplicates}, each straddling a kill of its delivery"
+          f" actor (unexplained: {len(unexplained)}); bound: {bound}")
     print(f"replays differing from the first answer: {len(mismatched)}")
 
     assert all(seconds <= 5 for seconds in resumed.values()), resumed
     assert refused_during_broker_outage == []
-    assert duplicates <= unsettled
+    assert unexplained == []
+    assert duplicates <= bound
     assert mismatched == []
     assert all(c["restarts"] >= 1 for name, c in stack.actors().items()
                if name in ("gateway", "email", "push", "users", "templates", "publisher",
