@@ -98,6 +98,7 @@ class Peers:
     users: Any
     templates: Any
     publisher: Any
+    events: Any = None  # the ProviderEvents actor (None: an older Supervisor)
 
 
 @message
@@ -407,3 +408,15 @@ class CancelNotification:
     correlation_id: str
     notification_id: str
     created_by: str | None = None
+
+
+# --- what providers say happened (owned by the ProviderEvents actor) ------------------------
+
+
+@message
+class RecordProviderEvents:
+    """Events a provider's signed webhook reported (`persistence.provider_events`)."""
+
+    OWNER: ClassVar[str] = "events"
+    correlation_id: str
+    events: tuple[Any, ...]  # ProviderEvent

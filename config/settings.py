@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # failover"). Unset: sendgrid when its API key is set, else the local outbox.
     email_providers: str | None = None
     sendgrid_api_key: SecretStr | None = None
+    # SendGrid's Event Webhook verification key (base64 DER, as SendGrid shows it): events are
+    # accepted at POST /v1/providers/sendgrid/events only when set, and only signed with it.
+    sendgrid_webhook_public_key: SecretStr | None = None
     sendgrid_host: str = "https://api.sendgrid.com"
     email_from: str = "notifications@clarion.local"
     # SMTP (a provider of `email_providers`): the server, its credentials and how to secure it.

@@ -44,6 +44,7 @@ from clarion.http.routes import (
     metrics,
     notifications,
     outbox,
+    provider_events,
     providers,
     templates,
     users,
@@ -127,7 +128,7 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[*health.routes, *notifications.routes, *users.routes, *templates.routes,
                 *outbox.routes, *dlq.routes, *metrics.routes, *docs.routes, *admin.routes,
-                *providers.routes],
+                *providers.routes, *provider_events.routes],
         middleware=[
             Middleware(MetricsMiddleware),
             Middleware(RequestIdMiddleware),

@@ -50,6 +50,9 @@ ERRORS: dict[str, tuple[int, str]] = {
     "forbidden": (403, "the API key's scope (send) does not reach this route: it needs admin"),
     "not_found": (404, "no such route, or no such asset"),
     "notification_not_found": (404, "no notification with this id"),
+    "invalid_signature": (403, "the request is not signed with the configured key"),
+    "stale_signature": (403, "signed more than 10 minutes ago: refused as a replay"),
+    "webhook_not_configured": (403, "the provider's verification key is not configured"),
     "not_cancellable": (409, "nothing of the notification is still scheduled: it has gone out"),
     "user_not_found": (404, "no user with this id"),
     "template_not_found": (404, "no live template with this key (or this version)"),
@@ -234,7 +237,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         query=(Param("page", {"type": "integer", "minimum": 1, "default": 1}),
                Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
                Param("status", {"type": "string", "enum": ["queued", "scheduled", "cancelled",
-                                                           "sent", "partially_sent", "failed"]}),
+                                                           "sent", "delivered", "partially_sent",
+                                                           "failed"]}),
                Param("user_id", {"type": "string", "minLength": 1, "maxLength": 128})),
         errors=("validation_error",), data=_array({"type": "object"}), meta=_ref("PageMeta")),
     ("GET", "/v1/notifications/{notification_id}"): Operation(
@@ -242,6 +246,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         " attempt", "notifications",
         path={"notification_id": {"type": "string", "format": "uuid"}},
         errors=("notification_not_found",), data=_ref("Notification")),
+    ("POST", "/v1/providers/sendgrid/events"): Operation(
+        "SendGrid's signed Event Webhook: what happened to each email after SendGrid accepted it",
+        "notifications",
+        form=None, errors=("invalid_signature", "stale_signature", "webhook_not_configured",
+                           "invalid_json", "validation_error", "storage_unavailable", *ACTORS),
+        data=_object(["recorded", "moved", "unknown"], recorded={"type": "integer"},
+                     moved={"type": "integer"}, unknown={"type": "integer"},
+                     ignored={"type": "integer"}),
+        description="No API key: the request must carry SendGrid's ECDSA signature"
+                    " (`X-Twilio-Email-Event-Webhook-Signature` and `-Timestamp`) made with the"
+                    " key of CLARION_SENDGRID_WEBHOOK_PUBLIC_KEY, at most 10 minutes old. The body"
+                    " is SendGrid's JSON array of events; `delivered`, `deferred`, `bounce`,"
+                    " `dropped` and `spamreport` about a Clarion email (its `notification_id`"
+                    " custom argument) are recorded once each, and move its email channel to"
+                    " delivered, bounced, undelivered or complained."),
     ("DELETE", "/v1/notifications/{notification_id}"): Operation(
         "Cancel a scheduled notification (`send_at`, quiet hours) before it goes out",
         "notifications",
@@ -422,8 +441,8 @@ _SHAPES: dict[str, Schema] = {
         notification_id={"type": "string", "format": "uuid"}, user_id=STRING,
         template_key=STRING, template_version={"type": "integer"}, language=STRING,
         status={"type": "string",
-                "description": "queued, scheduled, cancelled, sent, partially_sent or"
-                               " failed"},
+                "description": "queued, scheduled, cancelled, sent, delivered,"
+                               " partially_sent or failed"},
         priority=STRING, request_id={"type": ["string", "null"]},
         scheduled_for={"type": ["string", "null"], "format": "date-time",
                        "description": "while scheduled: when it goes out (send_at, quiet hours)"},

@@ -5,6 +5,7 @@
     ├── templates   Templates
     ├── publisher   Publisher
     ├── gateway     Gateway      (told where users, templates and publisher are: Peers)
+    ├── events      ProviderEvents (what providers say happened: the signed webhooks)
     ├── email       EmailDelivery
     ├── push        PushDelivery
     └── monitor     Monitor      (probes the services; its Observations feed the alerts)
@@ -77,6 +78,7 @@ CHILDREN: tuple[ChildSpec, ...] = (
     ChildSpec("templates", "clarion.actors.templates.Templates"),
     ChildSpec("publisher", "clarion.actors.publisher.Publisher"),
     ChildSpec("gateway", "clarion.actors.gateway.Gateway"),
+    ChildSpec("events", "clarion.actors.provider_events.ProviderEvents"),
     ChildSpec("email", "clarion.actors.email_delivery.EmailDelivery", channel="email"),
     ChildSpec("push", "clarion.actors.push_delivery.PushDelivery", channel="push"),
     ChildSpec("sms", "clarion.actors.sms_delivery.SmsDelivery", channel="sms"),
@@ -257,7 +259,8 @@ class Supervisor(ClarionActor):
         c = self._children
         if "gateway" in c and all(c[n].ready for n in cluster.GATEWAY_CHILDREN):
             self.send(c["gateway"].address,
-                      Peers(c["users"].address, c["templates"].address, c["publisher"].address))
+                      Peers(c["users"].address, c["templates"].address, c["publisher"].address,
+                            c["events"].address))
 
     def on_child_exited(self, address: Any) -> None:
         child = next((c for c in self._children.values() if c.address == address), None)

@@ -24,9 +24,11 @@ from clarion.persistence.delivery_message import DeliveryMessage
 #   queued          some channel is still on its way (queued, or retrying after a passing failure)
 #   scheduled       nothing on its way yet: held for `send_at` or the user's quiet hours
 #   cancelled       every channel that was not skipped was cancelled while scheduled
-#   sent            every channel that was not skipped was delivered
-#   failed          no channel was delivered
-#   partially_sent  some channels delivered, others failed
+#   delivered       every channel that was not skipped was delivered, as its provider told us
+#   sent            every channel that was not skipped went out (the provider accepted it;
+#                   delivered, or complained about: it arrived)
+#   failed          no channel went out, or each that did bounced or was not delivered
+#   partially_sent  some channels went out, others failed
 _DERIVE_STATUS = """
 UPDATE notifications AS n
    SET status = d.status, updated_at = now()
@@ -35,13 +37,21 @@ UPDATE notifications AS n
                     WHEN bool_or(status = 'scheduled') THEN 'scheduled'
                     WHEN bool_and(status IN ('cancelled', 'skipped'))
                          AND bool_or(status = 'cancelled') THEN 'cancelled'
-                    WHEN bool_and(status IN ('sent', 'skipped')) AND bool_or(status = 'sent')
-                         THEN 'sent'
-                    WHEN bool_or(status = 'sent') THEN 'partially_sent'
+                    WHEN bool_and(status IN ('delivered', 'skipped'))
+                         AND bool_or(status = 'delivered') THEN 'delivered'
+                    WHEN bool_and(status IN ('sent', 'delivered', 'complained', 'skipped'))
+                         AND bool_or(status IN ('sent', 'delivered', 'complained')) THEN 'sent'
+                    WHEN bool_or(status IN ('sent', 'delivered', 'complained'))
+                         THEN 'partially_sent'
                     ELSE 'failed' END AS status
           FROM deliveries WHERE notification_id = ANY(%s) GROUP BY notification_id) AS d
  WHERE n.notification_id = d.notification_id
 """
+
+
+def derive_status(cur: psycopg.Cursor[Any], notification_ids: Sequence[str]) -> None:
+    """Set these notifications' status from their deliveries' (in the caller's transaction)."""
+    cur.execute(_DERIVE_STATUS, (list(notification_ids),))
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,18 @@ async def notification(conn: AsyncConnection, notification_id: str,
     )
     for attempt in await cur.fetchall():
         deliveries[attempt.pop("channel")]["attempt_log"].append(attempt)
+    # What the provider said happened after it accepted the message (its signed webhook).
+    await cur.execute(
+        "SELECT channel, provider, event, status, occurred_at, received_at, detail"
+        " FROM provider_events WHERE notification_id = %s ORDER BY received_at, event_id",
+        (notification_id,),
+    )
+    for event in await cur.fetchall():
+        delivery = deliveries.get(event.pop("channel"))
+        if delivery is not None:
+            delivery.setdefault("events", []).append(event)
+    for delivery in deliveries.values():
+        delivery.setdefault("events", [])
     found["channels"] = deliveries
     held = [d["scheduled_for"] for d in deliveries.values() if d["scheduled_for"] is not None]
     found["scheduled_for"] = min(held) if held else None  # send_at or quiet hours

@@ -25,7 +25,7 @@ NODES_KEY = "clarion:nodes"
 # A host that has not written for a day is forgotten (its entry is removed).
 FORGET_AFTER = 86_400.0
 
-GATEWAY_CHILDREN = ("users", "templates", "publisher", "gateway")
+GATEWAY_CHILDREN = ("users", "templates", "publisher", "gateway", "events")
 ALWAYS = ("monitor",)
 
 # Capability names every Clarion actor system advertises in the convention.

@@ -135,7 +135,8 @@ async def get_notification(request: Request) -> EnvelopeResponse:
     return success(found)
 
 
-_STATUSES = {"queued", "scheduled", "cancelled", "sent", "partially_sent", "failed"}
+_STATUSES = {"queued", "scheduled", "cancelled", "sent", "delivered", "partially_sent",
+             "failed"}
 
 
 async def cancel_notification(request: Request) -> EnvelopeResponse:

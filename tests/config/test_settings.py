@@ -165,6 +165,7 @@ def every_field_changed(tmp_path: Path) -> Settings:
         http_port=8443,
         http_workers=4,
         email_providers="sendgrid,smtp,outbox",
+        sendgrid_webhook_public_key="MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE-test-key",
         lanes=False,
         smtp_host="smtp.internal",
         smtp_port=2525,

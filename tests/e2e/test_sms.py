@@ -152,3 +152,21 @@ def test_the_preview_shows_the_sms_and_its_segments(stack: Stack, code_template:
     assert data["sms_body"] == "1 is your Clarion code, Zoë."
     assert data["sms_segments"] == {"encoding": "UCS-2", "characters": 28, "units": 28,
                                     "segments": 1}
+
+
+def test_an_sms_that_kept_failing_is_a_dead_letter_that_replays_to_sent(
+    stack: Stack, code_template: str
+) -> None:
+    stack.simulator.state.update_config({"fail_next": {"sms": 3}, "fail_status": 503})
+    user = make_user(stack, phone_number="+14155550126")
+    accepted = send(stack, user, code_template, channels=["sms"])
+    final = stack.wait_for_status(accepted["notification_id"], {"sent", "failed"}, timeout=30)
+    assert (final["status"], final["channels"]["sms"]["attempts"]) == ("failed", 3)
+    [dead] = dead_letters_of(stack, accepted["notification_id"])
+    assert (dead["channel"], dead["error_code"]) == ("sms", "twilio_20503")
+
+    replay = stack.client().post(f"/v1/dlq/{dead['dead_letter_id']}/replay")
+    assert replay.status_code == 200, replay.text
+    again = stack.wait_for_status(accepted["notification_id"], {"sent"}, timeout=30)
+    assert again["status"] == "sent"
+    assert [m["to"] for m in stack.simulator.state.messages("sms")] == ["+14155550126"]

@@ -46,7 +46,8 @@ def sender(stack: Stack) -> Iterator[tuple[str, httpx.Client]]:
 ADMIN_CALLS = [("GET", "/v1/users"), ("POST", "/v1/users"), ("GET", "/v1/templates"),
                ("POST", "/v1/templates"), ("POST", "/v1/templates/render"), ("GET", "/v1/dlq"),
                ("POST", "/v1/dlq/replay"), ("GET", "/v1/outbox"), ("GET", "/v1/system/actors"),
-               ("GET", "/v1/system/cluster"), ("GET", "/v1/alerts"), ("GET", "/metrics"),
+               ("GET", "/v1/system/cluster"), ("GET", "/v1/system/providers"),
+               ("GET", "/v1/alerts"), ("GET", "/metrics"),
                ("GET", "/admin/api/host")]
 
 
@@ -84,6 +85,26 @@ def test_a_send_key_sends_and_reads_only_what_was_created_under_its_name(
     # An admin key still reads everything.
     everything = stack.client().get("/v1/notifications", params={"user_id": user_id}).json()
     assert {n["notification_id"] for n in everything["data"]} == {mine_id, theirs_id}
+
+
+def test_a_send_key_cancels_only_what_was_created_under_its_name(
+        stack: Stack, sender: tuple[str, httpx.Client]) -> None:
+    import datetime as dt
+
+    _, client = sender
+    user_id, key = stack.code_user_and_template()
+    later = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()
+    body = {"user_id": user_id, "template_key": key, "channels": ["email"],
+            "message_data": {"code": "1"}, "send_at": later}
+    mine = client.post("/v1/notifications", json=body).json()["data"]["notification_id"]
+    theirs = stack.client().post("/v1/notifications", json=body).json()["data"]["notification_id"]
+
+    refused = client.delete(f"/v1/notifications/{theirs}")
+    assert (refused.status_code, refused.json()["error"]) == (404, "notification_not_found")
+    assert client.delete(f"/v1/notifications/{mine}").status_code == 200
+    still = stack.client().get(f"/v1/notifications/{theirs}").json()["data"]["status"]
+    assert still == "scheduled"
+    assert stack.client().delete(f"/v1/notifications/{theirs}").status_code == 200  # an admin
 
 
 def test_a_send_key_cannot_open_the_console(stack: Stack) -> None:

@@ -1,0 +1,104 @@
+"""Provider events: what happened to a message after the provider accepted it.
+
+A channel's status after `sent` (README "Delivery truth"):
+
+    sent ──▶ delivered ──▶ complained
+      │          │
+      └──────────┴──▶ bounced | undelivered
+
+`TRANSITIONS` is the whole state machine. Events are applied in any order and any number of
+times: an event already recorded changes nothing (its id is the key), and an event whose status
+may not follow the delivery's current one is kept in the log but moves nothing (a late
+`delivered` never overwrites `bounced`). Only a delivery the provider accepted (`sent` or later)
+moves at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from clarion.persistence.notifications import derive_status
+
+# status → the statuses an event may move it to
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "sent": frozenset({"delivered", "bounced", "undelivered", "complained"}),
+    "delivered": frozenset({"complained", "bounced"}),  # a spam report, an asynchronous bounce
+    "bounced": frozenset(),
+    "undelivered": frozenset(),
+    "complained": frozenset(),
+}
+
+
+def allowed(current: str, new: str) -> bool:
+    return new in TRANSITIONS.get(current, frozenset())
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEvent:
+    event_id: str  # unique per provider: "sendgrid:<sg_event_id>"
+    provider: str
+    notification_id: str
+    channel: str
+    event: str
+    status: str | None  # the delivery status it implies; None: logged only (deferred)
+    occurred_at: float  # epoch seconds
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    recorded: int  # new events (the others were seen before)
+    moved: int  # deliveries whose status changed
+    unknown: int  # events about no delivery Clarion made
+
+
+def record(conn: psycopg.Connection, events: Sequence[ProviderEvent]) -> Applied:
+    """Keep the new events and move each delivery as far as they allow, in one transaction."""
+    if not events:
+        return Applied(0, 0, 0)
+    with conn.transaction(), conn.cursor() as cur:
+        known = {(str(r[0]), str(r[1]), str(r[2])) for r in cur.execute(
+            "SELECT notification_id::text, channel, status FROM deliveries"
+            " WHERE notification_id = ANY(%s::uuid[])",
+            (sorted({e.notification_id for e in events}),)).fetchall()}
+        status_of = {(n, c): s for n, c, s in known}
+        ours = [e for e in events if (e.notification_id, e.channel) in status_of]
+        new_ids = {str(r[0]) for r in cur.execute(
+            "INSERT INTO provider_events (event_id, provider, notification_id, channel, event,"
+            " status, occurred_at, detail)"
+            " SELECT e.id, e.provider, e.notification_id, e.channel, e.event, e.status,"
+            "        to_timestamp(e.at), e.detail"
+            " FROM jsonb_to_recordset(%s::jsonb) AS e(id text, provider text, notification_id uuid,"
+            "      channel text, event text, status text, at float8, detail jsonb)"
+            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            (json.dumps([{"id": e.event_id, "provider": e.provider,
+                          "notification_id": e.notification_id, "channel": e.channel,
+                          "event": e.event, "status": e.status, "at": e.occurred_at,
+                          "detail": e.detail} for e in ours]),)).fetchall()}
+        moved: dict[tuple[str, str], str] = {}
+        # Oldest first, so that a run of events in one request ends where the provider did.
+        for e in sorted(ours, key=lambda e: e.occurred_at):
+            key = (e.notification_id, e.channel)
+            current = moved.get(key, status_of[key])
+            if e.event_id in new_ids and e.status and allowed(current, e.status):
+                moved[key] = e.status
+        for (notification_id, channel), status in moved.items():
+            cur.execute("UPDATE deliveries SET status = %s WHERE notification_id = %s::uuid"
+                        " AND channel = %s", (status, notification_id, channel))
+        if moved:
+            derive_status(cur, sorted({n for n, _ in moved}))
+    return Applied(len(new_ids), len(moved), len(events) - len(ours))
+
+
+def of(conn: psycopg.Connection, notification_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT channel, provider, event, status, occurred_at, received_at, detail"
+        " FROM provider_events WHERE notification_id = %s::uuid ORDER BY received_at, event_id",
+        (notification_id,)).fetchall()
+    return [{"channel": r[0], "provider": r[1], "event": r[2], "status": r[3],
+             "occurred_at": r[4], "received_at": r[5], "detail": r[6]} for r in rows]
