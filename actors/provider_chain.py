@@ -53,9 +53,6 @@ class ProviderChain:
         """Every provider is resting after failures: stop taking messages."""
         return all(b.state == OPEN and b.retry_after() > 0 for _, b in self._links)
 
-    def all_closed(self) -> bool:
-        return all(b.state == CLOSED for _, b in self._links)
-
     def any_closed(self) -> bool:
         return any(b.state == CLOSED for _, b in self._links)
 

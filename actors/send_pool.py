@@ -2,9 +2,7 @@
 
 An actor must never block its mailbox on a provider call (tens to hundreds of ms each), so it
 submits calls here and watches `fileno()`: a byte arrives when calls have finished, and
-`completions()` takes them. Only the first completion since the last `completions()` writes a
-byte: at 1,000 completions/s a byte each (and a lock around the write) cost a syscall and a GIL
-hand-over per delivery, and threads queued on the lock.
+`completions()` takes them (actors/completions.py).
 
 Calls wait for a free thread in priority order: an urgent (transactional) call goes before every
 bulk one already waiting, so a bulk backlog in hand delays it by at most one call's duration
@@ -15,12 +13,11 @@ from __future__ import annotations
 
 import itertools
 import queue
-import socket
 import threading
-from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
+from clarion.actors.completions import Completions
 from clarion.actors.providers.base import DeliveryResult, Provider
 
 
@@ -37,15 +34,11 @@ class SendPool:
         self._order = itertools.count()
         self._threads: list[threading.Thread] = []
         self._closed = False
-        self._finished: deque[tuple[Hashable, DeliveryResult]] = deque()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._wake_pending = False
+        self._finished: Completions[tuple[Hashable, DeliveryResult]] = Completions()
         self.in_flight = 0
 
     def fileno(self) -> int:
-        return self._wake_r.fileno()
+        return self._finished.fileno()
 
     def submit(self, key: Hashable, message: dict[str, Any],
                provider: Provider | None = None, urgent: bool = True) -> None:
@@ -78,32 +71,11 @@ class SendPool:
         except Exception as exc:  # noqa: BLE001 - providers must not raise; if one does, record it
             result = DeliveryResult(False, error_code="provider_exception",
                                     error=f"{type(exc).__name__}: {exc}")
-        self._finished.append((key, result))
-        if self._wake_pending:
-            return  # the owner has a wake-up coming and will find this one with it
-        self._wake_pending = True
-        try:
-            self._wake_w.send(b"x")
-        except (BlockingIOError, OSError):
-            pass  # the socket buffer is full of wake-ups already: the owner will wake
+        self._finished.put((key, result))
 
     def completions(self) -> list[tuple[Hashable, DeliveryResult]]:
         """The calls finished since the last time, in the order they finished."""
-        # Cleared before the completions are taken: a worker finishing after this line wakes
-        # the owner again, one finishing before it is in `_finished` already.
-        # Drain first, then clear the flag: cleared first, a worker could set it and write its
-        # byte, the drain eat that byte, and the next worker, seeing the flag still set, write
-        # none, leaving its result unseen until something else woke us (a lost wake-up, seen as
-        # commits that never came back).
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-        self._wake_pending = False
-        done = []
-        while self._finished:
-            done.append(self._finished.popleft())
+        done = self._finished.take()
         self.in_flight -= len(done)
         return done
 
@@ -113,5 +85,4 @@ class SendPool:
         self._closed = True
         for _ in self._threads:
             self._calls.put((self._STOP, next(self._order), None))
-        self._wake_r.close()
-        self._wake_w.close()
+        self._finished.close()

@@ -12,15 +12,14 @@ else (the actor's state, its breakers) stays on the actor's thread.
 
 from __future__ import annotations
 
-import socket
 import threading
-from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 
+from clarion.actors.completions import Completions
 from clarion.persistence import database
 
 
@@ -33,15 +32,11 @@ class StoragePool:
         self._local = threading.local()
         self._connections: list[psycopg.Connection] = []
         self._lock = threading.Lock()
-        self._done: deque[tuple[Hashable, Any, BaseException | None]] = deque()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._wake_pending = False
+        self._done: Completions[tuple[Hashable, Any, BaseException | None]] = Completions()
         self.in_flight = 0
 
     def fileno(self) -> int:
-        return self._wake_r.fileno()
+        return self._done.fileno()
 
     def submit(self, key: Hashable, call: Callable[[psycopg.Connection], Any]) -> None:
         """Run `call(conn)` on a worker thread; its result (or exception) comes back under
@@ -65,30 +60,11 @@ class StoragePool:
             result, error = call(self._connection()), None
         except BaseException as exc:  # noqa: BLE001 - handed to the actor, which decides
             result, error = None, exc
-        self._done.append((key, result, error))
-        if self._wake_pending:
-            return
-        self._wake_pending = True
-        try:
-            self._wake_w.send(b"x")
-        except (BlockingIOError, OSError):
-            pass  # the buffer is full of wake-ups already
+        self._done.put((key, result, error))
 
     def completions(self) -> list[tuple[Hashable, Any, BaseException | None]]:
         """(key, result, exception) of the calls finished since the last time."""
-        # Drain first, then clear the flag: cleared first, a worker could set it and write its
-        # byte, the drain eat that byte, and the next worker, seeing the flag still set, write
-        # none, leaving its result unseen until something else woke us (a lost wake-up, seen as
-        # commits that never came back).
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-        self._wake_pending = False
-        done = []
-        while self._done:
-            done.append(self._done.popleft())
+        done = self._done.take()
         self.in_flight -= len(done)
         return done
 
@@ -100,5 +76,4 @@ class StoragePool:
                     conn.close()
                 except psycopg.Error:
                     pass
-        self._wake_r.close()
-        self._wake_w.close()
+        self._done.close()

@@ -49,7 +49,8 @@ UPDATE notifications AS n
 """
 
 
-def derive_status(cur: psycopg.Cursor[Any], notification_ids: Sequence[str]) -> None:
+def derive_status(cur: psycopg.Cursor[Any] | psycopg.Connection[Any],
+                  notification_ids: Sequence[str]) -> None:
     """Set these notifications' status from their deliveries' (in the caller's transaction)."""
     cur.execute(_DERIVE_STATUS, (list(notification_ids),))
 
@@ -342,7 +343,7 @@ def release_due(conn: psycopg.Connection, limit: int = 500) -> list[int]:
             " WHERE (notification_id, channel) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))",
             ([r[0] for r in rows], [r[1] for r in rows]),
         )
-        cur.execute(_DERIVE_STATUS, (sorted({r[0] for r in rows}),))
+        derive_status(cur, sorted({r[0] for r in rows}))
         return broker_outbox.add(cur, [
             DeliveryMessage.from_body(m["body"]).to_amqp() for _, _, m in rows])
 
@@ -390,7 +391,7 @@ def cancel_scheduled(conn: psycopg.Connection, notification_id: str,
             " RETURNING channel", (notification_id,)).fetchall()
         if not rows:
             return Cancellation(notification_id, str(found[0]), ())
-        cur.execute(_DERIVE_STATUS, ([notification_id],))
+        derive_status(cur, [notification_id])
         status = cur.execute("SELECT status FROM notifications WHERE notification_id = %s::uuid",
                              (notification_id,)).fetchone()
         assert status is not None
@@ -409,7 +410,7 @@ def reset_for_replay(conn: psycopg.Connection, pairs: Sequence[tuple[str, str]])
         " WHERE (notification_id, channel) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))",
         ([p[0] for p in pairs], [p[1] for p in pairs]),
     )
-    conn.execute(_DERIVE_STATUS, (sorted({p[0] for p in pairs}),))
+    derive_status(conn, sorted({p[0] for p in pairs}))
 
 
 def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> list[int]:
@@ -482,5 +483,5 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> li
             " ORDER BY notification_id FOR NO KEY UPDATE",
             (ids,),
         )
-        cur.execute(_DERIVE_STATUS, (ids,))
+        derive_status(cur, ids)
     return outbox_ids

@@ -62,11 +62,13 @@ def record(conn: psycopg.Connection, events: Sequence[ProviderEvent]) -> Applied
     if not events:
         return Applied(0, 0, 0)
     with conn.transaction(), conn.cursor() as cur:
-        known = {(str(r[0]), str(r[1]), str(r[2])) for r in cur.execute(
+        # Locked: events about one delivery recorded at once on two hosts (each runs an events
+        # actor) must move it one after the other, each from the status the other left.
+        status_of = {(str(r[0]), str(r[1])): str(r[2]) for r in cur.execute(
             "SELECT notification_id::text, channel, status FROM deliveries"
-            " WHERE notification_id = ANY(%s::uuid[])",
+            " WHERE notification_id = ANY(%s::uuid[]) ORDER BY notification_id, channel"
+            " FOR UPDATE",
             (sorted({e.notification_id for e in events}),)).fetchall()}
-        status_of = {(n, c): s for n, c, s in known}
         ours = [e for e in events if (e.notification_id, e.channel) in status_of]
         new_ids = {str(r[0]) for r in cur.execute(
             "INSERT INTO provider_events (event_id, provider, notification_id, channel, event,"
@@ -94,11 +96,3 @@ def record(conn: psycopg.Connection, events: Sequence[ProviderEvent]) -> Applied
             derive_status(cur, sorted({n for n, _ in moved}))
     return Applied(len(new_ids), len(moved), len(events) - len(ours))
 
-
-def of(conn: psycopg.Connection, notification_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT channel, provider, event, status, occurred_at, received_at, detail"
-        " FROM provider_events WHERE notification_id = %s::uuid ORDER BY received_at, event_id",
-        (notification_id,)).fetchall()
-    return [{"channel": r[0], "provider": r[1], "event": r[2], "status": r[3],
-             "occurred_at": r[4], "received_at": r[5], "detail": r[6]} for r in rows]

@@ -53,8 +53,9 @@ def children_for(settings: Settings) -> tuple[str, ...]:
 
 
 def providers(settings: Settings) -> dict[str, str]:
-    return {"email": settings.email_provider, "push": settings.push_provider,
-            "sms": settings.sms_provider}
+    """Each channel's providers on this host, in failover order ("sendgrid,smtp")."""
+    return {channel: ",".join(settings.provider_names(channel))
+            for channel in ("email", "push", "sms")}
 
 
 def needs_placement(settings: Settings, channel: str) -> bool:

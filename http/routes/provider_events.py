@@ -11,6 +11,7 @@ to the ProviderEvents actor, which records each once.
 from __future__ import annotations
 
 import binascii
+import functools
 import json
 import time
 import uuid
@@ -76,11 +77,19 @@ async def sendgrid_events(request: Request) -> EnvelopeResponse:
     return from_reply(reply)
 
 
+_WEBHOOK = EventWebhook()
+
+
+@functools.lru_cache(maxsize=4)
+def _ecdsa_key(public_key: str) -> Any:
+    """The configured key, parsed once (not on every request)."""
+    return _WEBHOOK.convert_public_key_to_ecdsa(public_key)
+
+
 def _verified(public_key: str, payload: str, signature: str, timestamp: str) -> bool:
     try:
-        webhook = EventWebhook()
-        key = webhook.convert_public_key_to_ecdsa(public_key)
-        return bool(webhook.verify_signature(payload, signature, timestamp, key))
+        return bool(_WEBHOOK.verify_signature(payload, signature, timestamp,
+                                              _ecdsa_key(public_key)))
     except (binascii.Error, ValueError, TypeError):
         return False  # a signature or key that is not even base64 DER
 

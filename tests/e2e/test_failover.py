@@ -83,8 +83,49 @@ def stack(provider_settings: Any, simulator: Any, mailbox: tuple[Mailbox, int],
         yield running
 
 
+class Sender:
+    """Sends one email or one SMS and waits until it is sent or failed: its final state."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        client = stack.client()
+        self.template = f"failover-{uuid.uuid4().hex[:6]}"
+        reply = client.post("/v1/templates", json={
+            "template_key": self.template, "subject": "Hello {{ tag }}", "body": "Body {{ tag }}",
+            "sms_body": "Code {{ tag }}"})
+        assert reply.status_code == 201, reply.text
+        self.mail_user = self._user(email_address=f"{uuid.uuid4().hex[:8]}@example.com")
+
+    def _user(self, **fields: Any) -> str:
+        created = self.stack.client().post("/v1/users", json={
+            "user_id": f"u-{uuid.uuid4().hex[:10]}", **fields})
+        assert created.status_code == 201, created.text
+        return str(created.json()["data"]["user_id"])
+
+    def _send(self, user_id: str, channel: str, tag: str) -> dict[str, Any]:
+        reply = self.stack.client().post("/v1/notifications", json={
+            "user_id": user_id, "template_key": self.template, "channels": [channel],
+            "message_data": {"tag": tag}})
+        assert reply.status_code == 202, reply.text
+        return self.stack.wait_for_status(reply.json()["data"]["notification_id"],
+                                          {"sent", "failed"}, timeout=30)
+
+    def email(self, tag: str) -> dict[str, Any]:
+        return self._send(self.mail_user, "email", tag)
+
+    def sms(self, tag: str, phone: str = "+14155550199") -> dict[str, Any]:
+        """To a fresh user with this phone number."""
+        return self._send(self._user(phone_number=phone), "sms", tag)
+
+
+@pytest.fixture(scope="module")
+def sender(stack: Stack) -> Sender:
+    return Sender(stack)
+
+
 @pytest.fixture(autouse=True)
-def healthy(stack: Stack, mailbox: tuple[Mailbox, int]) -> Iterator[None]:
+def healthy(stack: Stack, sender: Sender,
+            mailbox: tuple[Mailbox, int]) -> Iterator[None]:
     """Both providers healthy, and both breakers closed again, around each test."""
     box, _ = mailbox
     stack.simulator.state.reset()
@@ -95,39 +136,16 @@ def healthy(stack: Stack, mailbox: tuple[Mailbox, int]) -> Iterator[None]:
     # Let any open breaker half-open and close on a good call.
     time.sleep(BREAKER_RESET)
     for _ in range(3):
-        send(stack, "settle")
-    send_sms(stack, "settle")
-
-
-_TEMPLATE: dict[str, str] = {}  # the module's template and user, made on first use
-
-
-def send(stack: Stack, tag: str) -> dict[str, Any]:
-    """One email, waited for until it is sent or failed; its final state."""
-    if "key" not in _TEMPLATE:
-        key = f"failover-{uuid.uuid4().hex[:6]}"
-        reply = stack.client().post("/v1/templates", json={
-            "template_key": key, "subject": "Hello {{ tag }}", "body": "Body {{ tag }}"})
-        assert reply.status_code == 201, reply.text
-        created = stack.client().post("/v1/users", json={
-            "user_id": f"u-{uuid.uuid4().hex[:10]}",
-            "email_address": f"{uuid.uuid4().hex[:8]}@example.com"})
-        assert created.status_code == 201, created.text
-        _TEMPLATE.update(key=key, user=created.json()["data"]["user_id"])
-    reply = stack.client().post("/v1/notifications", json={
-        "user_id": _TEMPLATE["user"], "template_key": _TEMPLATE["key"], "channels": ["email"],
-        "message_data": {"tag": tag}})
-    assert reply.status_code == 202, reply.text
-    return stack.wait_for_status(reply.json()["data"]["notification_id"], {"sent", "failed"},
-                                 timeout=30)
+        sender.email("settle")
+    sender.sms("settle")
 
 
 def test_with_sendgrid_failing_emails_go_out_through_smtp_and_none_waste_an_attempt_on_its_open_breaker(
-    stack: Stack, mailbox: tuple[Mailbox, int]
+    stack: Stack, mailbox: tuple[Mailbox, int], sender: Sender
 ) -> None:
     box, _ = mailbox
     stack.simulator.state.update_config({"fail_ratio": {"email": 1.0}, "fail_status": 503})
-    finals = [send(stack, f"down-{i}") for i in range(BREAKER_THRESHOLD + 3)]
+    finals = [sender.email(f"down-{i}") for i in range(BREAKER_THRESHOLD + 3)]
 
     assert [f["status"] for f in finals] == ["sent"] * len(finals)
     for final in finals:
@@ -144,17 +162,17 @@ def test_with_sendgrid_failing_emails_go_out_through_smtp_and_none_waste_an_atte
 
 
 def test_when_sendgrid_recovers_traffic_returns_to_it_after_the_half_open_trial(
-    stack: Stack, mailbox: tuple[Mailbox, int]
+    stack: Stack, mailbox: tuple[Mailbox, int], sender: Sender
 ) -> None:
     stack.simulator.state.update_config({"fail_ratio": {"email": 1.0}, "fail_status": 503})
     for i in range(BREAKER_THRESHOLD):
-        assert send(stack, f"tripping-{i}")["channels"]["email"]["provider"] == "smtp"
+        assert sender.email(f"tripping-{i}")["channels"]["email"]["provider"] == "smtp"
     stack.simulator.state.update_config({"fail_ratio": {"email": 0.0}})
-    assert send(stack, "while-open")["channels"]["email"]["attempt_log"][0]["provider"] == "smtp"
+    assert sender.email("while-open")["channels"]["email"]["attempt_log"][0]["provider"] == "smtp"
 
     time.sleep(BREAKER_RESET + 0.5)
-    trial = send(stack, "trial")
-    after = [send(stack, f"after-{i}") for i in range(3)]
+    trial = sender.email("trial")
+    after = [sender.email(f"after-{i}") for i in range(3)]
 
     assert trial["channels"]["email"]["provider"] == "sendgrid"
     assert [f["channels"]["email"]["provider"] for f in after] == ["sendgrid"] * 3
@@ -162,12 +180,12 @@ def test_when_sendgrid_recovers_traffic_returns_to_it_after_the_half_open_trial(
 
 
 def test_with_both_providers_down_an_email_waits_then_is_dead_lettered_and_nothing_is_lost(
-    stack: Stack, mailbox: tuple[Mailbox, int]
+    stack: Stack, mailbox: tuple[Mailbox, int], sender: Sender
 ) -> None:
     box, _ = mailbox
     stack.simulator.state.update_config({"fail_ratio": {"email": 1.0}, "fail_status": 503})
     box.refusing = True
-    final = send(stack, "both-down")
+    final = sender.email("both-down")
 
     assert final["status"] == "failed"
     email = final["channels"]["email"]
@@ -189,11 +207,12 @@ def test_with_both_providers_down_an_email_waits_then_is_dead_lettered_and_nothi
     assert again["status"] == "sent"
 
 
-def test_a_permanent_refusal_does_not_fail_over(stack: Stack,
-                                                mailbox: tuple[Mailbox, int]) -> None:
+def test_a_permanent_refusal_does_not_fail_over(
+    stack: Stack, mailbox: tuple[Mailbox, int], sender: Sender
+) -> None:
     box, _ = mailbox
     stack.simulator.state.update_config({"fail_next": {"email": 1}, "fail_status": 400})
-    final = send(stack, "invalid")
+    final = sender.email("invalid")
 
     assert final["status"] == "failed"
     email = final["channels"]["email"]
@@ -202,31 +221,12 @@ def test_a_permanent_refusal_does_not_fail_over(stack: Stack,
     assert box.of(final["notification_id"]) == []
 
 
-def send_sms(stack: Stack, tag: str, phone: str = "+14155550199") -> dict[str, Any]:
-    """One SMS to a fresh user with a phone number, waited for until sent or failed."""
-    if "sms_key" not in _TEMPLATE:
-        key = f"failover-sms-{uuid.uuid4().hex[:6]}"
-        reply = stack.client().post("/v1/templates", json={
-            "template_key": key, "subject": "s", "body": "b", "sms_body": "Code {{ tag }}"})
-        assert reply.status_code == 201, reply.text
-        _TEMPLATE["sms_key"] = key
-    created = stack.client().post("/v1/users", json={"user_id": f"u-{uuid.uuid4().hex[:10]}",
-                                                     "phone_number": phone})
-    assert created.status_code == 201, created.text
-    reply = stack.client().post("/v1/notifications", json={
-        "user_id": created.json()["data"]["user_id"], "template_key": _TEMPLATE["sms_key"],
-        "channels": ["sms"], "message_data": {"tag": tag}})
-    assert reply.status_code == 202, reply.text
-    return stack.wait_for_status(reply.json()["data"]["notification_id"], {"sent", "failed"},
-                                 timeout=30)
-
-
 def test_with_the_first_twilio_account_down_sms_go_out_through_the_second(
-    stack: Stack,
+    stack: Stack, sender: Sender
 ) -> None:
     state = stack.simulator.state
     state.update_config({"twilio_down_accounts": [PRIMARY], "fail_status": 503})
-    finals = [send_sms(stack, f"down-{i}") for i in range(BREAKER_THRESHOLD + 2)]
+    finals = [sender.sms(f"down-{i}") for i in range(BREAKER_THRESHOLD + 2)]
 
     assert [f["status"] for f in finals] == ["sent"] * len(finals)
     providers = [[a["provider"] for a in f["channels"]["sms"]["attempt_log"]] for f in finals]
@@ -237,8 +237,10 @@ def test_with_the_first_twilio_account_down_sms_go_out_through_the_second(
     assert len(state.rejected("sms")) == BREAKER_THRESHOLD
 
 
-def test_an_invalid_number_is_the_recipients_fault_and_does_not_fail_over(stack: Stack) -> None:
-    final = send_sms(stack, "invalid", phone="+15005550001")
+def test_an_invalid_number_is_the_recipients_fault_and_does_not_fail_over(
+    stack: Stack, sender: Sender
+) -> None:
+    final = sender.sms("invalid", phone="+15005550001")
     sms = final["channels"]["sms"]
     assert (final["status"], sms["error_code"]) == ("failed", "twilio_21211")
     assert [a["provider"] for a in sms["attempt_log"]] == ["twilio"]

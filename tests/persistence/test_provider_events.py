@@ -48,6 +48,12 @@ def _event(notification_id: str, event: str, status: str | None, at: float,
                          "email", event, status, at, {"email": "a@example.com"})
 
 
+def _logged(db: Any, notification_id: str) -> list[str]:
+    return [str(r[0]) for r in db.execute(
+        "SELECT event FROM provider_events WHERE notification_id = %s ORDER BY received_at",
+        (notification_id,)).fetchall()]
+
+
 def _status(db: Any, notification_id: str) -> tuple[str, str]:
     row = db.execute("SELECT d.status, n.status FROM deliveries d JOIN notifications n"
                      " USING (notification_id) WHERE notification_id = %s",
@@ -65,7 +71,7 @@ def test_an_event_moves_its_delivery_once_and_its_notification_follows(db: Any) 
 
     assert (first.recorded, first.moved, again.recorded, again.moved) == (1, 1, 0, 0)
     assert _status(db, notification_id) == ("delivered", "delivered")
-    assert [e["event"] for e in provider_events.of(db, notification_id)] == ["delivered"]
+    assert _logged(db, notification_id) == ["delivered"]
 
 
 @integration
@@ -78,7 +84,7 @@ def test_a_late_delivered_never_overwrites_a_bounce(db: Any) -> None:
 
     assert (late.recorded, late.moved) == (1, 0)  # kept in the log, moves nothing
     assert _status(db, notification_id) == ("bounced", "failed")
-    assert len(provider_events.of(db, notification_id)) == 2
+    assert sorted(_logged(db, notification_id)) == ["bounce", "delivered"]
 
 
 @integration

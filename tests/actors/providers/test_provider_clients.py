@@ -17,6 +17,7 @@ from clarion.actors.providers.fcm_push import FcmPushProvider
 from clarion.actors.providers.sendgrid_email import SendGridEmailProvider
 from clarion.simulator.credentials import write_service_account
 from clarion.simulator.server import SimulatorServer
+from tests.actors.providers.leaks import no_thread_left
 
 API_KEY = "SG.clarion-test-key.do-not-leak"
 
@@ -30,12 +31,8 @@ def server() -> Iterator[SimulatorServer]:
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Fails a test that leaves threads (beyond the module's simulator) or firebase apps behind."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 2.0
-    while (extra := set(threading.enumerate()) - before) and time.monotonic() < deadline:
-        time.sleep(0.02)  # google-auth's background lookup thread finishes on its own
-    assert not [t for t in extra if not t.name.startswith("clarion-simulator-")]
+    with no_thread_left(ignore_prefix="clarion-simulator-"):
+        yield
     assert firebase_admin._apps == {}
 
 

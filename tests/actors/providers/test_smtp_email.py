@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from clarion.actors.providers.base import DeliveryResult, Provider
 from clarion.actors.providers.smtp_email import SmtpEmailProvider
+from tests.actors.providers.leaks import no_thread_left
 
 FROM = "Clarion <no-reply@example.com>"
 USERNAME = "clarion"
@@ -151,12 +152,8 @@ def module_server() -> Iterator[tuple[Controller, RecordingHandler]]:
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Fails a test that leaves threads behind (the module's SMTP server started before it)."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 2.0
-    while (extra := set(threading.enumerate()) - before) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not extra
+    with no_thread_left():
+        yield
 
 
 @pytest.fixture

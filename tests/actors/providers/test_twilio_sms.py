@@ -15,6 +15,7 @@ import pytest
 from clarion.actors.providers.base import DeliveryResult, Provider
 from clarion.actors.providers.twilio_sms import TwilioSmsProvider
 from clarion.simulator.server import SimulatorServer
+from tests.actors.providers.leaks import no_thread_left
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "twilio-auth-token-do-not-leak"
@@ -31,12 +32,8 @@ def server() -> Iterator[SimulatorServer]:
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Fails a test that leaves threads (beyond the module's simulator) behind."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 2.0
-    while (extra := set(threading.enumerate()) - before) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not [t for t in extra if not t.name.startswith("clarion-simulator-")]
+    with no_thread_left(ignore_prefix="clarion-simulator-"):
+        yield
 
 
 @pytest.fixture
