@@ -45,7 +45,8 @@ import psycopg
 
 from clarion.actors.attempts import ADOPTED, ADOPTED_SETTLED, Attempt, AttemptBook, Waiting
 from clarion.actors.base import ClarionActor
-from clarion.actors.outcomes import delivery_policy, outcome_of
+from clarion.actors.outcomes import (SUPPRESSION_LIST, delivery_policy, outcome_of,
+                                     skipped_outcome)
 from clarion.actors.provider_chain import FAILED_PROVIDER, ProviderChain
 from clarion.actors.providers.base import DeliveryResult, Provider
 from clarion.actors.send_pool import SendPool
@@ -56,7 +57,7 @@ from clarion.persistence import users as user_repo
 from clarion.persistence.broker import BatchPublisher, PublishError
 from clarion.persistence.consumer import QueueConsumer
 from clarion.persistence.delivery_message import DeliveryMessage, MalformedMessage
-from clarion.persistence.notifications import DONE, HELD, Claim, Outcome
+from clarion.persistence.notifications import DONE, HELD, Claim, Outcome, Suppressed
 from clarion.supervision import metrics
 from clarion.supervision.breaker import CLOSED
 
@@ -236,6 +237,8 @@ class ChannelDelivery(ClarionActor):
                 self._consumer.ack([w.tag], w.generation)
             elif verdict == HELD:
                 self._waiting.append(w)  # someone else is on it: look again next tick
+            elif isinstance(verdict, Suppressed):
+                self._skip_suppressed(w, verdict.reason)
             elif (provider := self._chain.pick(
                     avoid=w.message.content.get(FAILED_PROVIDER))) is None:
                 # Handed back; their claims are ours, so when they come back to us we claim
@@ -249,6 +252,19 @@ class ChannelDelivery(ClarionActor):
                 attempt.provider = provider.name
                 self._pool.submit(attempt.key, w.message.body, provider,
                                   urgent=not w.message.bulk)
+
+    def _skip_suppressed(self, w: Waiting, reason: str) -> None:
+        """The recipient is on the suppression list: no provider call; the attempt is recorded
+        as skipped like any finished one (then acked)."""
+        attempt = self._attempts.start(w)
+        attempt.provider = SUPPRESSION_LIST
+        attempt.result = DeliveryResult(ok=False, error_code="suppressed",
+                                        error=f"suppressed: {reason}", permanent=True)
+        attempt.outcome = skipped_outcome(attempt, reason)
+        self.log.info("recipient suppressed; skipped", extra={
+            "actor": self.name, "notification_id": w.message.notification_id,
+            "reason": reason})
+        self._record()
 
     # -- finishing attempts -------------------------------------------------------------------
 
@@ -355,7 +371,8 @@ class ChannelDelivery(ClarionActor):
             self._pause()
 
     def _count(self, a: Attempt, o: Outcome) -> None:
-        outcome = "sent" if o.ok else ("retried" if o.retry_in is not None else "dead_lettered")
+        outcome = "skipped" if o.skipped else "sent" if o.ok else (
+            "retried" if o.retry_in is not None else "dead_lettered")
         metrics.DELIVERIES.labels(self.CHANNEL, o.provider, outcome).inc()
         accepted_at = a.message.accepted_at
         if o.ok and accepted_at is not None:
@@ -367,7 +384,9 @@ class ChannelDelivery(ClarionActor):
                   "notification_id": o.notification_id, "request_id": a.message.request_id,
                   "provider": o.provider, "attempt": o.attempt,
                   "latency_ms": round((time.time() - a.started_at) * 1000, 1)}
-        if o.ok:
+        if o.skipped:
+            self.log.info("skipped", extra={**fields, "error": o.error})
+        elif o.ok:
             self.log.info("delivered", extra=fields)
         elif o.retry_in is not None:
             self.log.warning("delivery failed; will retry", extra={

@@ -420,3 +420,25 @@ class RecordProviderEvents:
     OWNER: ClassVar[str] = "events"
     correlation_id: str
     events: tuple[Any, ...]  # ProviderEvent
+
+
+@message
+class AddSuppression:
+    """`POST /v1/suppressions`: an operator puts an address on the list (`Suppression`)."""
+
+    OWNER: ClassVar[str] = "events"
+    correlation_id: str
+    entry: Any  # persistence.suppressions.Suppression
+
+
+@message
+class RemoveSuppression:
+    """`DELETE /v1/suppressions/{address}`: take it off the list; the removal is kept, with who
+    removed it and why."""
+
+    OWNER: ClassVar[str] = "events"
+    correlation_id: str
+    channel: str
+    address: str
+    removed_by: str
+    why: str

@@ -6,6 +6,8 @@ A pure function of the attempt, the provider's result and the retry policy:
     failed, passing, attempts left → "retrying", the next attempt to the delay queue that waits
                                    long enough (a Retry-After stretches the step)
     failed for good, or the last → "failed", the message to failed.queue and the dead letters
+                                   (Twilio's 21610 also puts the number on the suppression list)
+    suppressed (no provider call) → "skipped", nothing to publish (`skipped_outcome`)
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from clarion.persistence import delivery_message as framing
 from clarion.persistence.delivery_message import DeliveryMessage
 from clarion.persistence.notifications import Outcome
 from clarion.supervision.retry import RetryPolicy
+
+
+# What an attempt's log names as its "provider" when the suppression list stopped it.
+SUPPRESSION_LIST = "suppression_list"
+# A provider's error that says the recipient does not want messages: the address is suppressed
+# in the transaction that records the outcome.
+SUPPRESSING_ERRORS = {"twilio_21610": "unsubscribed"}  # the number replied STOP
 
 
 def delivery_policy(max_attempts: int) -> RetryPolicy:
@@ -45,11 +54,23 @@ def outcome_of(attempt: Attempt, policy: RetryPolicy, provider: str) -> Outcome:
             follow_up = (message.to_amqp(broker.FAILED_QUEUE, **{
                 framing.ATTEMPTS: message.attempt, framing.ERROR_CODE: result.error_code or "",
                 framing.ERROR: (result.error or "")[:500], framing.CHANNEL: message.channel}),)
+    reason = SUPPRESSING_ERRORS.get(result.error_code or "") if not result.ok else None
+    to = message.content.get("to")
     return Outcome(
         message.notification_id, message.channel, message.attempt, result.ok, provider,
         attempt.started_at, result.provider_message_id, result.error_code, result.error,
         retry_in, dead, follow_up,
+        suppress=(str(to), reason) if reason and isinstance(to, str) and to else None,
     )
+
+
+def skipped_outcome(attempt: Attempt, reason: str) -> Outcome:
+    """A claimed attempt whose recipient is on the suppression list: skipped, no provider
+    called, nothing more to publish (README "Suppression list")."""
+    message = attempt.message
+    return Outcome(message.notification_id, message.channel, message.attempt, False,
+                   SUPPRESSION_LIST, attempt.started_at, error_code="suppressed",
+                   error=f"suppressed: {reason}", skipped=True)
 
 
 def retry_message(attempt: Attempt, provider: str | None = None) -> DeliveryMessage:

@@ -46,6 +46,7 @@ from clarion.http.routes import (
     outbox,
     provider_events,
     providers,
+    suppressions,
     templates,
     users,
 )
@@ -128,7 +129,7 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[*health.routes, *notifications.routes, *users.routes, *templates.routes,
                 *outbox.routes, *dlq.routes, *metrics.routes, *docs.routes, *admin.routes,
-                *providers.routes, *provider_events.routes],
+                *providers.routes, *provider_events.routes, *suppressions.routes],
         middleware=[
             Middleware(MetricsMiddleware),
             Middleware(RequestIdMiddleware),

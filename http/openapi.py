@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from clarion.http.auth import PUBLIC, rule_for
 from clarion.http.routes.admin import COOKIE
 from clarion.http.routes.dlq import ReplayFilter
+from clarion.http.routes.suppressions import NewSuppression
 from clarion.http.schemas import (
     NotificationBatchIn,
     NotificationIn,
@@ -58,6 +59,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "template_not_found": (404, "no live template with this key (or this version)"),
     "push_token_not_found": (404, "the user has no such push token"),
     "dead_letter_not_found": (404, "no dead letter with this id waiting for an operator"),
+    "suppression_not_found": (404, "the address is not on the suppression list"),
+    "reason_required": (422, "removing a suppression needs a reason (kept in the audit)"),
     "method_not_allowed": (405, "the route does not take this method"),
     "user_exists": (409, "a user with this user_id or email_address already exists"),
     "template_exists": (409, "the key already exists in this language: PUT makes a new version"),
@@ -164,6 +167,12 @@ TEMPLATE_KEY = {**_field(TemplateIn, "template_key"), "description": "a template
 DEAD_LETTER_ID = {"type": "integer", "format": "int64", "minimum": 0,
                   "maximum": 2**63 - 1, "description": "a dead letter id"}
 CHANNEL = {"type": "string", "enum": ["email", "push", "sms"]}
+SUPPRESSION_REASON = {"type": "string", "enum": ["hard_bounce", "invalid_address",
+                                                 "spam_report", "unsubscribed", "manual"]}
+NULLABLE_STRING: Schema = {"type": ["string", "null"]}
+TIME: Schema = {"type": "string", "format": "date-time"}
+PAGING = (Param("page", {"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 1}),
+          Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}))
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
     # -- health and system ----------------------------------------------------------------------
@@ -253,7 +262,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                            "invalid_json", "validation_error", "storage_unavailable", *ACTORS),
         data=_object(["recorded", "moved", "unknown"], recorded={"type": "integer"},
                      moved={"type": "integer"}, unknown={"type": "integer"},
-                     ignored={"type": "integer"}),
+                     suppressed={"type": "integer"}, ignored={"type": "integer"}),
         description="No API key: the request must carry SendGrid's ECDSA signature"
                     " (`X-Twilio-Email-Event-Webhook-Signature` and `-Timestamp`) made with the"
                     " key of CLARION_SENDGRID_WEBHOOK_PUBLIC_KEY, at most 10 minutes old. The body"
@@ -349,10 +358,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors=("validation_error",), data=_array({"type": "object"})),
     ("GET", "/v1/dlq"): Operation(
         "Dead letters waiting for an operator, with their reason and attempts", "dead letters",
-        query=(Param("page", {"type": "integer", "minimum": 1, "maximum": 1_000_000,
-                              "default": 1}),
-               Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
-               Param("channel", CHANNEL),
+        query=(*PAGING, Param("channel", CHANNEL),
                Param("error_code", STRING, "only dead letters with this error code")),
         errors=("validation_error",), data=_array({"type": "object"}), meta=_ref("PageMeta")),
     ("POST", "/v1/dlq/replay"): Operation(
@@ -368,6 +374,43 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Discard one dead letter", "dead letters", path={"dead_letter_id": DEAD_LETTER_ID},
         errors=("dead_letter_not_found", *WRITE),
         data=_object(["discarded"], discarded={"type": "integer"})),
+    # -- the suppression list -------------------------------------------------------------------
+    ("GET", "/v1/suppressions"): Operation(
+        "Addresses Clarion no longer sends to, newest first, with the reason and what put each"
+        " there", "suppressions",
+        query=(*PAGING,
+               Param("channel", {"type": "string", "enum": ["email", "sms"]}),
+               Param("reason", SUPPRESSION_REASON),
+               Param("address", STRING, "one address: an email or an E.164 number")),
+        errors=("validation_error", "storage_unavailable"),
+        data=_array(_ref("Suppression")), meta=_ref("PageMeta")),
+    ("POST", "/v1/suppressions"): Operation(
+        "Put an address on the suppression list by hand", "suppressions", status=201,
+        also=(200,), body=NewSuppression, errors=WRITE, data=_ref("Suppression"),
+        example={"address": "someone@example.com", "reason": "manual",
+                 "note": "asked by phone"},
+        description="201 when the address is new on the list; 200 when it was already there"
+                    " (its first entry is kept)."),
+    ("GET", "/v1/suppressions/removals"): Operation(
+        "Every removal from the suppression list, newest first: who removed which address,"
+        " when and why", "suppressions",
+        query=(*PAGING, Param("address", STRING, "one address's removals")),
+        errors=("validation_error", "storage_unavailable"),
+        data=_array(_ref("SuppressionRemoval")), meta=_ref("PageMeta")),
+    ("GET", "/v1/suppressions/{address}"): Operation(
+        "One address: its entry on the list (null if it is not on it) and its removals",
+        "suppressions", path={"address": STRING},
+        errors=("suppression_not_found", "storage_unavailable"),
+        data=_object(["channel", "address", "suppressed", "removals"], channel=STRING,
+                     address=STRING,
+                     suppressed={"oneOf": [_ref("Suppression"), {"type": "null"}]},
+                     removals=_array(_ref("SuppressionRemoval")))),
+    ("DELETE", "/v1/suppressions/{address}"): Operation(
+        "Take an address off the suppression list; the reason is required and kept",
+        "suppressions", path={"address": STRING},
+        query=(Param("reason", STRING, "why it may be sent to again (or in a JSON body)"),),
+        errors=("suppression_not_found", "reason_required", *BODY, *WRITE),
+        data=_ref("SuppressionRemoval")),
     # -- the admin console ----------------------------------------------------------------------
     ("GET", "/admin"): Operation(
         "The admin console: a sign-in form, or the console once signed in", "admin console",
@@ -481,6 +524,16 @@ _SHAPES: dict[str, Schema] = {
         restarts={"type": "integer"}))),
     "Replayed": _object(["replayed", "count"], replayed=_array({"type": "integer"}),
                         count={"type": "integer"}),
+    "Suppression": _object(
+        ["channel", "address", "reason", "source", "created_by", "created_at"],
+        channel={"type": "string", "enum": ["email", "sms"]}, address=STRING,
+        reason=SUPPRESSION_REASON, source=STRING, notification_id=NULLABLE_STRING,
+        note=NULLABLE_STRING, created_by=STRING, created_at=TIME),
+    "SuppressionRemoval": _object(
+        ["removal_id", "channel", "address", "reason", "removed_by", "why", "removed_at"],
+        removal_id={"type": "integer"}, channel={"type": "string", "enum": ["email", "sms"]},
+        address=STRING, reason=SUPPRESSION_REASON, source=STRING, suppressed_at=TIME,
+        suppressed_by=STRING, removed_by=STRING, why=STRING, removed_at=TIME),
 }
 _RECORDS = (User, Template)  # dataclasses answers are made of
 

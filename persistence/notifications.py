@@ -16,9 +16,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from clarion.persistence import broker_outbox
+from clarion.persistence import broker_outbox, suppressions
 from clarion.persistence.broker import Envelope
 from clarion.persistence.delivery_message import DeliveryMessage
+from clarion.persistence.suppressions import Suppression
 
 # Notification status, derived from its deliveries:
 #   queued          some channel is still on its way (queued, or retrying after a passing failure)
@@ -115,9 +116,15 @@ class Outcome:
     retry_in: float | None = None
     dead_message: dict[str, Any] | None = None
     messages: tuple[Envelope, ...] = ()  # what to publish: the retry, or the DLQ copy
+    skipped: bool = False  # not sent at all: the recipient is suppressed (error_code says so)
+    # The recipient's address to put on the suppression list, and why (Twilio's 21610: the
+    # number replied STOP).
+    suppress: tuple[str, str] | None = None
 
     @property
     def delivery_status(self) -> str:
+        if self.skipped:
+            return "skipped"
         if self.ok:
             return "sent"
         return "retrying" if self.retry_in is not None else "failed"
@@ -275,9 +282,17 @@ DONE = "done"  # recorded already, or not waiting for delivery (sent, failed, go
 HELD = "held"  # another process claimed this attempt moments ago and may be sending it now
 
 
+@dataclass(frozen=True, slots=True)
+class Suppressed:
+    """Claimed for us, but the recipient is on the suppression list: skip it, no provider call."""
+
+    reason: str  # hard_bounce, spam_report, ...
+
+
 def claim_attempts(conn: psycopg.Connection, owner: str, claims: Sequence[Claim],
-                   lease_seconds: float) -> dict[Claim, str]:
-    """Claim attempts before calling the provider, in one statement: SEND, DONE or HELD each.
+                   lease_seconds: float) -> dict[Claim, str | Suppressed]:
+    """Claim attempts before calling the provider, in one statement: SEND, DONE, HELD or
+    Suppressed (claimed, but the recipient is on the suppression list) each.
 
     An attempt is claimed once. A second copy of the message (the outbox published it twice; a
     redelivery after the broker lost our connection) finds it claimed and is not sent again:
@@ -304,12 +319,17 @@ def claim_attempts(conn: psycopg.Connection, owner: str, claims: Sequence[Claim]
         " SELECT w.notification_id::text, w.channel, w.attempt,"
         "        c.notification_id IS NOT NULL AS mine,"
         "        d.status IN ('queued', 'retrying', 'scheduled') AND d.attempts < w.attempt"
-        "          AND d.claimed_attempt <= w.attempt AS open"
+        "          AND d.claimed_attempt <= w.attempt AS open,"
+        "        s.reason AS suppressed"
         "   FROM wanted AS w"
         "   LEFT JOIN claimed AS c ON (c.notification_id, c.channel, c.attempt)"
         "                           = (w.notification_id, w.channel, w.attempt)"
         "   LEFT JOIN deliveries AS d ON (d.notification_id, d.channel)"
-        "                              = (w.notification_id, w.channel)",
+        "                              = (w.notification_id, w.channel)"
+        # The suppression list, read in the same statement: a suppressed address is claimed
+        # and then skipped, never sent (README "Suppression list").
+        "   LEFT JOIN suppressions AS s ON s.channel = w.channel AND s.address ="
+        "        CASE WHEN w.channel = 'email' THEN lower(d.recipient) ELSE d.recipient END",
         # One jsonb document, not three arrays: psycopg escapes array elements one by one in
         # Python (see insert_batch).
         {"claims": json.dumps([{"notification_id": c.notification_id, "channel": c.channel,
@@ -318,10 +338,13 @@ def claim_attempts(conn: psycopg.Connection, owner: str, claims: Sequence[Claim]
     ).fetchall()
     # The LEFT JOIN reads the rows as they were before the UPDATE (one snapshot): an attempt
     # still open there and not claimed by us is someone else's fresh claim.
-    verdicts: dict[Claim, str] = {}
-    for notification_id, channel, attempt, mine, still_open in rows:
+    verdicts: dict[Claim, str | Suppressed] = {}
+    for notification_id, channel, attempt, mine, still_open, suppressed in rows:
         claim = Claim(notification_id, channel, attempt)
-        verdicts[claim] = SEND if mine else (HELD if still_open else DONE)
+        if mine and suppressed:
+            verdicts[claim] = Suppressed(str(suppressed))
+        else:
+            verdicts[claim] = SEND if mine else (HELD if still_open else DONE)
     return verdicts
 
 
@@ -458,7 +481,8 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> li
             " attempt int, outcome text, provider text, message_id text, error_code text,"
             " error text, started_at float8)",
             (json.dumps([{"notification_id": o.notification_id, "channel": o.channel,
-                          "attempt": o.attempt, "outcome": "sent" if o.ok else "failed",
+                          "attempt": o.attempt,
+                          "outcome": o.delivery_status if o.skipped or o.ok else "failed",
                           "provider": o.provider, "message_id": o.provider_message_id,
                           "error_code": o.error_code, "error": o.error,
                           "started_at": o.started_at} for o in outcomes]),),
@@ -471,6 +495,10 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> li
                 [(o.notification_id, o.channel, Jsonb(o.dead_message), o.attempt, o.error_code,
                   o.error) for o in dead],
             )
+        suppressions.add(cur, [
+            Suppression(o.channel, o.suppress[0], o.suppress[1], f"{o.provider}:{o.error_code}",
+                        f"provider:{o.provider}", o.notification_id)
+            for o in outcomes if o.suppress])
         outbox_ids = broker_outbox.add(cur, [m for o in outcomes for m in o.messages])
         ids = sorted({o.notification_id for o in outcomes})
         # Each channel is recorded by its own actor. Without this lock two channels finishing

@@ -10,7 +10,8 @@ A channel's status after `sent` (README "Delivery truth"):
 times: an event already recorded changes nothing (its id is the key), and an event whose status
 may not follow the delivery's current one is kept in the log but moves nothing (a late
 `delivered` never overwrites `bounced`). Only a delivery the provider accepted (`sent` or later)
-moves at all.
+moves at all. An event that says the address is bad (a hard bounce, a spam report) puts it on
+the suppression list in the same transaction (`persistence/suppressions.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Any
 
 import psycopg
 
+from clarion.persistence import suppressions
 from clarion.persistence.notifications import derive_status
+from clarion.persistence.suppressions import Suppression
 
 # status → the statuses an event may move it to
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -48,6 +51,11 @@ class ProviderEvent:
     status: str | None  # the delivery status it implies; None: logged only (deferred)
     occurred_at: float  # epoch seconds
     detail: dict[str, Any] = field(default_factory=dict)
+    # The suppression it calls for (README "Suppression list"): hard_bounce, invalid_address,
+    # spam_report, unsubscribed; None: none. `address`: the one it is about (None: the
+    # delivery's recipient).
+    suppress: str | None = None
+    address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,7 @@ class Applied:
     recorded: int  # new events (the others were seen before)
     moved: int  # deliveries whose status changed
     unknown: int  # events about no delivery Clarion made
+    suppressed: int = 0  # addresses newly put on the suppression list
 
 
 def record(conn: psycopg.Connection, events: Sequence[ProviderEvent]) -> Applied:
@@ -64,11 +73,13 @@ def record(conn: psycopg.Connection, events: Sequence[ProviderEvent]) -> Applied
     with conn.transaction(), conn.cursor() as cur:
         # Locked: events about one delivery recorded at once on two hosts (each runs an events
         # actor) must move it one after the other, each from the status the other left.
-        status_of = {(str(r[0]), str(r[1])): str(r[2]) for r in cur.execute(
-            "SELECT notification_id::text, channel, status FROM deliveries"
+        rows = cur.execute(
+            "SELECT notification_id::text, channel, status, recipient FROM deliveries"
             " WHERE notification_id = ANY(%s::uuid[]) ORDER BY notification_id, channel"
             " FOR UPDATE",
-            (sorted({e.notification_id for e in events}),)).fetchall()}
+            (sorted({e.notification_id for e in events}),)).fetchall()
+        status_of = {(str(r[0]), str(r[1])): str(r[2]) for r in rows}
+        recipient_of = {(str(r[0]), str(r[1])): r[3] for r in rows}
         ours = [e for e in events if (e.notification_id, e.channel) in status_of]
         new_ids = {str(r[0]) for r in cur.execute(
             "INSERT INTO provider_events (event_id, provider, notification_id, channel, event,"
@@ -94,5 +105,10 @@ def record(conn: psycopg.Connection, events: Sequence[ProviderEvent]) -> Applied
                         " AND channel = %s", (status, notification_id, channel))
         if moved:
             derive_status(cur, sorted({n for n, _ in moved}))
-    return Applied(len(new_ids), len(moved), len(events) - len(ours))
+        added = suppressions.add(cur, [
+            Suppression(e.channel, address, e.suppress, e.event_id, f"provider:{e.provider}",
+                        e.notification_id)
+            for e in ours if e.event_id in new_ids and e.suppress
+            and (address := e.address or recipient_of[(e.notification_id, e.channel)])])
+    return Applied(len(new_ids), len(moved), len(events) - len(ours), len(added))
 

@@ -28,7 +28,7 @@ NOTIFICATIONS_REFUSED = Counter(
     ["error_code"])
 DELIVERIES = Counter(
     "clarion_deliveries_total",
-    "Delivery attempts, by channel, provider and outcome (sent, retried, dead_lettered)",
+    "Delivery attempts, by channel, provider and outcome (sent, retried, dead_lettered, skipped)",
     ["channel", "provider", "outcome"])
 DELIVERY_LATENCY = Histogram(
     "clarion_delivery_latency_seconds",

@@ -39,6 +39,29 @@ STATUS_OF = {
     "spamreport": "complained",
 }
 
+# A `dropped` event's reason → the suppression it calls for (a reason not named here, such as
+# "Spam Content", says nothing about the address).
+DROPPED_SUPPRESSES = {
+    "bounced address": "hard_bounce",
+    "spam reporting address": "spam_report",
+    "unsubscribed address": "unsubscribed",
+    "invalid": "invalid_address",
+    "invalid smtpapi header": None,
+}
+
+
+def suppression_of(name: str, item: dict[str, Any]) -> str | None:
+    """What an event says about the address itself: a hard bounce (not `blocked`, which is a
+    refusal for now), a drop for a known-bad address, a spam report."""
+    if name == "bounce":
+        return "hard_bounce" if item.get("type", "bounce") == "bounce" else None
+    if name == "dropped":
+        reason = str(item.get("reason", "")).strip().lower()
+        if reason in DROPPED_SUPPRESSES:
+            return DROPPED_SUPPRESSES[reason]
+        return "invalid_address" if reason.startswith("invalid") else None
+    return "spam_report" if name == "spamreport" else None
+
 
 async def sendgrid_events(request: Request) -> EnvelopeResponse:
     settings = request.app.state.settings
@@ -70,10 +93,16 @@ async def sendgrid_events(request: Request) -> EnvelopeResponse:
     if not events:
         return success({"recorded": 0, "moved": 0, "unknown": 0, "ignored": len(body)},
                        message="nothing to record")
+    return await record(request, events, ignored=len(body) - len(events))
+
+
+async def record(request: Request, events: list[ProviderEvent],
+                 ignored: int = 0) -> EnvelopeResponse:
+    """Hand verified events to the ProviderEvents actor and answer with what it recorded."""
     reply = await request.app.state.bridge.request(
         RecordProviderEvents(uuid.uuid4().hex, tuple(events)))
     if reply.status == 200 and isinstance(reply.data, dict):
-        reply.data["ignored"] = len(body) - len(events)
+        reply.data["ignored"] = ignored
     return from_reply(reply)
 
 
@@ -118,7 +147,8 @@ def _event(item: Any) -> ProviderEvent | None:
         event_id=f"sendgrid:{event_id[:200]}", provider="sendgrid",
         notification_id=notification_id, channel="email", event=name, status=status,
         occurred_at=float(occurred) if isinstance(occurred, (int, float)) else time.time(),
-        detail=detail)
+        detail=detail, suppress=suppression_of(name, item),
+        address=email if isinstance(email := item.get("email"), str) and email else None)
 
 
 routes = [Route("/v1/providers/sendgrid/events", sendgrid_events, methods=["POST"])]

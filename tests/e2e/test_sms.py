@@ -123,6 +123,29 @@ def test_a_permanent_twilio_refusal_is_a_dead_letter_at_once(
     assert (dead["channel"], dead["error_code"]) == ("sms", f"twilio_{code}")
 
 
+def test_a_number_that_replied_stop_is_suppressed_and_not_texted_again(
+    stack: Stack, code_template: str
+) -> None:
+    number = "+15005550004"  # the simulator answers 21610 for it, as Twilio does after STOP
+    user = make_user(stack, phone_number=number)
+    first = send(stack, user, code_template, channels=["sms"])
+    stack.wait_for_status(first["notification_id"], {"failed"}, timeout=15)
+    entry = stack.client().get(f"/v1/suppressions/{number}").json()["data"]["suppressed"]
+    assert (entry["channel"], entry["reason"], entry["source"]) == (
+        "sms", "unsubscribed", "twilio:twilio_21610")
+    calls = len(stack.simulator.state.rejected("sms"))
+
+    second = send(stack, user, code_template, channels=["sms"])
+    final = stack.wait_for_status(second["notification_id"], {"failed"}, timeout=15)
+
+    sms = final["channels"]["sms"]
+    assert (sms["status"], sms["error"]) == ("skipped", "suppressed: unsubscribed")
+    assert len(stack.simulator.state.rejected("sms")) == calls  # Twilio was not called
+    assert dead_letters_of(stack, second["notification_id"]) == []
+    assert stack.client().delete(f"/v1/suppressions/{number}",
+                                 params={"reason": "test clean-up"}).status_code == 200
+
+
 def test_a_passing_twilio_failure_is_retried_then_delivered(
     stack: Stack, code_template: str
 ) -> None:

@@ -48,7 +48,10 @@ ADMIN_CALLS = [("GET", "/v1/users"), ("POST", "/v1/users"), ("GET", "/v1/templat
                ("POST", "/v1/dlq/replay"), ("GET", "/v1/outbox"), ("GET", "/v1/system/actors"),
                ("GET", "/v1/system/cluster"), ("GET", "/v1/system/providers"),
                ("GET", "/v1/alerts"), ("GET", "/metrics"),
-               ("GET", "/admin/api/host")]
+               ("GET", "/admin/api/host"), ("GET", "/v1/suppressions"),
+               ("POST", "/v1/suppressions"), ("GET", "/v1/suppressions/removals"),
+               ("GET", "/v1/suppressions/a@example.com"),
+               ("DELETE", "/v1/suppressions/a@example.com?reason=x")]
 
 
 @pytest.mark.parametrize(("method", "path"), ADMIN_CALLS)
