@@ -2,7 +2,8 @@
 
 Owns request validation and the exact response shapes the real `sendgrid`,
 `firebase-admin` and `twilio` clients parse (see /work/shared/notes/providers.md). All state
-lives in `SimulatorState`; the handlers here are stateless.
+lives in `SimulatorState`; the handlers here are stateless. Accepted mail and SMS are handed to
+the app's `WebhookSender`, which posts SendGrid events and Twilio status callbacks afterwards.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .state import CHANNELS, ConfigError, SimulatorState, new_id
+from .events import TWILIO_API_VERSION
+from .state import CHANNELS, EVENT_KINDS, ConfigError, SimulatorState, new_id
+from .webhooks import WebhookSender
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -45,6 +48,10 @@ _GOOGLE_STATUS = {
 
 def _state(request: Request) -> SimulatorState:
     return request.app.state.simulator
+
+
+def _webhooks(request: Request) -> WebhookSender:
+    return request.app.state.webhooks
 
 
 def _bearer(request: Request) -> str | None:
@@ -172,6 +179,7 @@ async def sendgrid_mail_send(request: Request) -> Response:
             "raw": raw,
         }
     )
+    _webhooks(request).mail_accepted(message_id, raw)
     return Response(status_code=202, headers={"X-Message-Id": message_id})
 
 
@@ -346,7 +354,6 @@ async def fcm_messages_send(request: Request) -> Response:
 
 # -- Twilio Programmable Messaging ------------------------------------------------
 
-TWILIO_API_VERSION = "2010-04-01"
 TWILIO_MAX_BODY_CHARS = 1600  # Twilio refuses a longer Body with error 21617
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 
@@ -461,7 +468,7 @@ async def twilio_messages_create(request: Request) -> Response:
     body = form["Body"]
     sender = form.get("From") or None
     service = form.get("MessagingServiceSid") or None
-    state.record_message(
+    record = state.record_message(
         {
             "id": sid,
             "started_at": started_at,
@@ -475,6 +482,7 @@ async def twilio_messages_create(request: Request) -> Response:
             "raw": form,
         }
     )
+    _webhooks(request).sms_accepted(record, credentials[1])
     uri = f"/{TWILIO_API_VERSION}/Accounts/{account_sid}/Messages/{sid}.json"
     now = _twilio_date()
     resource = {
@@ -539,6 +547,17 @@ async def sim_rejected(request: Request) -> Response:
     return JSONResponse({"rejected": _state(request).rejected(channel)})
 
 
+async def sim_events(request: Request) -> Response:
+    kind = request.query_params.get("kind")
+    if kind is not None and kind not in EVENT_KINDS:
+        return _bad_request(f"unknown kind {kind!r}")
+    return JSONResponse({"events": _state(request).events(kind)})
+
+
+async def sim_sendgrid_public_key(request: Request) -> Response:
+    return JSONResponse({"public_key": _state(request).sendgrid_public_key})
+
+
 async def sim_clear_messages(request: Request) -> Response:
     _state(request).clear_messages()
     return Response(status_code=204)
@@ -551,7 +570,7 @@ async def sim_health(request: Request) -> Response:
 def create_simulator_app(state: SimulatorState | None = None) -> Starlette:
     """Builds the simulator ASGI app around `state` (a fresh one when omitted).
 
-    The state is reachable as `app.state.simulator`.
+    The state is reachable as `app.state.simulator`, the webhook sender as `app.state.webhooks`.
     """
     routes = [
         Route("/v3/mail/send", sendgrid_mail_send, methods=["POST"]),
@@ -570,8 +589,11 @@ def create_simulator_app(state: SimulatorState | None = None) -> Starlette:
         Route("/_sim/messages", sim_messages, methods=["GET"]),
         Route("/_sim/messages", sim_clear_messages, methods=["DELETE"]),
         Route("/_sim/rejected", sim_rejected, methods=["GET"]),
+        Route("/_sim/events", sim_events, methods=["GET"]),
+        Route("/_sim/events/sendgrid-public-key", sim_sendgrid_public_key, methods=["GET"]),
         Route("/_sim/health", sim_health, methods=["GET"]),
     ]
     app = Starlette(routes=routes)
     app.state.simulator = state if state is not None else SimulatorState()
+    app.state.webhooks = WebhookSender(app.state.simulator)
     return app

@@ -1,9 +1,10 @@
 """Shared, thread-safe state of the provider simulator.
 
 Owns what the simulator remembers (accepted messages, rejected attempts, issued
-OAuth2 tokens), the Twilio credentials it expects, if any, and the fault-injection
-configuration. The HTTP handlers run on the server's event loop thread while tests
-read this object from their own thread, so every access goes through one lock.
+OAuth2 tokens, the webhooks it posted), the Twilio credentials it expects, if any, its SendGrid
+signing key, and the fault-injection and event configuration. The HTTP handlers run on the
+server's event loop thread while tests read this object from their own thread, so every access
+goes through one lock.
 """
 
 from __future__ import annotations
@@ -13,13 +14,20 @@ import random
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
+
+from .events import OUTCOMES, SendGridSigner
+from .webhooks import is_local_target
 
 CHANNELS = ("email", "push", "sms")
 
 # Keys accepted by PUT /_sim/config; anything else is a typo in a test and is rejected.
 CONFIG_KEYS = ("latency_ms", "fail_next", "fail_status", "rate_limit_next", "fail_ratio",
-               "twilio_down_accounts")
+               "twilio_down_accounts", "sendgrid_event_webhook", "event_rules", "event_delay_ms")
+EVENT_KINDS = ("sendgrid", "twilio")
+# Waits between tries of a webhook post that got no 2xx; SendGrid retries too, only for longer.
+WEBHOOK_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 
 
 class ConfigError(ValueError):
@@ -37,6 +45,11 @@ def _default_config() -> dict[str, Any]:
         # Twilio accounts (SIDs) whose every call fails with fail_status: one account down while
         # another is up (SMS failover between two accounts).
         "twilio_down_accounts": [],
+        # Where SendGrid events are posted; None: no events.
+        "sendgrid_event_webhook": None,
+        # [{"match": fnmatch pattern on the recipient, "outcome": name}]; first match wins.
+        "event_rules": [],
+        "event_delay_ms": 0,
     }
 
 
@@ -56,6 +69,30 @@ def _channel_counts(value: Any, name: str) -> dict[str, int]:
     return {channel: _non_negative_int(count, f"{name}.{channel}") for channel, count in value.items()}
 
 
+def _webhook_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not is_local_target(value):
+        raise ConfigError("sendgrid_event_webhook must be null or an http(s) URL on localhost or an IP address")
+    return value
+
+
+def _event_rules(value: Any) -> list[dict[str, str]]:
+    known = sorted(set(OUTCOMES["email"]) | set(OUTCOMES["sms"]))
+    if not isinstance(value, list):
+        raise ConfigError('event_rules must be a list like [{"match": "*@bounce.test", "outcome": "bounce"}]')
+    rules = []
+    for index, rule in enumerate(value):
+        if not isinstance(rule, dict) or set(rule) != {"match", "outcome"}:
+            raise ConfigError(f"event_rules[{index}] must have exactly the keys match and outcome")
+        if not isinstance(rule["match"], str) or not rule["match"]:
+            raise ConfigError(f"event_rules[{index}].match must be a non-empty fnmatch pattern")
+        if rule["outcome"] not in known:
+            raise ConfigError(f"event_rules[{index}].outcome must be one of: {', '.join(known)}")
+        rules.append({"match": rule["match"], "outcome": rule["outcome"]})
+    return rules
+
+
 def new_id() -> str:
     """A fresh opaque id, shaped like SendGrid's X-Message-Id (URL-safe, 22 chars)."""
     return secrets.token_urlsafe(16)
@@ -65,11 +102,18 @@ class SimulatorState:
     """Everything the simulator knows; safe to share between threads.
 
     Many small methods, for a reason: each is one lock-guarded operation the HTTP handlers or
-    the tests call (fault injection, tokens, records, waiting)."""
+    the tests call (fault injection, tokens, records, webhook posts, waiting)."""
 
-    def __init__(self, *, twilio_credentials: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        twilio_credentials: tuple[str, str] | None = None,
+        webhook_backoff_s: Sequence[float] = WEBHOOK_BACKOFF_S,
+    ) -> None:
         """`twilio_credentials`: the (Account SID, auth token) the Twilio route accepts; None
-        (the default) accepts any non-empty token for the account named in the URL."""
+        (the default) accepts any non-empty token for the account named in the URL.
+        `webhook_backoff_s`: the waits between tries of a webhook post (one try more than
+        waits); a test of giving up shortens them."""
         self._lock = threading.Lock()
         # Notified on every new record so tests can wait instead of polling.
         self._changed = threading.Condition(self._lock)
@@ -80,6 +124,10 @@ class SimulatorState:
         self._random = random.Random(20261123)  # seeded: a flaky run is repeatable
         self._initial_twilio_credentials = twilio_credentials
         self._twilio_credentials = twilio_credentials
+        self._event_posts: dict[str, dict[str, Any]] = {}  # by id, in the order they were made
+        self.webhook_backoff_s = tuple(webhook_backoff_s)
+        # Kept across reset(): a receiver is configured with the public key once.
+        self.sendgrid_signer = SendGridSigner()
 
     # -- fault injection -------------------------------------------------
 
@@ -121,6 +169,12 @@ class SimulatorState:
             if not isinstance(down, list) or not all(isinstance(s, str) and s for s in down):
                 raise ConfigError("twilio_down_accounts must be a list of account SIDs")
             checked["twilio_down_accounts"] = list(down)
+        if "sendgrid_event_webhook" in update:
+            checked["sendgrid_event_webhook"] = _webhook_url(update["sendgrid_event_webhook"])
+        if "event_rules" in update:
+            checked["event_rules"] = _event_rules(update["event_rules"])
+        if "event_delay_ms" in update:
+            checked["event_delay_ms"] = _non_negative_int(update["event_delay_ms"], "event_delay_ms")
         with self._lock:
             for key, value in checked.items():
                 if isinstance(value, dict):
@@ -226,17 +280,20 @@ class SimulatorState:
             return [copy.deepcopy(r) for r in source if channel is None or r["channel"] == channel]
 
     def clear_messages(self) -> None:
-        """Forgets accepted and rejected records (not tokens or config)."""
+        """Forgets accepted and rejected records and webhook posts (not tokens or config); a
+        post still waiting or retrying is abandoned."""
         with self._lock:
             self._messages.clear()
             self._rejected.clear()
+            self._event_posts.clear()
 
     def reset(self) -> None:
         """Back to a fresh simulator: no records, default config, the Twilio credentials it was
-        created with (issued tokens stay valid)."""
+        created with (issued tokens and the SendGrid key stay valid)."""
         with self._lock:
             self._messages.clear()
             self._rejected.clear()
+            self._event_posts.clear()
             self._config = _default_config()
             self._twilio_credentials = self._initial_twilio_credentials
 
@@ -257,4 +314,59 @@ class SimulatorState:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(f"expected {count} record(s), have {len(matching)}")
+                self._changed.wait(remaining)
+
+    # -- webhooks the simulator posts --------------------------------------
+
+    @property
+    def sendgrid_public_key(self) -> str:
+        """The Event Webhook verification key: base64 DER SubjectPublicKeyInfo, no PEM armour."""
+        return self.sendgrid_signer.public_key
+
+    def record_event_post(self, kind: str, url: str, payload: Any, *, error: str | None = None) -> str:
+        """Records a webhook post about to be made (or, with `error`, one never made); returns its id."""
+        post = {"id": new_id(), "kind": kind, "url": url, "payload": copy.deepcopy(payload), "status": None,
+                "tries": 0, "settled": error is not None, "error": error, "created_at": time.time()}
+        with self._changed:
+            self._event_posts[post["id"]] = post
+            self._changed.notify_all()
+        return post["id"]
+
+    def update_event_post(self, post_id: str, *, status: int | None, tries: int, settled: bool,
+                          error: str | None) -> None:
+        with self._changed:
+            post = self._event_posts.get(post_id)
+            if post is not None:
+                post.update(status=status, tries=tries, settled=settled, error=error)
+                self._changed.notify_all()
+
+    def event_post_pending(self, post_id: str) -> bool:
+        """Whether the post still exists (not cleared) and has not settled."""
+        with self._lock:
+            post = self._event_posts.get(post_id)
+            return post is not None and not post["settled"]
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every webhook post (one SendGrid array or one Twilio callback each), oldest first.
+
+        `status` is the HTTP status of the last try (None: no answer yet, or none at all);
+        `settled` turns true on a 2xx or when the retries are spent."""
+        with self._lock:
+            return [copy.deepcopy(p) for p in self._event_posts.values() if kind is None or p["kind"] == kind]
+
+    def wait_for_events(self, count: int, kind: str | None = None, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Blocks until at least `count` posts (of `kind`) have settled, then returns the settled ones.
+
+        Raises TimeoutError if they do not settle in time.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                settled = [p for p in self._event_posts.values()
+                           if p["settled"] and (kind is None or p["kind"] == kind)]
+                if len(settled) >= count:
+                    return [copy.deepcopy(p) for p in settled]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"expected {count} settled webhook post(s), have {len(settled)}")
                 self._changed.wait(remaining)
