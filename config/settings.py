@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     twilio_backup_account_sid: str | None = Field(None, pattern=r"^AC[0-9a-fA-F]{32}$")
     twilio_backup_auth_token: SecretStr | None = None
     twilio_backup_from_number: str | None = Field(None, pattern=r"^\+[1-9]\d{1,14}$")
+    # The public URL of POST /v1/providers/twilio/status, exactly as Twilio reaches it (scheme,
+    # host, path: Twilio signs it). Set: every SMS asks Twilio for status callbacks there, and
+    # callbacks are accepted, only signed with the sending account's auth token.
+    twilio_status_callback_url: str | None = None
 
     provider_timeout: float = Field(5.0, gt=0, le=60)
     # Provider calls a delivery actor keeps in flight at once (a worker thread and a keep-alive
@@ -283,7 +287,8 @@ class Settings(BaseSettings):
             raise ValueError("must start with amqp:// or amqps://")
         return value
 
-    @field_validator("sendgrid_host", "fcm_endpoint", "alert_webhook_url", "twilio_host")
+    @field_validator("sendgrid_host", "fcm_endpoint", "alert_webhook_url", "twilio_host",
+                     "twilio_status_callback_url")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
         if value is None:

@@ -48,6 +48,7 @@ from clarion.http.routes import (
     providers,
     suppressions,
     templates,
+    twilio_status,
     users,
 )
 from clarion.http.routes.common import BadRequest
@@ -129,7 +130,8 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[*health.routes, *notifications.routes, *users.routes, *templates.routes,
                 *outbox.routes, *dlq.routes, *metrics.routes, *docs.routes, *admin.routes,
-                *providers.routes, *provider_events.routes, *suppressions.routes],
+                *providers.routes, *provider_events.routes, *twilio_status.routes,
+                *suppressions.routes],
         middleware=[
             Middleware(MetricsMiddleware),
             Middleware(RequestIdMiddleware),

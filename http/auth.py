@@ -81,7 +81,7 @@ RULES: tuple[Rule, ...] = (
     _rule(_READ, r"/admin/?", PUBLIC, console=True),  # the sign-in form, or the console itself
     _rule("POST", r"/admin/(login|logout)", PUBLIC),
     # A provider's webhook: trusted for its signature, checked by the route (no API key).
-    _rule("POST", r"/v1/providers/sendgrid/events", PUBLIC),
+    _rule("POST", r"/v1/providers/(sendgrid/events|twilio/status)", PUBLIC),
     _rule(_READ, r"/admin/assets/[A-Za-z0-9._-]+", PUBLIC),
     # Send: post notifications, read and cancel the ones this key's name created (the routes
     # filter).

@@ -255,6 +255,25 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         " attempt", "notifications",
         path={"notification_id": {"type": "string", "format": "uuid"}},
         errors=("notification_not_found",), data=_ref("Notification")),
+    ("POST", "/v1/providers/twilio/status"): Operation(
+        "Twilio's signed status callback: what became of an SMS after Twilio accepted it",
+        "notifications",
+        query=(Param("notification_id", {"type": "string", "format": "uuid"},
+                     "put there by Clarion when it sent the SMS"),),
+        form=_object(["MessageSid", "MessageStatus", "AccountSid"], MessageSid=STRING,
+                     MessageStatus=STRING, AccountSid=STRING, ErrorCode=STRING, To=STRING),
+        errors=("invalid_signature", "webhook_not_configured", "storage_unavailable",
+                *ACTORS),
+        data=_object(["recorded", "moved", "unknown"], recorded={"type": "integer"},
+                     moved={"type": "integer"}, unknown={"type": "integer"},
+                     suppressed={"type": "integer"}, ignored={"type": "integer"}),
+        description="No API key: the request must carry `X-Twilio-Signature` made with the"
+                    " auth token of the account that sent the SMS over the URL of"
+                    " CLARION_TWILIO_STATUS_CALLBACK_URL (with this query) and the form."
+                    " `delivered` moves the SMS channel to delivered; `undelivered` and"
+                    " `failed` to undelivered, with Twilio's `ErrorCode`; error 21610 (STOP)"
+                    " also suppresses the number. Other statuses are acknowledged and"
+                    " ignored."),
     ("POST", "/v1/providers/sendgrid/events"): Operation(
         "SendGrid's signed Event Webhook: what happened to each email after SendGrid accepted it",
         "notifications",

@@ -84,6 +84,7 @@ def _sms_provider(settings: Settings, name: str) -> Provider:
             host=settings.twilio_host,
             timeout=settings.provider_timeout,
             pool_size=settings.delivery_concurrency,
+            status_callback=settings.twilio_status_callback_url,
         )
     if name == "twilio-backup":
         assert settings.twilio_backup_account_sid and settings.twilio_backup_auth_token
@@ -95,6 +96,7 @@ def _sms_provider(settings: Settings, name: str) -> Provider:
             timeout=settings.provider_timeout,
             pool_size=settings.delivery_concurrency,
             name="twilio-backup",
+            status_callback=settings.twilio_status_callback_url,
         )
     from clarion.actors.providers.outbox import OutboxProvider
 

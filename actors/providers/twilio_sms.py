@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -99,12 +99,15 @@ class TwilioSmsProvider:
         *,
         pool_size: int = 32,
         name: str = "twilio",
+        status_callback: str | None = None,
     ) -> None:
         """Exactly one sender: `from_number` (E.164, a number of the account) or
         `messaging_service_sid` (Twilio picks the number from the service's pool).
         `host`: where the REST API is reached (the simulator in tests); `pool_size`: keep-alive
         connections kept open, sized to the worker threads calling `send()` at once; `name`:
-        what attempts and breakers call it ("twilio-backup" for a second account)."""
+        what attempts and breakers call it ("twilio-backup" for a second account);
+        `status_callback`: where Twilio reports what became of each SMS (Clarion's
+        /v1/providers/twilio/status), the notification's id in its query."""
         self.name = name
         if not account_sid or not auth_token:
             # The library would silently fall back to $TWILIO_ACCOUNT_SID / $TWILIO_AUTH_TOKEN.
@@ -118,6 +121,7 @@ class TwilioSmsProvider:
         self._sender: dict[str, str] = (
             {"from_": from_number} if from_number else {"messaging_service_sid": messaging_service_sid or ""}
         )
+        self._status_callback = status_callback
         self._host = host.rstrip("/")
         self._timeout = timeout
         self._http = _RebasingHttpClient(self._host, timeout, pool_size)
@@ -147,6 +151,9 @@ class TwilioSmsProvider:
         optional = {}
         if message.get("status_callback"):
             optional["status_callback"] = str(message["status_callback"])
+        elif self._status_callback and message.get("notification_id"):
+            optional["status_callback"] = callback_url(self._status_callback,
+                                                       str(message["notification_id"]))
         try:
             created = self._messages.create(to=to, body=body, **self._sender, **optional)
         except (TwilioRestException, TwilioServiceException) as exc:
@@ -173,6 +180,12 @@ class TwilioSmsProvider:
 
     def _fail(self, code: str, error: str, *, permanent: bool = False) -> DeliveryResult:
         return failure(code, error, permanent=permanent, secrets=(self._auth_token,))
+
+
+def callback_url(base: str, notification_id: str) -> str:
+    """The status callback URL of one SMS: `base` with the notification's id in its query.
+    Twilio signs this whole URL, so the id in it is as trustworthy as the callback."""
+    return f"{base}{'&' if '?' in base else '?'}{urlencode({'notification_id': notification_id})}"
 
 
 def _proxies(url: str) -> dict[str, str] | None:

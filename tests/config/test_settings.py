@@ -182,6 +182,7 @@ def every_field_changed(tmp_path: Path) -> Settings:
         twilio_backup_account_sid="AC" + "3" * 32,
         twilio_backup_auth_token="twilio-backup-token-for-tests",
         twilio_backup_from_number="+15005550007",
+        twilio_status_callback_url="https://clarion.example.com/v1/providers/twilio/status",
         max_body_bytes=128 * 1024,
         request_timeout=7.5,
         actor_port=19_001,
