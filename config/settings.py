@@ -125,6 +125,18 @@ class Settings(BaseSettings):
     # callbacks are accepted, only signed with the sending account's auth token.
     twilio_status_callback_url: str | None = None
 
+    # Status callbacks to callers (README "Status callbacks"). An endpoint on a loopback,
+    # link-local or private address is refused unless this is set (tests, a closed network).
+    callbacks_allow_private: bool = False
+    callback_timeout: float = Field(5.0, gt=0, le=60)
+    # How long a failing callback is retried (from its first attempt) before it is
+    # dead-lettered, and the first wait between attempts (doubling, at most an hour).
+    callback_retry_window: float = Field(86_400.0, gt=0, le=7 * 86_400)
+    callback_backoff: float = Field(5.0, gt=0, le=3600)
+    # POSTs in flight at once: in all, and to one destination host (a slow one holds no more).
+    callback_concurrency: int = Field(32, ge=1, le=512)
+    callback_host_concurrency: int = Field(4, ge=1, le=512)
+
     provider_timeout: float = Field(5.0, gt=0, le=60)
     # Provider calls a delivery actor keeps in flight at once (a worker thread and a keep-alive
     # connection each): the ceiling is concurrency ÷ provider latency, 1,280/s at 100 ms.

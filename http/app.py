@@ -38,6 +38,7 @@ from clarion.http.ratelimit import RateLimiter, RateLimitMiddleware
 from clarion.http.responses import failure
 from clarion.http.routes import (
     admin,
+    callbacks,
     dlq,
     docs,
     health,
@@ -131,7 +132,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*health.routes, *notifications.routes, *users.routes, *templates.routes,
                 *outbox.routes, *dlq.routes, *metrics.routes, *docs.routes, *admin.routes,
                 *providers.routes, *provider_events.routes, *twilio_status.routes,
-                *suppressions.routes],
+                *suppressions.routes, *callbacks.routes],
         middleware=[
             Middleware(MetricsMiddleware),
             Middleware(RequestIdMiddleware),

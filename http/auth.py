@@ -88,6 +88,8 @@ RULES: tuple[Rule, ...] = (
     _rule("POST", r"/v1/notifications(/batch)?", SEND),
     _rule(_READ, r"/v1/notifications(/[^/]+)?", SEND, console=True),
     _rule("DELETE", r"/v1/notifications/[^/]+", SEND, console=True),
+    # Its own status callbacks' endpoint (the routes act on the caller's principal only).
+    _rule(None, r"/v1/callbacks(/log)?", SEND),
     # Admin: everything else.
     _rule(_READ, r"/admin/api/host", ADMIN, internal=True, console=True),
     _rule(_READ, r"/v1/system/(actors|cluster|providers)", ADMIN, internal=True, console=True),

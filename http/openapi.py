@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from clarion.http.auth import PUBLIC, rule_for
 from clarion.http.routes.admin import COOKIE
+from clarion.http.routes.callbacks import CallbackIn
 from clarion.http.routes.dlq import ReplayFilter
 from clarion.http.routes.suppressions import NewSuppression
 from clarion.http.schemas import (
@@ -60,6 +61,9 @@ ERRORS: dict[str, tuple[int, str]] = {
     "push_token_not_found": (404, "the user has no such push token"),
     "dead_letter_not_found": (404, "no dead letter with this id waiting for an operator"),
     "suppression_not_found": (404, "the address is not on the suppression list"),
+    "callback_not_registered": (404, "this API key has no callback URL"),
+    "callback_url_refused": (422, "not http(s), or the host is on a loopback, link-local or"
+                                  " private address (CLARION_CALLBACKS_ALLOW_PRIVATE)"),
     "reason_required": (422, "removing a suppression needs a reason (kept in the audit)"),
     "method_not_allowed": (405, "the route does not take this method"),
     "user_exists": (409, "a user with this user_id or email_address already exists"),
@@ -377,7 +381,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors=("validation_error",), data=_array({"type": "object"})),
     ("GET", "/v1/dlq"): Operation(
         "Dead letters waiting for an operator, with their reason and attempts", "dead letters",
-        query=(*PAGING, Param("channel", CHANNEL),
+        query=(*PAGING,
+               Param("channel", {"type": "string",
+                                 "enum": ["email", "push", "sms", "callback"]}),
                Param("error_code", STRING, "only dead letters with this error code")),
         errors=("validation_error",), data=_array({"type": "object"}), meta=_ref("PageMeta")),
     ("POST", "/v1/dlq/replay"): Operation(
@@ -393,6 +399,32 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Discard one dead letter", "dead letters", path={"dead_letter_id": DEAD_LETTER_ID},
         errors=("dead_letter_not_found", *WRITE),
         data=_object(["discarded"], discarded={"type": "integer"})),
+    # -- status callbacks -----------------------------------------------------------------------
+    ("PUT", "/v1/callbacks"): Operation(
+        "Register (or replace) where this API key's notifications' status changes are POSTed",
+        "callbacks", body=CallbackIn,
+        errors=("callback_url_refused", "storage_unavailable"), data=_ref("CallbackEndpoint"),
+        example={"url": "https://example.com/hooks/clarion",
+                 "secret": "a-long-random-secret-of-yours"},
+        description="Each change is POSTed as JSON (`id`, `type`: `channel.status_changed` or"
+                    " `notification.status_changed`, `sequence`, `notification_id`, `channel`,"
+                    " `status`, `previous_status`, `error_code`, `occurred_at`) with"
+                    " `Clarion-Signature: t=<unix>,v1=<hex HMAC-SHA256 of \"t.body\">`, in"
+                    " order per notification, retried with backoff for 24 h, then"
+                    " dead-lettered (`GET /v1/dlq?channel=callback`). Without `secret` one is"
+                    " made and shown in this answer only."),
+    ("GET", "/v1/callbacks"): Operation(
+        "This API key's callback endpoint (never its secret) and its callbacks by state",
+        "callbacks", errors=("callback_not_registered", "storage_unavailable"),
+        data=_ref("CallbackEndpoint")),
+    ("DELETE", "/v1/callbacks"): Operation(
+        "Stop callbacks for this API key; those not yet delivered are cancelled", "callbacks",
+        errors=("callback_not_registered", "storage_unavailable"),
+        data=_object(["removed"], removed={"type": "boolean"})),
+    ("GET", "/v1/callbacks/log"): Operation(
+        "One notification's callbacks, in order: state, attempts, last error", "callbacks",
+        query=(Param("notification_id", {"type": "string", "format": "uuid"}),),
+        errors=("validation_error", "storage_unavailable"), data=_array({"type": "object"})),
     # -- the suppression list -------------------------------------------------------------------
     ("GET", "/v1/suppressions"): Operation(
         "Addresses Clarion no longer sends to, newest first, with the reason and what put each"
@@ -543,6 +575,11 @@ _SHAPES: dict[str, Schema] = {
         restarts={"type": "integer"}))),
     "Replayed": _object(["replayed", "count"], replayed=_array({"type": "integer"}),
                         count={"type": "integer"}),
+    "CallbackEndpoint": _object(
+        ["principal", "url", "created_at", "updated_at"], principal=STRING, url=STRING,
+        created_at=TIME, updated_at=TIME,
+        secret={"type": "string", "description": "only when Clarion made it, only this once"},
+        callbacks={"type": "object", "additionalProperties": {"type": "integer"}}),
     "Suppression": _object(
         ["channel", "address", "reason", "source", "created_by", "created_at"],
         channel={"type": "string", "enum": ["email", "sms"]}, address=STRING,

@@ -6,12 +6,13 @@
     ├── publisher   Publisher
     ├── gateway     Gateway      (told where users, templates and publisher are: Peers)
     ├── events      ProviderEvents (what providers say happened: the signed webhooks)
+    ├── callbacks   Callbacks    (status changes POSTed to the callers' endpoints)
     ├── email       EmailDelivery
     ├── push        PushDelivery
     └── monitor     Monitor      (probes the services; its Observations feed the alerts)
 
 A host runs the children of its role and channels (`cluster.children_for`): a gateway host the
-first four, a delivery host its channels' delivery actors; the monitor runs everywhere. In a
+first six, a delivery host its channels' delivery actors; the monitor runs everywhere. In a
 cluster, a delivery child whose provider credentials this host lacks is *placed* on a live host
 that has them, through the convention (`targetActorRequirements` naming that host), and placed
 again elsewhere when that host's heartbeat stops.
@@ -79,6 +80,7 @@ CHILDREN: tuple[ChildSpec, ...] = (
     ChildSpec("publisher", "clarion.actors.publisher.Publisher"),
     ChildSpec("gateway", "clarion.actors.gateway.Gateway"),
     ChildSpec("events", "clarion.actors.provider_events.ProviderEvents"),
+    ChildSpec("callbacks", "clarion.actors.callbacks.Callbacks"),
     ChildSpec("email", "clarion.actors.email_delivery.EmailDelivery", channel="email"),
     ChildSpec("push", "clarion.actors.push_delivery.PushDelivery", channel="push"),
     ChildSpec("sms", "clarion.actors.sms_delivery.SmsDelivery", channel="sms"),

@@ -12,7 +12,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from clarion.persistence import broker_outbox
+from clarion.persistence import broker_outbox, status_callbacks
 from clarion.persistence import notifications as notification_repo
 from clarion.persistence import delivery_message as framing
 from clarion.persistence.delivery_message import DeliveryMessage
@@ -42,7 +42,7 @@ def replay(conn: psycopg.Connection, ids: list[int] | None, channel: str | None,
     its work queue through the outbox, at attempt 1. Returns (dead letter ids, outbox ids)."""
     with conn.transaction(), conn.cursor() as cur:
         rows = cur.execute(
-            "SELECT dead_letter_id, message FROM dead_letters WHERE state = 'dead'"
+            "SELECT dead_letter_id, message, channel FROM dead_letters WHERE state = 'dead'"
             " AND (%(ids)s::bigint[] IS NULL OR dead_letter_id = ANY(%(ids)s::bigint[]))"
             " AND (%(channel)s::text IS NULL OR channel = %(channel)s::text)"
             " AND (%(code)s::text IS NULL OR error_code = %(code)s::text)"
@@ -54,12 +54,17 @@ def replay(conn: psycopg.Connection, ids: list[int] | None, channel: str | None,
         taken = [int(r[0]) for r in rows]
         cur.execute("UPDATE dead_letters SET state = 'replayed', resolved_at = now()"
                     " WHERE dead_letter_id = ANY(%s)", (taken,))
+        # A status callback is not a broker message: it is simply due again.
+        status_callbacks.replay(cur, [int(body["callback_id"]) for _, body, channel in rows
+                                      if channel == status_callbacks.CHANNEL])
+        deliveries = [(i, body) for i, body, channel in rows
+                      if channel != status_callbacks.CHANNEL]
         notification_repo.reset_for_replay(
-            conn, [(r[1]["notification_id"], r[1]["channel"]) for r in rows])
+            conn, [(body["notification_id"], body["channel"]) for _, body in deliveries])
         outbox_ids = broker_outbox.add(cur, [
             DeliveryMessage.from_body(body).first_attempt().to_amqp(
                 **{framing.REPLAYED_FROM: dead_letter_id})
-            for dead_letter_id, body in rows])
+            for dead_letter_id, body in deliveries])
     return taken, outbox_ids
 
 

@@ -25,7 +25,8 @@ NODES_KEY = "clarion:nodes"
 # A host that has not written for a day is forgotten (its entry is removed).
 FORGET_AFTER = 86_400.0
 
-GATEWAY_CHILDREN = ("users", "templates", "publisher", "gateway", "events")
+GATEWAY_CHILDREN = ("users", "templates", "publisher", "gateway", "events",
+                    "callbacks")
 ALWAYS = ("monitor",)
 
 # Capability names every Clarion actor system advertises in the convention.

@@ -30,6 +30,10 @@ DELIVERIES = Counter(
     "clarion_deliveries_total",
     "Delivery attempts, by channel, provider and outcome (sent, retried, dead_lettered, skipped)",
     ["channel", "provider", "outcome"])
+CALLBACKS = Counter(
+    "clarion_status_callbacks_total",
+    "Status callbacks to callers' endpoints, by outcome (delivered, failed, dead_lettered)",
+    ["outcome"])
 DELIVERY_LATENCY = Histogram(
     "clarion_delivery_latency_seconds",
     "From acceptance (202) to the provider accepting the message, by channel",

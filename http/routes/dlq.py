@@ -1,4 +1,7 @@
-"""The dead-letter queue for operators: list, replay (one, or all matching), discard."""
+"""The dead-letter queue for operators: list, replay (one, or all matching), discard.
+
+Channel `callback`: status callbacks to a caller that failed for their whole retry window
+(persistence/status_callbacks.py); replaying one makes it due again."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ class ReplayFilter(BaseModel):
 
     ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None = Field(default=None,
                                                                      max_length=1000)
-    channel: Literal["email", "push", "sms"] | None = None
+    channel: Literal["email", "push", "sms", "callback"] | None = None
     error_code: str | None = Field(default=None, max_length=100)
     limit: int = Field(default=1000, ge=1, le=1000)
 
@@ -30,9 +33,10 @@ async def list_dead_letters(request: Request) -> EnvelopeResponse:
     page = int_param(request, "page", 1, 1, 1_000_000)
     limit = int_param(request, "limit", 50, 1, 200)
     channel = request.query_params.get("channel")
-    if page is None or limit is None or channel not in (None, "email", "push", "sms"):
+    if page is None or limit is None or channel not in (None, "email", "push", "sms",
+                                                        "callback"):
         return failure(422, "validation_error",
-                       "page ≥ 1, 1 ≤ limit ≤ 200, channel email, push or sms")
+                       "page ≥ 1, 1 ≤ limit ≤ 200, channel email, push, sms or callback")
     async with request.app.state.db.connection() as conn:
         rows, total = await dead_letters.list_dead(
             conn, channel, request.query_params.get("error_code"), limit, (page - 1) * limit)

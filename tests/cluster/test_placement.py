@@ -78,7 +78,7 @@ def test_nodes_join_and_a_child_is_placed_where_the_credentials_are(
     hosts = hosts_of(settings)
     assert hosts[names["gw"]]["leader"] and not hosts[names["fcm"]]["leader"]
     assert {a["name"] for a in hosts[names["gw"]]["actors"]} == {
-        "users", "templates", "publisher", "gateway", "events", "monitor"}
+        "users", "templates", "publisher", "gateway", "events", "callbacks", "monitor"}
 
     # The push-only host has no FCM credentials: its push child runs on the FCM host, in that
     # host's process tree, with that host's credentials.

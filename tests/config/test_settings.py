@@ -183,6 +183,8 @@ def every_field_changed(tmp_path: Path) -> Settings:
         twilio_backup_auth_token="twilio-backup-token-for-tests",
         twilio_backup_from_number="+15005550007",
         twilio_status_callback_url="https://clarion.example.com/v1/providers/twilio/status",
+        callbacks_allow_private=True, callback_retry_window=3600.0, callback_backoff=1.0,
+        callback_timeout=2.0, callback_concurrency=8, callback_host_concurrency=2,
         max_body_bytes=128 * 1024,
         request_timeout=7.5,
         actor_port=19_001,

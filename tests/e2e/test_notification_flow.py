@@ -238,7 +238,7 @@ def test_health_reports_each_dependency_and_the_actors(stack: Stack) -> None:
     assert set(checks) == {"postgres", "redis", "rabbitmq", "actors"}
     assert all(c["status"] == "up" for c in checks.values())
     assert set(stack.actors()) == {"users", "templates", "publisher", "gateway", "events",
-                                   "email", "push", "sms", "monitor"}
+                                   "callbacks", "email", "push", "sms", "monitor"}
 
 
 def test_a_repeated_idempotency_key_replays_the_first_answer_and_sends_once(

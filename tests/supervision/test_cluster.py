@@ -20,13 +20,14 @@ def test_each_role_runs_its_own_children(settings: Settings) -> None:
         return cluster.children_for(settings.model_copy(update=update))
 
     assert children(node_role="all") == (
-        "users", "templates", "publisher", "gateway", "events", "email", "push", "sms", "monitor")
+        "users", "templates", "publisher", "gateway", "events", "callbacks", "email", "push",
+        "sms", "monitor")
     assert children(node_role="gateway") == (
-        "users", "templates", "publisher", "gateway", "events", "monitor")
+        "users", "templates", "publisher", "gateway", "events", "callbacks", "monitor")
     assert children(node_role="delivery", node_channels="push") == ("push", "monitor")
     # A gateway host delivers nothing, whatever channels it names.
     assert children(node_role="gateway", node_channels="email") == (
-        "users", "templates", "publisher", "gateway", "events", "monitor")
+        "users", "templates", "publisher", "gateway", "events", "callbacks", "monitor")
 
 
 def test_node_options_are_validated(no_clarion_environment: None) -> None:

@@ -1,0 +1,79 @@
+-- Status callbacks to the caller (README "Status callbacks"): an API key registers a URL and a
+-- secret; every status change of a notification that key created is POSTed there, signed,
+-- in order per notification, retried for a day, then dead-lettered.
+
+-- One endpoint per principal ("key:<name>"). The secret signs each callback; it is read only by
+-- the Callbacks actor, never logged and never carried in an actor message.
+CREATE TABLE callback_endpoints (
+    principal   TEXT PRIMARY KEY,
+    url         TEXT NOT NULL,
+    secret      TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- Each status change to report, in the order it happened (callback_id), and how its delivery
+-- is going: pending (due at next_attempt_at, leased while a POST is in flight), delivered,
+-- dead (out of time: a dead letter of channel 'callback'), or cancelled (the endpoint was
+-- removed).
+CREATE TABLE status_callbacks (
+    callback_id      BIGSERIAL PRIMARY KEY,
+    principal        TEXT NOT NULL,
+    notification_id  UUID NOT NULL,
+    kind             TEXT NOT NULL,              -- notification | channel
+    channel          TEXT,                       -- for kind = channel
+    status           TEXT NOT NULL,
+    previous_status  TEXT,
+    error_code       TEXT,
+    occurred_at      TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    state            TEXT NOT NULL DEFAULT 'pending',
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    give_up_at       TIMESTAMPTZ,                -- set by the first attempt: then + the retry window
+    leased_by        TEXT,
+    leased_until     TIMESTAMPTZ,
+    last_error       TEXT,
+    delivered_at     TIMESTAMPTZ
+);
+-- The head of each notification's queue of pending changes, found by notification.
+CREATE INDEX status_callbacks_pending ON status_callbacks (notification_id, callback_id)
+    WHERE state = 'pending';
+CREATE INDEX status_callbacks_notification ON status_callbacks (notification_id, callback_id);
+
+-- Written by triggers, so that no code path that changes a status can forget a callback, in
+-- the transaction that makes the change. They fire only for a row whose status changed (a
+-- delivery's claim sets no status: nothing runs); with no endpoint registered they cost one
+-- empty lookup.
+CREATE FUNCTION clarion_delivery_status_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM callback_endpoints) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO status_callbacks (principal, notification_id, kind, channel, status,
+                                  previous_status, error_code)
+    SELECT e.principal, NEW.notification_id, 'channel', NEW.channel, NEW.status, OLD.status,
+           NEW.error_code
+      FROM notifications AS n
+      JOIN callback_endpoints AS e ON e.principal = n.created_by
+     WHERE n.notification_id = NEW.notification_id;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER deliveries_status_callbacks AFTER UPDATE OF status ON deliveries
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION clarion_delivery_status_changed();
+
+CREATE FUNCTION clarion_notification_status_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.created_by IS NULL OR NOT EXISTS (SELECT 1 FROM callback_endpoints) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO status_callbacks (principal, notification_id, kind, status, previous_status)
+    SELECT e.principal, NEW.notification_id, 'notification', NEW.status, OLD.status
+      FROM callback_endpoints AS e WHERE e.principal = NEW.created_by;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER notifications_status_callbacks AFTER UPDATE OF status ON notifications
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION clarion_notification_status_changed();
