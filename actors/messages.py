@@ -152,6 +152,9 @@ class NotificationRequest:
     received_at: float = 0.0  # when the HTTP layer received it (epoch seconds): the first hop
     principal: str | None = None  # who asked (the authenticated caller, e.g. "key:billing")
     send_at: float | None = None  # deliver no earlier than this (epoch seconds); None: now
+    # Where the content goes if an email or SMS bounces or is suppressed (README "Fallback
+    # channels"): the first of these the user can receive; () off.
+    fallback_channels: tuple[str, ...] = ()
 
 
 # Management commands name the actor that owns them (`OWNER`): the Gateway hands each one there,

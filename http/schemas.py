@@ -59,6 +59,11 @@ class NotificationIn(_Strict):
     # When to deliver it (RFC 3339 with its offset, at most 30 days ahead): until then it is
     # `scheduled`, and `DELETE /v1/notifications/{id}` cancels it. A past time means now.
     send_at: Annotated[AwareDatetime, BeforeValidator(_rfc3339)] | None = None
+    # Where the content goes if an email or SMS cannot be (its address is suppressed, or it
+    # bounced or was not delivered): the first of these the user can receive and that is not
+    # one of `channels`. Off unless given (README "Fallback channels").
+    fallback_channels: list[Literal["email", "push", "sms"]] | None = Field(
+        default=None, min_length=1, max_length=3)
 
     @field_validator("send_at")
     @classmethod
@@ -67,7 +72,7 @@ class NotificationIn(_Strict):
             raise ValueError("send_at must be at most 30 days ahead")
         return value
 
-    @field_validator("channels")
+    @field_validator("channels", "fallback_channels")
     @classmethod
     def _unique(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and len(set(value)) != len(value):

@@ -30,6 +30,7 @@ from clarion.persistence.suppressions import Suppression
 #                   delivered, or complained about: it arrived)
 #   failed          no channel went out, or each that did bounced or was not delivered
 #   partially_sent  some channels went out, others failed
+# A fallback delivery on `standby` counts for nothing until it is released.
 _DERIVE_STATUS = """
 UPDATE notifications AS n
    SET status = d.status, updated_at = now()
@@ -45,7 +46,8 @@ UPDATE notifications AS n
                     WHEN bool_or(status IN ('sent', 'delivered', 'complained'))
                          THEN 'partially_sent'
                     ELSE 'failed' END AS status
-          FROM deliveries WHERE notification_id = ANY(%s) GROUP BY notification_id) AS d
+          FROM deliveries WHERE notification_id = ANY(%s) AND status <> 'standby'
+         GROUP BY notification_id) AS d
  WHERE n.notification_id = d.notification_id
 """
 
@@ -371,6 +373,29 @@ def release_due(conn: psycopg.Connection, limit: int = 500) -> list[int]:
             DeliveryMessage.from_body(m["body"]).to_amqp() for _, _, m in rows])
 
 
+# What, happening to an email or SMS, sends the notification's fallback on its way.
+FALLBACK_AFTER = ("bounced", "undelivered")
+
+
+def release_fallbacks(cur: psycopg.Cursor[Any] | psycopg.Connection[Any],
+                      notification_ids: Sequence[str]) -> list[int]:
+    """Queue these notifications' fallback deliveries still on standby (in the caller's
+    transaction): mark them queued and put their kept messages in the outbox. Returns the
+    outbox ids to relay. A fallback goes once: a second call finds nothing on standby."""
+    if not notification_ids:
+        return []
+    rows = cur.execute(
+        "WITH kept AS (SELECT notification_id, channel, pending_message FROM deliveries"
+        "              WHERE notification_id = ANY(%s::uuid[]) AND status = 'standby'"
+        "              FOR UPDATE)"
+        " UPDATE deliveries AS d SET status = 'queued', pending_message = NULL FROM kept"
+        " WHERE (d.notification_id, d.channel) = (kept.notification_id, kept.channel)"
+        " RETURNING kept.pending_message",
+        (list(notification_ids),)).fetchall()
+    return broker_outbox.add(cur, [DeliveryMessage.from_body(r[0]["body"]).to_amqp()
+                                   for r in rows if r[0]]) if rows else []
+
+
 def next_due(conn: psycopg.Connection) -> datetime | None:
     """When the first scheduled delivery falls due (the partial index answers it)."""
     row = conn.execute("SELECT min(next_attempt_at) FROM deliveries"
@@ -500,6 +525,9 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> li
                         f"provider:{o.provider}", o.notification_id)
             for o in outcomes if o.suppress])
         outbox_ids = broker_outbox.add(cur, [m for o in outcomes for m in o.messages])
+        # A suppressed recipient: the notification's fallback (if it has one) goes instead.
+        outbox_ids += release_fallbacks(cur, sorted({o.notification_id for o in outcomes
+                                                     if o.skipped}))
         ids = sorted({o.notification_id for o in outcomes})
         # Each channel is recorded by its own actor. Without this lock two channels finishing
         # at once would each derive the status before seeing the other's commit, and leave it

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 
 from clarion.persistence import suppressions
-from clarion.persistence.notifications import derive_status
+from clarion.persistence.notifications import FALLBACK_AFTER, derive_status, release_fallbacks
 from clarion.persistence.suppressions import Suppression
 
 # status → the statuses an event may move it to
@@ -103,6 +103,10 @@ def record(conn: psycopg.Connection, events: Sequence[ProviderEvent]) -> Applied
         for (notification_id, channel), status in moved.items():
             cur.execute("UPDATE deliveries SET status = %s WHERE notification_id = %s::uuid"
                         " AND channel = %s", (status, notification_id, channel))
+        # A bounce or a failed delivery: the notification's fallback (if any) goes instead;
+        # its messages wait in the outbox for the Publisher's sweep (within a second).
+        release_fallbacks(cur, sorted({n for (n, _), status in moved.items()
+                                       if status in FALLBACK_AFTER}))
         if moved:
             derive_status(cur, sorted({n for n, _ in moved}))
         added = suppressions.add(cur, [

@@ -49,6 +49,7 @@ async def create_notification(request: Request) -> EnvelopeResponse:
         received_at=time.time(),
         principal=_principal(request),
         send_at=body.send_at.timestamp() if body.send_at else None,
+        fallback_channels=tuple(body.fallback_channels or ()),
     )
     return from_reply(await bridge(request).request(item))
 
@@ -70,6 +71,7 @@ async def create_batch(request: Request) -> EnvelopeResponse:
             priority=_priority(n.priority, "bulk"),
             request_id=n.request_id or f"{rid}-{i}", category=n.category, received_at=received,
             principal=principal, send_at=n.send_at.timestamp() if n.send_at else None,
+            fallback_channels=tuple(n.fallback_channels or ()),
         )
         for i, n in enumerate(body.notifications)
     ]

@@ -296,3 +296,49 @@ def test_normal_and_high_travel_in_the_transactional_lane_and_lanes_can_be_off()
     _, outgoing = plan_deliveries(request(priority="bulk"), user(), RENDERING, NOTIFICATION_ID,
                                   lanes=False)
     assert [m.lane for m in outgoing] == [None, None]
+
+
+# --- fallback channels --------------------------------------------------------------------------
+
+
+def test_the_first_fallback_the_user_can_receive_waits_on_standby_with_its_message() -> None:
+    deliveries, messages = plan_deliveries(
+        request(channels=("email",), fallback_channels=("push", "sms")),
+        user(phone_number="+14155550100"), RENDERING, NOTIFICATION_ID)
+
+    assert [(d.channel, d.status) for d in deliveries] == [("email", "queued"),
+                                                           ("push", "standby")]
+    assert [m.channel for m in messages] == ["email"]  # nothing published for the standby
+    standby = deliveries[1]
+    assert standby.pending_message is not None
+    assert standby.pending_message["body"]["tokens"] == ["token-a", "token-b"]
+
+
+def test_a_fallback_the_user_cannot_receive_or_turned_off_is_passed_over() -> None:
+    no_tokens = user(push_tokens=(), phone_number="+14155550100")
+    deliveries, _ = plan_deliveries(request(channels=("email",), fallback_channels=("push", "sms")),
+                                    no_tokens, RENDERING, NOTIFICATION_ID)
+    assert [(d.channel, d.status) for d in deliveries] == [("email", "queued"),
+                                                           ("sms", "standby")]
+    sms_off = user(push_tokens=(), phone_number="+14155550100",
+                   preferences={"sms_enabled": False})
+    deliveries, _ = plan_deliveries(request(channels=("email",), fallback_channels=("sms",)),
+                                    sms_off, RENDERING, NOTIFICATION_ID)
+    assert [d.channel for d in deliveries] == ["email"]
+
+
+def test_a_fallback_already_asked_for_is_no_fallback() -> None:
+    deliveries, _ = plan_deliveries(request(channels=("email", "push"), fallback_channels=("push",)),
+                                    user(), RENDERING, NOTIFICATION_ID)
+    assert [(d.channel, d.status) for d in deliveries] == [("email", "queued"),
+                                                           ("push", "queued")]
+
+
+def test_without_fallback_channels_nothing_waits() -> None:
+    deliveries, _ = plan_deliveries(request(channels=("email",)), user(phone_number="+14155550100"),
+                                    RENDERING, NOTIFICATION_ID)
+    assert [d.channel for d in deliveries] == ["email"]
+
+
+def test_fallback_channels_make_a_different_request_for_an_idempotency_key() -> None:
+    assert fingerprint(request()) != fingerprint(request(fallback_channels=("sms",)))

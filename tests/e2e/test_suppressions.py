@@ -141,3 +141,60 @@ def test_the_list_filters_by_reason_and_channel_and_refuses_nonsense(stack: Stac
     assert (refused.status_code, refused.json()["error"]) == (422, "validation_error")
     unknown = client.get("/v1/suppressions/nobody@example.com")
     assert (unknown.status_code, unknown.json()["error"]) == (404, "suppression_not_found")
+
+
+def user_with_phone(stack: Stack) -> tuple[str, str, str, str]:
+    """(user_id, template_key, email address, phone number) for a fresh user with both."""
+    client = stack.client()
+    user_id, key = f"u-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:6]}"
+    address, phone = f"{user_id}@example.com", f"+1415{uuid.uuid4().int % 10**7:07d}"
+    assert client.post("/v1/users", json={"user_id": user_id, "email_address": address,
+                                          "phone_number": phone}).status_code == 201
+    assert client.post("/v1/templates", json={
+        "template_key": key, "subject": "Code", "body": "Your code: {{ code }}",
+        "sms_body": "Code {{ code }}"}).status_code == 201
+    return user_id, key, address, phone
+
+
+def send_with_fallback(stack: Stack, user_id: str, key: str) -> dict[str, Any]:
+    reply = stack.client().post("/v1/notifications", json={
+        "user_id": user_id, "template_key": key, "channels": ["email"],
+        "fallback_channels": ["sms"], "message_data": {"code": "9911"}})
+    assert reply.status_code == 202, reply.text
+    assert reply.json()["data"]["channels"] == {"email": "queued", "sms": "standby"}
+    return reply.json()["data"]
+
+
+def test_a_suppressed_email_goes_to_the_fallback_sms_instead(stack: Stack) -> None:
+    user_id, key, address, phone = user_with_phone(stack)
+    assert stack.client().post("/v1/suppressions", json={"address": address}).status_code == 201
+
+    accepted = send_with_fallback(stack, user_id, key)
+    final = stack.wait_for_status(accepted["notification_id"], {"sent", "failed"})
+
+    assert final["status"] == "sent"
+    assert (final["channels"]["email"]["status"], final["channels"]["sms"]["status"]) == (
+        "skipped", "sent")
+    assert stack.simulator.state.messages("email") == []
+    [sms] = stack.simulator.state.messages("sms")
+    assert (sms["to"], sms["body"]) == (phone, "Code 9911")
+
+
+def test_a_bounced_email_goes_to_the_fallback_and_a_delivered_one_does_not(
+        stack: Stack) -> None:
+    user_id, key, address, phone = user_with_phone(stack)
+    bounced = send_with_fallback(stack, user_id, key)["notification_id"]
+    other_id, other_key, other_address, _ = user_with_phone(stack)
+    delivered = send_with_fallback(stack, other_id, other_key)["notification_id"]
+    for notification_id in (bounced, delivered):
+        assert stack.wait_for_status(notification_id, {"sent"})["status"] == "sent"
+
+    post_events(stack, [event(bounced, "bounce", email=address, type="bounce"),
+                        event(delivered, "delivered", email=other_address)])
+
+    final = stack.wait_for_status(bounced, {"partially_sent"})
+    assert (final["channels"]["email"]["status"], final["channels"]["sms"]["status"]) == (
+        "bounced", "sent")
+    assert [m["to"] for m in stack.simulator.state.messages("sms")] == [phone]
+    kept = stack.wait_for_status(delivered, {"delivered"})
+    assert kept["channels"]["sms"]["status"] == "standby"

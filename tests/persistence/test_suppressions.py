@@ -128,3 +128,32 @@ def test_the_first_reason_is_kept_when_an_address_is_suppressed_twice(db: Any) -
         assert not suppressions.add(db, [Suppression("email", address, "manual", "b", "b")])
     found = _entry(db, "email", address)
     assert found is not None and found["reason"] == "hard_bounce"
+
+
+def test_a_suppressed_skip_releases_the_fallback_on_standby_once(db: Any) -> None:
+    notification = NewNotification(
+        notification_id=str(uuid.uuid4()), user_id="u", template_key="t", template_version=1,
+        language="en", priority="normal", request_id=None, idempotency_key=None,
+        message_data={}, deliveries=(
+            NewDelivery("email", "queued", "a@example.com", {"body": "x"}),
+            NewDelivery("sms", "standby", "+14155550100", {"body": "x"}, pending_message={
+                "channel": "sms", "body": {"notification_id": str(uuid.uuid4()),
+                                           "channel": "sms", "attempt": 1,
+                                           "to": "+14155550100", "body": "x"},
+                "headers": {}})))
+    repo.insert_batch(db, [notification])
+    notification_id = notification.notification_id
+    assert repo.derive_status(db, [notification_id]) is None
+    assert db.execute("SELECT status FROM notifications WHERE notification_id = %s",
+                      (notification_id,)).fetchone()[0] == "queued"  # standby counts for nothing
+
+    outbox = repo.record_outcomes(db, [Outcome(notification_id, "email", 1, False,
+                                               "suppression_list", time.time(),
+                                               error_code="suppressed", skipped=True)])
+
+    assert len(outbox) == 1
+    rows = dict(db.execute("SELECT channel, status FROM deliveries WHERE notification_id = %s",
+                           (notification_id,)).fetchall())
+    assert rows == {"email": "skipped", "sms": "queued"}
+    with db.transaction():
+        assert repo.release_fallbacks(db, [notification_id]) == []
