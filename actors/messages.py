@@ -340,6 +340,7 @@ class Rendering:
     sms_body: str = ""
     error_code: str | None = None
     error: str | None = None
+    fallback_channels: tuple[str, ...] = ()  # the template version's
 
 
 @message

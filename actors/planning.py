@@ -64,8 +64,8 @@ def plan_deliveries(item: NotificationRequest, user: User, rendering: Rendering,
     A channel the user cannot receive or does not want is skipped with the reason. A channel
     is scheduled, its message kept until then, for the later of `send_at` and the end of the
     user's quiet hours (quiet hours do not hold a high-priority notification; `send_at` does).
-    The first of `fallback_channels` the user can receive, and that is not one of the channels
-    asked for, waits on `standby` with its message kept: it goes out only if an email or SMS
+    The first of `fallback_channels` (the request's, else the template's) the user can
+    receive, and that is not one of the channels asked for, waits on `standby` with its message kept: it goes out only if an email or SMS
     of the notification is suppressed, bounces or is not delivered (`release_fallbacks`).
     """
     now = now or datetime.now(timezone.utc)
@@ -101,7 +101,7 @@ def _standby(item: NotificationRequest, user: User, rendering: Rendering,
              ) -> tuple[NewDelivery, ...]:
     """The fallback delivery, kept on standby: the first of `fallback_channels` not asked for
     that the user can receive and has not turned off (none: ())."""
-    for channel in item.fallback_channels:
+    for channel in item.fallback_channels or rendering.fallback_channels:
         if channel in wanted:
             continue
         route = _route(channel, item, user, rendering, notification_id)

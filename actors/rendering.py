@@ -236,5 +236,5 @@ def render_item(renderer: Renderer, item: RenderItem, languages: dict[str, Templ
     return Rendering(
         item.correlation_id, True, template.version, language, content.subject,
         content.body, content.html_body, content.push_title, content.push_body,
-        content.sms_body,
+        content.sms_body, fallback_channels=tuple(template.fallback_channels or ()),
     )

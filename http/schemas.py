@@ -189,12 +189,16 @@ class TemplateIn(_Strict):
     # takes up to 1,600 characters (ten segments or more, see the preview's `sms_segments`).
     sms_body: str | None = Field(default=None, max_length=1600)
     description: str | None = Field(default=None, max_length=1000)
+    # Where this template's content goes if an email or SMS of it cannot be delivered (README
+    # "Fallback channels"); a request's own `fallback_channels` wins.
+    fallback_channels: list[Literal["email", "push", "sms"]] | None = Field(
+        default=None, min_length=1, max_length=3)
     # The variables the template expects. Given, the template may use no other (checked when it
     # is created); left out, it is not checked.
     variables: list[Annotated[str, Field(pattern=_VARIABLE)]] | None = Field(
         default=None, max_length=100)
 
-    @field_validator("variables")
+    @field_validator("variables", "fallback_channels")
     @classmethod
     def _unique(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else list(dict.fromkeys(value))

@@ -37,6 +37,9 @@ class Template:
     push_body: str | None = None
     description: str | None = None
     sms_body: str | None = None  # last: older positional constructions stay valid
+    # Where the content goes if an email or SMS cannot be delivered (README "Fallback
+    # channels"); None: nowhere, unless the request says.
+    fallback_channels: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,7 +19,7 @@ from clarion.persistence.records import Template
 
 COLUMNS = (
     "template_key, language, version, subject, body, html_body, push_title, push_body,"
-    " description, sms_body"
+    " description, sms_body, fallback_channels"
 )
 
 
@@ -64,7 +64,7 @@ def create_template(conn: psycopg.Connection, template: Template,
         with conn.transaction():
             row = conn.execute(
                 f"INSERT INTO templates ({COLUMNS}, variables)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 f" RETURNING {COLUMNS}",
                 (
                     template.template_key,
@@ -77,6 +77,7 @@ def create_template(conn: psycopg.Connection, template: Template,
                     template.push_body,
                     template.description,
                     template.sms_body,
+                    template.fallback_channels or None,
                     None if variables is None else list(variables),
                 ),
             ).fetchone()

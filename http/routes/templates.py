@@ -39,7 +39,7 @@ def _not_found(key: str) -> EnvelopeResponse:
 def _command(body: TemplateIn, new_version: bool = False) -> CreateTemplateVersion:
     template = Template(body.template_key, body.language, 1, body.subject, body.body,
                         body.html_body, body.push_title, body.push_body, body.description,
-                        body.sms_body)
+                        body.sms_body, body.fallback_channels)
     variables = None if body.variables is None else tuple(body.variables)
     return CreateTemplateVersion(uuid.uuid4().hex, template, variables, new_version)
 

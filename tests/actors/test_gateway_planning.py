@@ -342,3 +342,18 @@ def test_without_fallback_channels_nothing_waits() -> None:
 
 def test_fallback_channels_make_a_different_request_for_an_idempotency_key() -> None:
     assert fingerprint(request()) != fingerprint(request(fallback_channels=("sms",)))
+
+
+def test_the_templates_fallback_applies_unless_the_request_names_its_own() -> None:
+    from dataclasses import replace
+
+    rendering = replace(RENDERING, fallback_channels=("sms",))
+    someone = user(phone_number="+14155550100")
+    deliveries, _ = plan_deliveries(request(channels=("email",)), someone, rendering,
+                                    NOTIFICATION_ID)
+    assert [(d.channel, d.status) for d in deliveries] == [("email", "queued"),
+                                                           ("sms", "standby")]
+    deliveries, _ = plan_deliveries(request(channels=("email",), fallback_channels=("push",)),
+                                    someone, rendering, NOTIFICATION_ID)
+    assert [(d.channel, d.status) for d in deliveries] == [("email", "queued"),
+                                                           ("push", "standby")]

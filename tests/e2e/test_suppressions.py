@@ -198,3 +198,25 @@ def test_a_bounced_email_goes_to_the_fallback_and_a_delivered_one_does_not(
     assert [m["to"] for m in stack.simulator.state.messages("sms")] == [phone]
     kept = stack.wait_for_status(delivered, {"delivered"})
     assert kept["channels"]["sms"]["status"] == "standby"
+
+
+def test_a_templates_fallback_channels_apply_without_the_request_naming_them(
+        stack: Stack) -> None:
+    user_id, _, address, phone = user_with_phone(stack)
+    client = stack.client()
+    key = f"t-{uuid.uuid4().hex[:6]}"
+    made = client.post("/v1/templates", json={"template_key": key, "subject": "S", "body": "B",
+                                              "sms_body": "fallback {{ code }}",
+                                              "fallback_channels": ["sms"]})
+    assert made.json()["data"]["fallback_channels"] == ["sms"]
+    assert client.post("/v1/suppressions", json={"address": address}).status_code == 201
+
+    reply = client.post("/v1/notifications", json={"user_id": user_id, "template_key": key,
+                                                   "channels": ["email"],
+                                                   "message_data": {"code": "5"}})
+
+    assert reply.json()["data"]["channels"] == {"email": "queued", "sms": "standby"}
+    final = stack.wait_for_status(reply.json()["data"]["notification_id"], {"sent", "failed"})
+    assert final["channels"]["sms"]["status"] == "sent"
+    assert [(m["to"], m["body"]) for m in stack.simulator.state.messages("sms")] == [
+        (phone, "fallback 5")]

@@ -62,7 +62,8 @@ def test_a_post_creates_version_1_and_a_second_post_in_that_language_is_409(
     assert created.json()["data"] == {
         "template_key": key, "language": "en", "version": 1, "subject": "[en] {{ name }}",
         "body": "en body for {{ name }}", "html_body": "<p>{{ name }}</p>", "push_title": "Hi",
-        "push_body": None, "description": "greeting", "sms_body": None, "variables": None}
+        "push_body": None, "description": "greeting", "sms_body": None, "variables": None,
+        "fallback_channels": None}
     assert again.status_code == 409
     assert again.json()["error"] == "template_exists"
     assert french.status_code == 201
