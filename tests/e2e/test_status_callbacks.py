@@ -35,6 +35,9 @@ class Endpoint:
         self.received: list[dict[str, Any]] = []
         self.fail_first = 0
         self.always_fail: set[str] = set()
+        self.slow: dict[str, float] = {}  # path → seconds each POST there takes to answer
+        self.in_flight: dict[str, int] = {}
+        self.most_in_flight: dict[str, int] = {}
         self.lock = threading.Condition()
         endpoint = self
 
@@ -42,6 +45,13 @@ class Endpoint:
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with endpoint.lock:
+                    endpoint.in_flight[self.path] = endpoint.in_flight.get(self.path, 0) + 1
+                    endpoint.most_in_flight[self.path] = max(
+                        endpoint.most_in_flight.get(self.path, 0),
+                        endpoint.in_flight[self.path])
+                time.sleep(endpoint.slow.get(self.path, 0.0))
+                with endpoint.lock:
+                    endpoint.in_flight[self.path] -= 1
                     failing = endpoint.fail_first > 0 or self.path in endpoint.always_fail
                     endpoint.fail_first -= 1 if endpoint.fail_first > 0 else 0
                     endpoint.received.append({"path": self.path, "raw": raw.decode(),
@@ -71,6 +81,10 @@ class Endpoint:
                 if len(ok) >= count or time.monotonic() > deadline:
                     return ok
                 self.lock.wait(max(0.0, deadline - time.monotonic()))
+
+    def answered(self, path: str) -> int:
+        with self.lock:
+            return sum(1 for r in self.received if r["path"] == path)
 
     def tries(self, path: str, notification_id: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -183,6 +197,32 @@ def test_a_callback_failing_past_its_window_is_a_dead_letter_an_operator_replays
 
     [first, *_] = endpoint.accepted("/down", notification_id, 1)
     assert (first["type"], first["status"]) == ("channel.status_changed", "sent")
+
+
+def test_a_slow_endpoint_holds_up_only_its_own_callbacks(
+        stack: Stack, endpoint: Endpoint) -> None:
+    """Two callers: one whose endpoint takes 2 s per answer (on `localhost`), one answering at
+    once (on 127.0.0.1: another host, with its own breaker and cap). The slow one never has
+    more than the per-host cap in flight, and the fast one's callbacks do not wait behind it."""
+    slow_key, fast_key = send_key(stack), send_key(stack)
+    port = endpoint.url.rsplit(":", 1)[1]
+    endpoint.slow["/slow"] = 2.0
+    assert slow_key.put("/v1/callbacks", json={"url": f"http://localhost:{port}/slow",
+                                               "secret": SECRET}).status_code == 200
+    assert fast_key.put("/v1/callbacks", json={"url": endpoint.url + "/fast",
+                                               "secret": SECRET}).status_code == 200
+    slow_ids = [send_email(stack, slow_key) for _ in range(8)]
+    while endpoint.answered("/slow") < 4:  # the slow endpoint is busy
+        time.sleep(0.05)
+
+    fast_id = send_email(stack, fast_key)
+    fast = endpoint.accepted("/fast", fast_id, 4)
+
+    assert len(fast) == 4
+    slow_done = sum(len(endpoint.accepted("/slow", n, 0, timeout=0)) for n in slow_ids)
+    assert slow_done < 4 * len(slow_ids)  # the slow caller's callbacks were still going
+    assert endpoint.most_in_flight["/slow"] <= 4  # CLARION_CALLBACK_HOST_CONCURRENCY
+    endpoint.slow.pop("/slow")
 
 
 def test_the_endpoint_is_shown_without_its_secret_and_can_be_removed(
