@@ -50,6 +50,7 @@ class Monitor(ClarionActor):
             row = self.deps.conn().execute(
                 "SELECT count(*), count(*) FILTER (WHERE outcome = 'failed')"
                 " FROM delivery_attempts WHERE finished_at > now() - interval '5 minutes'"
+                " AND outcome <> 'skipped'"  # suppressed: no provider was asked
             ).fetchone()
             attempts = (int(row[0]), int(row[1])) if row else (0, 0)
             dependencies["postgresql"] = True

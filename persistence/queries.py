@@ -204,9 +204,10 @@ async def template_keys_page(
 
 async def provider_attempts(conn: AsyncConnection, seconds: int
                             ) -> dict[tuple[str, str], tuple[int, int]]:
-    """Attempts per (channel, provider) in the last `seconds`: (all, sent)."""
+    """Attempts per (channel, provider) in the last `seconds`: (all, sent). A recipient skipped
+    because it is suppressed reached no provider: not counted."""
     cur = await conn.execute(
         "SELECT channel, provider, count(*), count(*) FILTER (WHERE outcome = 'sent')"
         " FROM delivery_attempts WHERE finished_at > now() - make_interval(secs => %s)"
-        " GROUP BY channel, provider", (seconds,))
+        " AND outcome <> 'skipped' GROUP BY channel, provider", (seconds,))
     return {(str(r[0]), str(r[1] or "")): (int(r[2]), int(r[3])) for r in await cur.fetchall()}

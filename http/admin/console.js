@@ -13,6 +13,9 @@
 
   const state = {
     search: { id: "", user: "", status: "" },
+    suppressions: { channel: "", reason: "", address: "", page: 1 },
+    removalsPage: 1,
+    removing: null, // the suppression the removal dialog is about
     selected: null, // the notification shown in the detail panel
     hostname: "",
     clockOffsetMs: 0, // server clock minus this browser's: uptimes use the server's clock
@@ -469,6 +472,185 @@
     refreshSoon();
   }
 
+  // -- suppressions -----------------------------------------------------------------------------
+
+  const SUPPRESSIONS_PER_PAGE = 25;
+  const REMOVALS_PER_PAGE = 10;
+
+  // A list's pager (static in the page, so a click never lands on a button being redrawn).
+  function showPage(pagerId, meta) {
+    const pager = document.getElementById(pagerId);
+    pager.querySelector('[data-page="previous"]').disabled = !meta.has_previous;
+    pager.querySelector('[data-page="next"]').disabled = !meta.has_next;
+    pager.querySelector(".pager-status").textContent =
+      `page ${meta.page} of ${Math.max(1, meta.total_pages)}`;
+  }
+
+  function onPage(pagerId, turn) {
+    const pager = document.getElementById(pagerId);
+    pager.querySelector('[data-page="previous"]').addEventListener("click", () => turn(-1));
+    pager.querySelector('[data-page="next"]').addEventListener("click", () => turn(1));
+  }
+
+  function suppressionRows(entries) {
+    return entries.flatMap((s) => {
+      const remove = el("button", { type: "button", className: "small danger", "data-action": "remove" },
+        "Remove");
+      remove.addEventListener("click", () => openRemoval(s));
+      const source = el("td", { className: "source mono" }, s.source || "—");
+      if (s.notification_id) source.append(" ", notificationLink(s.notification_id, true));
+      const row = el("tr", { "data-suppression": s.address, className: s.note ? "has-sub" : null },
+        td(s.address, "address mono"), td(s.channel, "channel"),
+        el("td", { className: "reason" }, badge(s.reason, `reason-${s.reason}`)), source,
+        el("td", { className: "when nowrap", title: ago(s.created_at) }, clock(s.created_at)),
+        td(s.created_by, "by"), el("td", { className: "actions" }, remove));
+      return s.note ? [row, el("tr", { className: "sub", "data-note-for": s.address },
+        el("td", { colspan: 7, className: "message note" }, `Note: ${s.note}`))] : [row];
+    });
+  }
+
+  function removalRows(removals) {
+    return removals.map((r) => el("tr", { "data-removal": r.removal_id, "data-address": r.address },
+      td(clock(r.removed_at), "when nowrap"), td(r.address, "address mono"), td(r.channel, "channel"),
+      el("td", { className: "reason" }, badge(r.reason, `reason-${r.reason}`)),
+      td(r.why, "why message"), td(r.removed_by, "removed-by"),
+      td(`${clock(r.suppressed_at)} by ${r.suppressed_by}`, "suppressed")));
+  }
+
+  // The list with the filters and the removals (of the searched address, or all), a page each.
+  async function loadSuppressions() {
+    const f = state.suppressions;
+    let list;
+    let removals;
+    try {
+      [list, removals] = await Promise.all([
+        api("GET", `/v1/suppressions?${q({ channel: f.channel, reason: f.reason, address: f.address,
+          page: f.page, limit: SUPPRESSIONS_PER_PAGE })}`),
+        api("GET", `/v1/suppressions/removals?${q({ address: f.address, page: state.removalsPage,
+          limit: REMOVALS_PER_PAGE })}`),
+      ]);
+    } catch (err) {
+      // A mistyped address is the operator's to fix, not a failure of Clarion's.
+      if (!f.address || !String(err.message).startsWith("validation_error")) throw err;
+      document.getElementById("suppressions-summary").textContent =
+        `"${f.address}" is not an email address or an E.164 number (+ and digits)`;
+      fill(document.getElementById("suppression-rows"), [], 7, "no suppression matches");
+      fill(document.getElementById("removal-rows"), [], 7, "no removal");
+      const none = { page: 1, total_pages: 1, has_next: false, has_previous: false };
+      showPage("suppression-pager", none);
+      showPage("removal-pager", none);
+      return;
+    }
+    // A page emptied under us (the last entries removed): go to the last page there is.
+    if (list.data.length === 0 && f.page > list.meta.total_pages) {
+      f.page = Math.max(1, list.meta.total_pages);
+      return loadSuppressions();
+    }
+    if (removals.data.length === 0 && state.removalsPage > removals.meta.total_pages) {
+      state.removalsPage = Math.max(1, removals.meta.total_pages);
+      return loadSuppressions();
+    }
+    const total = list.meta.total;
+    const filtered = f.channel || f.reason || f.address;
+    document.getElementById("suppressions-summary").textContent =
+      `${total} ${filtered ? "matching" : "suppressed"} address${total === 1 ? "" : "es"}`;
+    fill(document.getElementById("suppression-rows"), suppressionRows(list.data), 7,
+      filtered ? "no suppression matches" : "no address is suppressed");
+    showPage("suppression-pager", list.meta);
+
+    const removed = removals.meta.total;
+    document.getElementById("removals-summary").textContent = f.address
+      ? `${removed} removal${removed === 1 ? "" : "s"} of ${f.address}`
+      : `${removed} removal${removed === 1 ? "" : "s"}: who took what off the list, when and why`;
+    fill(document.getElementById("removal-rows"), removalRows(removals.data), 7,
+      f.address ? "this address was never removed" : "nothing was ever removed");
+    showPage("removal-pager", removals.meta);
+  }
+
+  onPage("suppression-pager", (step) => {
+    state.suppressions.page = Math.max(1, state.suppressions.page + step);
+    refreshSoon();
+  });
+  onPage("removal-pager", (step) => {
+    state.removalsPage = Math.max(1, state.removalsPage + step);
+    refreshSoon();
+  });
+
+  const filterForm = document.getElementById("suppression-filter");
+  function applyFilter() {
+    state.suppressions = {
+      channel: document.getElementById("suppression-channel").value,
+      reason: document.getElementById("suppression-reason").value,
+      address: document.getElementById("suppression-address").value.trim(),
+      page: 1,
+    };
+    state.removalsPage = 1;
+    refreshSoon();
+  }
+  filterForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    applyFilter();
+  });
+  for (const id of ["suppression-channel", "suppression-reason"]) {
+    document.getElementById(id).addEventListener("change", applyFilter);
+  }
+  // After the reset has cleared the fields (it fires before it does).
+  filterForm.addEventListener("reset", () => setTimeout(applyFilter));
+
+  // The removal dialog: a reason is required, and the API is the one that says so.
+  const removal = {
+    dialog: document.getElementById("remove-suppression"),
+    form: document.getElementById("remove-suppression-form"),
+    reason: document.getElementById("remove-suppression-reason"),
+    error: document.getElementById("remove-suppression-error"),
+    confirm: document.querySelector('[data-action="confirm-removal"]'),
+  };
+
+  function removalError(text) {
+    removal.error.textContent = text || "";
+    removal.error.classList.toggle("hidden", !text);
+  }
+
+  function openRemoval(entry) {
+    state.removing = entry;
+    document.getElementById("remove-suppression-address").textContent = entry.address;
+    document.getElementById("remove-suppression-entry").textContent =
+      `${entry.channel}, ${entry.reason}, on the list since ${clock(entry.created_at)}` +
+      ` (by ${entry.created_by})`;
+    removal.reason.value = "";
+    removalError(null);
+    removal.confirm.disabled = false;
+    removal.dialog.showModal();
+    removal.reason.focus();
+  }
+
+  removal.dialog.addEventListener("close", () => { state.removing = null; });
+  document.querySelector('[data-action="cancel-removal"]')
+    .addEventListener("click", () => removal.dialog.close());
+  removal.form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const entry = state.removing;
+    if (!entry || removal.confirm.disabled) return;
+    // An empty reason goes as none at all: the API refuses it (reason_required) and its own
+    // message is shown, the rule being the API's, not this page's.
+    const why = removal.reason.value.trim();
+    const query = q({ reason: why });
+    removal.confirm.disabled = true;
+    try {
+      const { data } = await api("DELETE",
+        `/v1/suppressions/${encodeURIComponent(entry.address)}${query ? `?${query}` : ""}`);
+      removal.dialog.close();
+      flash(`Removed ${data.address} from the suppression list (it was ${data.reason}): ${data.why}`,
+        "ok");
+    } catch (err) {
+      removalError(`Not removed: ${err.message}`);
+      removal.reason.focus();
+    } finally {
+      removal.confirm.disabled = false;
+      refreshSoon();
+    }
+  });
+
   async function loadOutbox() {
     const { data } = await api("GET", "/v1/outbox?limit=20");
     fill(document.getElementById("outbox-rows"), data.map((m) => el("tr", { "data-outbox": m.outbox_id },
@@ -481,7 +663,7 @@
 
   const SECTIONS = [
     ["tree", loadTree], ["hosts", loadHosts], ["providers", loadProviders], ["dlq", loadDeadLetters],
-    ["notifications", loadNotifications],
+    ["notifications", loadNotifications], ["suppressions", loadSuppressions],
     ["outbox", loadOutbox],
   ];
 

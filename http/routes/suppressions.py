@@ -137,6 +137,8 @@ routes = [
     Route("/v1/suppressions", list_suppressions, methods=["GET"]),
     Route("/v1/suppressions", add_suppression, methods=["POST"]),
     Route("/v1/suppressions/removals", list_removals, methods=["GET"]),
-    Route("/v1/suppressions/{address}", show_suppression, methods=["GET"]),
-    Route("/v1/suppressions/{address}", remove_suppression, methods=["DELETE"]),
+    # `:path`: an email's local part may hold a "/" (ops/x@example.com), which no client can
+    # carry inside one path segment, encoded or not.
+    Route("/v1/suppressions/{address:path}", show_suppression, methods=["GET"]),
+    Route("/v1/suppressions/{address:path}", remove_suppression, methods=["DELETE"]),
 ]

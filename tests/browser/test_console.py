@@ -1,7 +1,8 @@
 """The admin console in a real headless Chromium (Debian's, driven by Playwright) against a whole
 running Clarion: sign in through the form, watch the supervision tree recover from a `kill -9`,
-and replay a dead letter until its notification is sent. Screenshots of each step go to
-`test-artifacts/console/`.
+replay a dead letter until its notification is sent, and read, filter and remove suppressions
+(a bounce reported by the simulator's signed SendGrid events, entries added with the API key).
+Screenshots of each step go to `test-artifacts/console/`.
 
 Chromium and Playwright come from `scripts/install-browser.sh` (`make test` runs it). Without
 them these tests skip locally and fail under CI.
@@ -48,10 +49,12 @@ def stack(provider_settings: Any, simulator: Any,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from pydantic import SecretStr
 
-    # Plain HTTP here: a Secure cookie (the default) would never come back to the server.
+    # Plain HTTP here: a Secure cookie (the default) would never come back to the server. The
+    # simulator's SendGrid events are trusted, so a bounce it reports suppresses the address.
     with running_stack(provider_settings, simulator, tmp_path_factory.mktemp("console-logs"),
-                       internal_secret=SecretStr(SECRET),
-                       console_insecure_cookie=True) as running:
+                       internal_secret=SecretStr(SECRET), console_insecure_cookie=True,
+                       sendgrid_webhook_public_key=SecretStr(
+                           simulator.state.sendgrid_public_key)) as running:
         yield running
 
 
@@ -269,7 +272,7 @@ def test_a_scheduled_notification_can_be_cancelled_from_its_detail(
     from playwright.sync_api import expect
 
     user_id, template_key = stack.code_user_and_template()
-    at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    at = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     reply = stack.client().post("/v1/notifications", json={
         "user_id": user_id, "template_key": template_key, "channels": ["email"],
         "message_data": {"code": "later"}, "send_at": at.isoformat()})
@@ -286,3 +289,183 @@ def test_a_scheduled_notification_can_be_cancelled_from_its_detail(
     shot(page, "09-cancelled.png")
     assert stack.client().get(f"/v1/notifications/{notification_id}").json()["data"]["status"] \
         == "cancelled"
+
+
+# -- suppressions ---------------------------------------------------------------------------
+
+
+def suppress(stack: Stack, address: str, reason: str, note: str | None = None) -> dict[str, Any]:
+    """Put `address` on the suppression list with the stack's admin key (the console cannot)."""
+    reply = stack.client().post("/v1/suppressions",
+                                json={"address": address, "reason": reason, "note": note})
+    assert reply.status_code == 201, reply.text
+    return dict(reply.json()["data"])
+
+
+def bounced_address(stack: Stack) -> tuple[str, str]:
+    """An address the simulator reports as bounced (a signed SendGrid event) after one email to
+    it: (address, the notification whose event suppressed it)."""
+    stack.simulator.state.update_config({
+        "sendgrid_event_webhook": stack.base_url + "/v1/providers/sendgrid/events",
+        "event_rules": [{"match": "*-bounce@example.com", "outcome": "bounce"}]})
+    client = stack.client()
+    user_id, template_key = stack.code_user_and_template()
+    address = f"{user_id}-bounce@example.com"
+    assert client.patch(f"/v1/users/{user_id}", json={"email_address": address}).status_code == 200
+    reply = client.post("/v1/notifications", json={
+        "user_id": user_id, "template_key": template_key, "channels": ["email"],
+        "message_data": {"code": "bounce"}})
+    assert reply.status_code == 202, reply.text
+    return address, reply.json()["data"]["notification_id"]
+
+
+def filter_suppressions(page: Any, channel: str = "all", reason: str = "all",
+                        address: str = "") -> None:
+    section = page.locator("#suppressions")
+    section.locator("#suppression-channel").select_option(channel)
+    section.locator("#suppression-reason").select_option(reason)
+    section.locator("#suppression-address").fill(address)
+    section.get_by_role("button", name="Filter").click()
+
+
+def test_the_suppressions_section_lists_entries_as_text_and_its_filters_narrow_the_list(
+        page: Any, stack: Stack) -> None:
+    from playwright.sync_api import expect
+
+    tag = uuid.uuid4().hex[:6]
+    bounced, notification_id = bounced_address(stack)
+    number = f"+1555{uuid.uuid4().int % 10**7:07d}"
+    suppress(stack, number, "unsubscribed", note="replied STOP on the phone")
+    # Addresses and notes come from outside: markup in them must stay text.
+    hostile = f"<b>shout<i>{tag}@evil.example.com"
+    suppress(stack, hostile, "manual",
+             note='<img src=x onerror="window.__pwned = 1">support ticket 4821')
+
+    filter_suppressions(page)
+    rows = page.locator("#suppression-rows")
+    bounced_row = rows.locator(f'tr[data-suppression="{bounced}"]')
+    number_row = rows.locator(f'tr[data-suppression="{number}"]')
+    hostile_row = rows.locator(f'tr[data-suppression="{hostile}"]')
+    expect(bounced_row.locator("td.reason")).to_have_text("hard_bounce")
+    expect(bounced_row.locator("td.channel")).to_have_text("email")
+    expect(bounced_row.locator("td.by")).to_have_text("provider:sendgrid")
+    expect(bounced_row.locator("td.source")).to_contain_text("sendgrid:")
+    expect(bounced_row.locator("td.source a")).to_have_attribute(
+        "title", f"show notification {notification_id}")
+    expect(number_row.locator("td.address")).to_have_text(number)
+    expect(number_row.locator("td.reason")).to_have_text("unsubscribed")
+    expect(number_row.locator("td.by")).to_have_text(re.compile(r"^key:tests-"))
+    expect(hostile_row.locator("td.address")).to_have_text(hostile)
+    expect(rows.locator(f'tr[data-note-for="{hostile}"]')).to_have_text(
+        'Note: <img src=x onerror="window.__pwned = 1">support ticket 4821')
+    assert rows.locator("b, i, img").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    expect(page.locator("#suppressions-summary")).to_contain_text("suppressed address")
+    shot(page, "10-suppressions.png")
+
+    filter_suppressions(page, channel="sms")
+    expect(bounced_row).to_have_count(0)
+    expect(hostile_row).to_have_count(0)
+    expect(number_row).to_be_visible()
+    assert set(rows.locator("td.channel").all_inner_texts()) == {"sms"}
+
+    filter_suppressions(page, reason="hard_bounce")
+    expect(number_row).to_have_count(0)
+    expect(bounced_row).to_be_visible()
+    assert set(rows.locator("td.reason").all_inner_texts()) == {"hard_bounce"}
+
+    filter_suppressions(page, address=hostile.upper())  # emails are kept lower-cased
+    expect(bounced_row).to_have_count(0)
+    expect(hostile_row).to_be_visible()
+    expect(page.locator("#suppressions-summary")).to_have_text("1 matching address")
+    shot(page, "11-suppressions-filtered.png")
+
+    filter_suppressions(page, address="not an address")
+    expect(page.locator("#suppressions-summary")).to_contain_text("is not an email address")
+    expect(page.locator("#suppressions > p.error")).to_be_hidden()
+
+
+def test_removing_a_suppression_needs_a_reason_and_lands_in_the_audit_under_the_consoles_name(
+        page: Any, stack: Stack) -> None:
+    from playwright.sync_api import expect
+
+    number = f"+4420{uuid.uuid4().int % 10**8:08d}"  # E.164: its "+" must survive the path
+    suppress(stack, number, "unsubscribed")
+    filter_suppressions(page, channel="sms")
+    row = page.locator(f'#suppression-rows tr[data-suppression="{number}"]')
+    dialog = page.locator("#remove-suppression")
+
+    row.get_by_role("button", name="Remove").click()
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#remove-suppression-address")).to_have_text(number)
+    dialog.get_by_role("button", name="Remove").click()  # no reason given
+    error = dialog.locator("#remove-suppression-error")
+    expect(error).to_contain_text("reason_required")
+    expect(error).to_contain_text("say why the address may be sent to again")
+    shot(page, "12-removal-without-a-reason.png")
+    listed = stack.client().get("/v1/suppressions", params={"address": number}).json()["data"]
+    assert [e["address"] for e in listed] == [number]
+
+    why = "customer opted back in by phone (ticket 7731)"
+    dialog.locator("#remove-suppression-reason").fill(why)
+    dialog.get_by_role("button", name="Remove").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#flash")).to_contain_text(f"Removed {number}")
+    expect(row).to_have_count(0)
+
+    who = page.locator("#who").inner_text()
+    audit = page.locator(f'#removal-rows tr[data-address="{number}"]')
+    expect(audit.locator("td.why")).to_have_text(why)
+    expect(audit.locator("td.removed-by")).to_have_text(f"console:{who}")
+    expect(audit.locator("td.reason")).to_have_text("unsubscribed")
+    expect(audit.locator("td.suppressed")).to_contain_text(f"by {who}")
+    audit.scroll_into_view_if_needed()
+    shot(page, "13-removed-and-audited.png")
+
+    assert stack.client().get("/v1/suppressions", params={"address": number}).json()["data"] == []
+    [removal] = stack.client().get("/v1/suppressions/removals",
+                                   params={"address": number}).json()["data"]
+    assert (removal["removed_by"], removal["why"]) == (f"console:{who}", why)
+
+
+def test_an_address_with_a_slash_is_removed_like_any_other(page: Any, stack: Stack) -> None:
+    from playwright.sync_api import expect
+
+    address = f"ops/{uuid.uuid4().hex[:6]}@example.com"  # a valid email, "/" and all
+    suppress(stack, address, "manual")
+    filter_suppressions(page, address=address)
+    dialog = page.locator("#remove-suppression")
+
+    page.locator(f'#suppression-rows tr[data-suppression="{address}"]').get_by_role(
+        "button", name="Remove").click()
+    dialog.locator("#remove-suppression-reason").fill("a test of the path")
+    dialog.get_by_role("button", name="Remove").click()
+
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#who")).to_be_visible()  # still signed in
+    assert stack.client().get("/v1/suppressions",
+                              params={"address": address}).json()["data"] == []
+
+
+def test_the_suppression_list_turns_pages(page: Any, stack: Stack) -> None:
+    from playwright.sync_api import expect
+
+    tag = uuid.uuid4().hex[:6]
+    for n in range(26):  # one more than a page
+        suppress(stack, f"page-{tag}-{n:02d}@example.com", "invalid_address")
+    filter_suppressions(page, reason="invalid_address")
+    pager = page.locator("#suppression-pager")
+    rows = page.locator("#suppression-rows tr[data-suppression]")
+    expect(pager.locator(".pager-status")).to_have_text(re.compile(r"^page 1 of ([2-9]|[1-9][0-9]+)$"))
+    expect(rows).to_have_count(25)
+    expect(pager.get_by_role("button", name="Previous")).to_be_disabled()
+    first = rows.first.get_attribute("data-suppression")
+
+    pager.get_by_role("button", name="Next").click()
+    expect(pager.locator(".pager-status")).to_have_text(re.compile(r"^page 2 of "))
+    expect(rows.first).not_to_have_attribute("data-suppression", first)
+    shot(page, "14-suppressions-page-2.png")
+
+    pager.get_by_role("button", name="Previous").click()
+    expect(pager.locator(".pager-status")).to_have_text(re.compile(r"^page 1 of "))
+    expect(rows.first).to_have_attribute("data-suppression", first)

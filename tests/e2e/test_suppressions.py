@@ -4,6 +4,7 @@ entries through `/v1/suppressions`, and every removal can be read back with who 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -67,6 +68,8 @@ def test_a_bad_address_event_suppresses_it_and_the_next_send_is_skipped(
     assert (email["status"], email["error_code"], email["error"]) == (
         "skipped", "suppressed", f"suppressed: {reason}")
     assert stack.simulator.state.messages("email") == []  # no provider call
+    providers = stack.client().get("/v1/system/providers").json()["data"]
+    assert "suppression_list" not in json.dumps(providers)  # not a provider: not counted
     listed = stack.client().get("/v1/suppressions", params={"address": address}).json()
     assert [(e["address"], e["reason"], e["notification_id"]) for e in listed["data"]] == [
         (address, reason, first["notification_id"])]
@@ -220,3 +223,12 @@ def test_a_templates_fallback_channels_apply_without_the_request_naming_them(
     assert final["channels"]["sms"]["status"] == "sent"
     assert [(m["to"], m["body"]) for m in stack.simulator.state.messages("sms")] == [
         (phone, "fallback 5")]
+
+
+def test_an_address_with_a_slash_is_shown_and_removed(stack: Stack) -> None:
+    client = stack.client()
+    address = f"ops/{uuid.uuid4().hex[:6]}@example.com"
+    assert client.post("/v1/suppressions", json={"address": address}).status_code == 201
+    assert client.get(f"/v1/suppressions/{address}").json()["data"]["address"] == address
+    removed = client.delete(f"/v1/suppressions/{address}", params={"reason": "typo"})
+    assert removed.status_code == 200, removed.text
