@@ -10,6 +10,10 @@
     clarion actors start|stop|status
     clarion serve             only the HTTP server (the actor system must be running)
     clarion simulator         the SendGrid/FCM simulator, for local runs and benchmarks
+
+Exit codes: 0 done; 1 failed (the message says why); 2 usage or configuration error; 3 the HTTP
+server did not start (uvicorn's); 4 PostgreSQL, 5 RabbitMQ, 6 Redis could not be reached or
+refused the connection (CLARION_DATABASE_URL, CLARION_AMQP_URL, CLARION_REDIS_URL); 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -115,12 +119,14 @@ def _in_foreground(settings: Settings, announce: Callable[[int], None],
     `announce` hears the actor processes' group once they are up."""
     import time
 
+    from clarion.cli.service_errors import check_services
     from clarion.node.launcher import (
         admin_running,
         start_actor_system,
         stop_actor_system,
     )
 
+    check_services(settings)
     # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it unwinds through
     # the `finally` below, so the actors are stopped too instead of being left running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -204,6 +210,7 @@ def _node(settings: Settings) -> int:
 
 
 def _actors(settings: Settings, action: str) -> int:
+    from clarion.cli.service_errors import check_services
     from clarion.node.launcher import (
         admin_running,
         start_actor_system,
@@ -211,6 +218,7 @@ def _actors(settings: Settings, action: str) -> int:
     )
 
     if action == "start":
+        check_services(settings)
         start_actor_system(settings)
         print(f"actor system started on port {settings.actor_port}")
     elif action == "stop":
@@ -276,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"clarion: {exc}", file=sys.stderr)
         return 2
+    from clarion.cli import service_errors
+
     configure_logging(settings.log_level)
+    service_errors.quiet_client_logs()
     try:
         if args.command == "run":
             return _run(settings, args.demo)
@@ -291,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "actors":
             return _actors(settings, args.action)
         elif args.command == "serve":
+            service_errors.check_services(settings)
             _serve(settings)
     except KeyboardInterrupt:
         return 130
@@ -300,7 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, LauncherError):
             print(f"clarion: {exc}", file=sys.stderr)
             return 1
-        raise
+        unreachable = service_errors.explain(exc, settings)
+        if unreachable is None:
+            raise
+        print(unreachable.line(), file=sys.stderr)
+        return unreachable.exit_code
     return 0
 
 
