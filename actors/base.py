@@ -122,7 +122,12 @@ class ClarionActor(ActorTypeDispatcher):
                              extra={"actor": self.name, "placed_by": self._placed_by})
             self._stop()
             return
-        self.on_tick()
+        try:
+            self.on_tick()
+        except Exception:  # noqa: BLE001 - a tick that raises must not end the ticking (and
+            # with it the check above that the parent is alive); Thespian would retry the
+            # message and re-arm twice. Say so and tick on.
+            self.log.exception("tick failed", extra={"actor": self.name})
         self.wakeupAfter(self.TICK_SECONDS, payload=_TICK)
 
     def _placer_gone(self) -> bool:

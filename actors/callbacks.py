@@ -34,6 +34,7 @@ from clarion.persistence import status_callbacks
 from clarion.persistence.status_callbacks import Attempted, DueCallback
 from clarion.supervision import metrics
 from clarion.supervision.backoff import backoff_delay
+from clarion.supervision.breaker import OPEN, CircuitBreaker
 
 MAX_BACKOFF = 3600.0  # the longest wait between two attempts of one callback
 
@@ -58,6 +59,10 @@ class Callbacks(ClarionActor):
         self._in_flight: dict[int, DueCallback] = {}
         self._per_host: Counter[str] = Counter()
         self._finished: list[Attempted] = []  # not yet recorded
+        # One breaker per destination host, kept here: a customer's endpoint being down is
+        # theirs, not an operator's alert (the deps' breakers are reported to the Supervisor).
+        self._hosts: dict[str, CircuitBreaker] = {}
+        self._host_of: dict[str, str] = {}  # principal → its endpoint's host, as last leased
 
     def teardown(self) -> None:
         if hasattr(self, "_pool"):
@@ -82,18 +87,27 @@ class Callbacks(ClarionActor):
         room = self.settings.callback_concurrency - len(self._in_flight)
         if room <= 0 or not self.deps.breaker("postgresql").allow():
             return
+        cap = self.settings.callback_host_concurrency
+        blocked = sorted({principal for principal, host in self._host_of.items()
+                          if self._per_host[host] >= cap
+                          or not self._breaker(host).would_allow()})
         try:
             due = self.deps.stored(lambda conn: status_callbacks.lease_due(
-                conn, self._owner, room, self._lease))
+                conn, self._owner, room, self._lease, cap, blocked))
         except psycopg.Error as exc:
             self.log.warning("leasing callbacks failed", extra={"error": str(exc)})
             return
-        held_back: list[int] = []
+        held_back: dict[float, list[int]] = {}  # delay → ids
         for callback in due:
             host = _host(callback.url)
-            if (self._per_host[host] >= self.settings.callback_host_concurrency
-                    or not self.deps.breaker(f"callback:{host}").allow()):
-                held_back.append(callback.callback_id)  # due again on a later tick
+            self._host_of[callback.principal] = host
+            if callback.callback_id in self._in_flight:
+                continue  # our own lapsed lease, taken again: its POST is still running
+            breaker = self._breaker(host)
+            if self._per_host[host] >= cap or not breaker.allow():
+                # Due again when the host has room (soon) or its breaker lets a trial through.
+                wait = breaker.retry_after() if breaker.state == OPEN else 1.0
+                held_back.setdefault(wait, []).append(callback.callback_id)
                 continue
             self._per_host[host] += 1
             self._in_flight[callback.callback_id] = callback
@@ -101,10 +115,10 @@ class Callbacks(ClarionActor):
                 "url": callback.url, "secret": callback.secret,
                 "callback_id": f"cb_{callback.callback_id}",
                 "body": json.dumps(callback.payload(), separators=(",", ":"))})
-        if held_back:
+        for wait, ids in held_back.items():
             try:
-                self.deps.stored(lambda conn: status_callbacks.release(conn, self._owner,
-                                                                      held_back))
+                self.deps.stored(lambda conn, ids=ids, wait=wait: status_callbacks.release(
+                    conn, self._owner, ids, wait))
             except psycopg.Error:
                 pass  # the leases lapse on their own
 
@@ -125,13 +139,20 @@ class Callbacks(ClarionActor):
 
     def _judge(self, host: str, result: DeliveryResult) -> None:
         """Only the endpoint's own trouble (no answer, 5xx, 429) counts against its host."""
-        breaker = self.deps.breaker(f"callback:{host}")
+        breaker = self._breaker(host)
         code = result.error_code or ""
         if result.ok or not (code in ("timeout", "connection_error", "http_429")
                              or code.startswith("http_5")):
             breaker.success()
         else:
             breaker.failure()
+
+    def _breaker(self, host: str) -> CircuitBreaker:
+        if host not in self._hosts:
+            self._hosts[host] = CircuitBreaker(f"callback:{host}",
+                                               self.settings.breaker_failure_threshold,
+                                               self.settings.breaker_reset_timeout)
+        return self._hosts[host]
 
     def _record(self) -> None:
         if not self._finished or not self.deps.breaker("postgresql").allow():

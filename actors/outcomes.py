@@ -61,6 +61,7 @@ def outcome_of(attempt: Attempt, policy: RetryPolicy, provider: str) -> Outcome:
         attempt.started_at, result.provider_message_id, result.error_code, result.error,
         retry_in, dead, follow_up,
         suppress=(str(to), reason) if reason and isinstance(to, str) and to else None,
+        permanent=not result.ok and result.permanent,
     )
 
 

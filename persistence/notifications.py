@@ -119,6 +119,7 @@ class Outcome:
     dead_message: dict[str, Any] | None = None
     messages: tuple[Envelope, ...] = ()  # what to publish: the retry, or the DLQ copy
     skipped: bool = False  # not sent at all: the recipient is suppressed (error_code says so)
+    permanent: bool = False  # refused for good by the provider (no retry can help)
     # The recipient's address to put on the suppression list, and why (Twilio's 21610: the
     # number replied STOP).
     suppress: tuple[str, str] | None = None
@@ -525,9 +526,15 @@ def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[Outcome]) -> li
                         f"provider:{o.provider}", o.notification_id)
             for o in outcomes if o.suppress])
         outbox_ids = broker_outbox.add(cur, [m for o in outcomes for m in o.messages])
-        # A suppressed recipient: the notification's fallback (if it has one) goes instead.
-        outbox_ids += release_fallbacks(cur, sorted({o.notification_id for o in outcomes
-                                                     if o.skipped}))
+        # A suppressed recipient, or one the provider refused for good: the notification's
+        # fallback (if it has one) goes instead.
+        outbox_ids += release_fallbacks(cur, sorted({
+            o.notification_id for o in outcomes
+            if o.skipped or o.suppress or (o.permanent and o.retry_in is None)}))
+        # Events the provider sent before this commit (a fast webhook) move them now.
+        from clarion.persistence import provider_events  # (it imports this module)
+        outbox_ids += provider_events.apply_stored(
+            cur, [(o.notification_id, o.channel) for o in outcomes if o.ok])
         ids = sorted({o.notification_id for o in outcomes})
         # Each channel is recorded by its own actor. Without this lock two channels finishing
         # at once would each derive the status before seeing the other's commit, and leave it

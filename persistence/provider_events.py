@@ -56,6 +56,9 @@ class ProviderEvent:
     # delivery's recipient).
     suppress: str | None = None
     address: str | None = None
+    # The provider's id of the message it is about (Twilio's MessageSid): an event about
+    # another attempt's message (one that timed out, then went again) moves nothing.
+    message_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +77,14 @@ def record(conn: psycopg.Connection, events: Sequence[ProviderEvent]) -> Applied
         # Locked: events about one delivery recorded at once on two hosts (each runs an events
         # actor) must move it one after the other, each from the status the other left.
         rows = cur.execute(
-            "SELECT notification_id::text, channel, status, recipient FROM deliveries"
+            "SELECT notification_id::text, channel, status, recipient, provider_message_id"
+            " FROM deliveries"
             " WHERE notification_id = ANY(%s::uuid[]) ORDER BY notification_id, channel"
             " FOR UPDATE",
             (sorted({e.notification_id for e in events}),)).fetchall()
         status_of = {(str(r[0]), str(r[1])): str(r[2]) for r in rows}
         recipient_of = {(str(r[0]), str(r[1])): r[3] for r in rows}
+        message_of = {(str(r[0]), str(r[1])): r[4] for r in rows}
         ours = [e for e in events if (e.notification_id, e.channel) in status_of]
         new_ids = {str(r[0]) for r in cur.execute(
             "INSERT INTO provider_events (event_id, provider, notification_id, channel, event,"
@@ -98,6 +103,8 @@ def record(conn: psycopg.Connection, events: Sequence[ProviderEvent]) -> Applied
         for e in sorted(ours, key=lambda e: e.occurred_at):
             key = (e.notification_id, e.channel)
             current = moved.get(key, status_of[key])
+            if e.message_id and message_of[key] and e.message_id != message_of[key]:
+                continue  # about another attempt's message: kept, moves nothing
             if e.event_id in new_ids and e.status and allowed(current, e.status):
                 moved[key] = e.status
         for (notification_id, channel), status in moved.items():
@@ -116,3 +123,35 @@ def record(conn: psycopg.Connection, events: Sequence[ProviderEvent]) -> Applied
             and (address := e.address or recipient_of[(e.notification_id, e.channel)])])
     return Applied(len(new_ids), len(moved), len(events) - len(ours), len(added))
 
+
+
+def apply_stored(cur: psycopg.Cursor[Any], sent: Sequence[tuple[str, str]]) -> list[int]:
+    """Apply the events that arrived before these deliveries were recorded as `sent` (in the
+    caller's transaction, the one that records them). A provider can report a delivery, or a
+    bounce, before the delivery actor has committed the provider's acceptance; such an event
+    is kept but moves nothing when it arrives, and moves the delivery now. Returns the outbox
+    ids of fallbacks this released."""
+    if not sent:
+        return []
+    rows = cur.execute(
+        "SELECT e.notification_id::text, e.channel, e.status FROM provider_events AS e"
+        " JOIN unnest(%s::uuid[], %s::text[]) AS s(notification_id, channel)"
+        "   ON (e.notification_id, e.channel) = (s.notification_id, s.channel)"
+        " JOIN deliveries AS d"
+        "   ON (d.notification_id, d.channel) = (e.notification_id, e.channel)"
+        " WHERE e.status IS NOT NULL"
+        # not about another attempt's message (Twilio names it)
+        "   AND (e.detail->>'MessageSid' IS NULL OR d.provider_message_id IS NULL"
+        "        OR e.detail->>'MessageSid' = d.provider_message_id)"
+        " ORDER BY e.occurred_at, e.received_at",
+        ([n for n, _ in sent], [c for _, c in sent])).fetchall()
+    moved: dict[tuple[str, str], str] = {}
+    for notification_id, channel, status in rows:
+        key = (str(notification_id), str(channel))
+        if allowed(moved.get(key, "sent"), str(status)):
+            moved[key] = str(status)
+    for (notification_id, channel), status in moved.items():
+        cur.execute("UPDATE deliveries SET status = %s WHERE notification_id = %s::uuid"
+                    " AND channel = %s", (status, notification_id, channel))
+    return release_fallbacks(cur, sorted({n for (n, _), status in moved.items()
+                                          if status in FALLBACK_AFTER}))

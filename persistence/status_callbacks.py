@@ -112,17 +112,26 @@ class DueCallback:
 
 
 def lease_due(conn: psycopg.Connection, owner: str, limit: int, lease_seconds: float,
-              ) -> list[DueCallback]:
+              per_principal: int, blocked: Sequence[str] = ()) -> list[DueCallback]:
     """Lease up to `limit` due changes, each the oldest pending change of its notification and
-    not leased by anyone else (a lapsed lease is taken over)."""
+    not leased by anyone else (a lapsed lease is taken over), at most `per_principal` of one
+    principal's and none of `blocked` principals' (their endpoint's host is busy or its breaker
+    open): one caller's backlog never fills the lease for everyone."""
     rows = conn.execute(
         "WITH heads AS ("
-        "  SELECT DISTINCT ON (notification_id) callback_id, next_attempt_at, leased_until"
+        "  SELECT DISTINCT ON (notification_id) callback_id, principal, next_attempt_at,"
+        "         leased_until"
         "    FROM status_callbacks WHERE state = 'pending'"
         "   ORDER BY notification_id, callback_id),"
+        " ranked AS ("
+        "  SELECT h.callback_id,"
+        "         row_number() OVER (PARTITION BY h.principal ORDER BY h.callback_id) AS n"
+        "    FROM heads AS h JOIN callback_endpoints AS e ON e.principal = h.principal"
+        "   WHERE h.next_attempt_at <= now()"
+        "     AND (h.leased_until IS NULL OR h.leased_until < now())"
+        "     AND NOT h.principal = ANY(%(blocked)s::text[])),"
         " due AS ("
-        "  SELECT callback_id FROM heads WHERE next_attempt_at <= now()"
-        "     AND (leased_until IS NULL OR leased_until < now())"
+        "  SELECT callback_id FROM ranked WHERE n <= %(per_principal)s"
         "   ORDER BY callback_id LIMIT %(limit)s),"
         " leased AS ("
         "  UPDATE status_callbacks AS c SET leased_by = %(owner)s,"
@@ -135,16 +144,20 @@ def lease_due(conn: psycopg.Connection, owner: str, limit: int, lease_seconds: f
         "        e.url, e.secret"
         "   FROM leased AS l JOIN callback_endpoints AS e ON e.principal = l.principal"
         "  ORDER BY l.callback_id",
-        {"owner": owner, "limit": limit, "lease": lease_seconds}).fetchall()
+        {"owner": owner, "limit": limit, "lease": lease_seconds,
+         "per_principal": per_principal, "blocked": list(blocked)}).fetchall()
     return [DueCallback(*row) for row in rows]
 
 
-def release(conn: psycopg.Connection, owner: str, callback_ids: Sequence[int]) -> None:
-    """Give back leases not used (their host's breaker is open): due again at once."""
+def release(conn: psycopg.Connection, owner: str, callback_ids: Sequence[int],
+            delay_seconds: float = 0.0) -> None:
+    """Give back leases not used (their host is busy, or its breaker open): due again after
+    `delay_seconds`, no attempt spent."""
     if callback_ids:
-        conn.execute("UPDATE status_callbacks SET leased_by = NULL, leased_until = NULL"
+        conn.execute("UPDATE status_callbacks SET leased_by = NULL, leased_until = NULL,"
+                     " next_attempt_at = now() + make_interval(secs => %s)"
                      " WHERE callback_id = ANY(%s) AND leased_by = %s",
-                     (list(callback_ids), owner))
+                     (delay_seconds, list(callback_ids), owner))
 
 
 @dataclass(frozen=True, slots=True)

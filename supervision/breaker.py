@@ -42,6 +42,12 @@ class CircuitBreaker:
             self._trial_out = True
         return True
 
+    def would_allow(self) -> bool:
+        """What `allow()` would answer now, without taking the half-open trial."""
+        if self.state == OPEN:
+            return self.clock() - self.opened_at >= self.reset_timeout
+        return not (self.state == HALF_OPEN and self._trial_out)
+
     def retry_after(self) -> float:
         """Seconds until the breaker will let a trial call through (0 when it would now)."""
         if self.state != OPEN:

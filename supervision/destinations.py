@@ -40,28 +40,38 @@ def is_private(address: str) -> bool:
     """Loopback, link-local, private (RFC 1918, unique local), unspecified, multicast,
     reserved, or an IPv4 address mapped into IPv6 that is one of those."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4 address inside IPv6 (mapped, 6to4, Teredo) is judged as that address.
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None:
+            return is_private(str(embedded))
     return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_unspecified
             or ip.is_multicast or ip.is_reserved or not ip.is_global)
 
 
 def destination_problem(url: str, allow_private: bool) -> str | None:
     """Why Clarion must not POST to `url` (None: it may). Resolves the host (blocking)."""
+    return checked_address(url, allow_private)[0]
+
+
+def checked_address(url: str, allow_private: bool) -> tuple[str | None, str | None]:
+    """(why not, None), or (None, the address to connect to): the host resolved once and every
+    address it resolves to checked. The caller connects to that address and no other, so a
+    name that resolves elsewhere a moment later (DNS rebinding) cannot take it inside."""
     problem = url_problem(url)
-    if problem is not None or allow_private:
-        return problem
+    if problem is not None:
+        return problem, None
     parts = urlsplit(url)
     host = parts.hostname or ""
     try:
         infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
                                    type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        return f"the host {host!r} does not resolve"
-    addresses = {str(info[4][0]) for info in infos}
+        return f"the host {host!r} does not resolve", None
+    addresses = [str(info[4][0]) for info in infos]
     if not addresses:
-        return f"the host {host!r} does not resolve"
-    if any(is_private(a) for a in addresses):
+        return f"the host {host!r} does not resolve", None
+    if not allow_private and any(is_private(a) for a in addresses):
         return (f"the host {host!r} resolves to a loopback, link-local or private address;"
-                " set CLARION_CALLBACKS_ALLOW_PRIVATE=1 to allow it")
-    return None
+                " set CLARION_CALLBACKS_ALLOW_PRIVATE=1 to allow it"), None
+    return None, addresses[0]

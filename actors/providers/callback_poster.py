@@ -7,8 +7,9 @@ is HMAC-SHA256, keyed with the endpoint's secret, of `"<t>.<raw body>"`. A recei
 it, compares in constant time, and refuses a `t` too far from its clock (a replay).
 
 Before each POST the destination is checked again (supervision/destinations.py): a name that
-now resolves inside the network is refused. Redirects are not followed, the proxy environment
-is ignored, and nothing of the answer but its status is kept.
+now resolves inside the network is refused, and the POST goes to the address that was checked
+(DNS rebinding cannot swap it). Redirects are not followed, the proxy environment is ignored,
+and nothing of the answer but its status is read.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import hashlib
 import hmac
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from clarion.actors.providers.base import DeliveryResult, failure, parse_retry_after
-from clarion.supervision.destinations import destination_problem
+from clarion.supervision.destinations import checked_address
 
 SIGNATURE_HEADER = "Clarion-Signature"
 USER_AGENT = "Clarion-Callbacks/1"
@@ -55,23 +57,36 @@ class CallbackPoster:
 
     def _post(self, message: dict[str, Any], secret: str) -> DeliveryResult:
         url, body = str(message["url"]), str(message["body"])
-        problem = destination_problem(url, self._allow_private)
-        if problem is not None:
-            return failure("callback_destination_refused", problem)
-        headers = {"Content-Type": "application/json",
+        problem, address = checked_address(url, self._allow_private)
+        if problem is not None or address is None:
+            return failure("callback_destination_refused", problem or "no address")
+        parts = urlsplit(url)
+        # Connect to the address just checked, not to what the name resolves to next; the
+        # name still goes in Host and, for TLS, in SNI and the certificate check.
+        pinned = urlunsplit(parts._replace(netloc=_netloc(address, parts.port)))
+        headers = {"Content-Type": "application/json", "Host": parts.netloc,
                    SIGNATURE_HEADER: signature(secret, int(time.time()), body),
                    "Clarion-Callback-Id": str(message["callback_id"])}
+        extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
         try:
-            answer = self._client.post(url, content=body.encode(), headers=headers)
+            # Streamed and never read: only the status counts, so an endpoint trickling a body
+            # cannot hold the call past its timeouts.
+            with self._client.stream("POST", pinned, content=body.encode(), headers=headers,
+                                     extensions=extensions) as answer:
+                status, retry_after = answer.status_code, answer.headers.get("retry-after")
         except httpx.TimeoutException:
             return failure("timeout", "the endpoint did not answer in time")
         except httpx.HTTPError as exc:
             return failure("connection_error", f"cannot reach the endpoint: {type(exc).__name__}")
-        if 200 <= answer.status_code < 300:
+        if 200 <= status < 300:
             return DeliveryResult(ok=True)
-        return failure(f"http_{answer.status_code}",
-                       f"the endpoint answered {answer.status_code}",
-                       retry_after=parse_retry_after(answer.headers.get("retry-after")))
+        return failure(f"http_{status}", f"the endpoint answered {status}",
+                       retry_after=parse_retry_after(retry_after))
 
     def close(self) -> None:
         self._client.close()
+
+
+def _netloc(address: str, port: int | None) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"{host}:{port}" if port else host

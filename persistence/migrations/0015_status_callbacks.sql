@@ -50,6 +50,17 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM callback_endpoints) THEN
         RETURN NULL;
     END IF;
+    -- In order per notification: two channels of one notification recorded at once must take
+    -- their callback ids in the order they commit, so the second waits here for the first
+    -- (the lock its transaction takes later anyway, deliveries before notifications).
+    PERFORM 1 FROM notifications AS n
+      JOIN callback_endpoints AS e ON e.principal = n.created_by
+     WHERE n.notification_id IN (SELECT nr.notification_id FROM new_rows AS nr
+                                   JOIN old_rows AS o
+                                     ON (o.notification_id, o.channel)
+                                      = (nr.notification_id, nr.channel)
+                                  WHERE nr.status IS DISTINCT FROM o.status)
+     ORDER BY n.notification_id FOR NO KEY UPDATE OF n;
     INSERT INTO status_callbacks (principal, notification_id, kind, channel, status,
                                   previous_status, error_code)
     SELECT e.principal, nr.notification_id, 'channel', nr.channel, nr.status, o.status,

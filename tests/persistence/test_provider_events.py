@@ -101,3 +101,34 @@ def test_an_event_about_no_delivery_of_ours_is_counted_not_recorded(db: Any) -> 
     applied = provider_events.record(db, [_event(str(uuid.uuid4()), "delivered", "delivered",
                                                  time.time())])
     assert (applied.recorded, applied.moved, applied.unknown) == (0, 0, 1)
+
+
+def test_an_event_that_came_before_the_sent_commit_moves_the_delivery_when_it_is_recorded(
+        db: Any) -> None:
+    from clarion.persistence import notifications as repo
+    from clarion.persistence.notifications import Outcome
+
+    notification_id = _sent_email(db)
+    db.execute("UPDATE deliveries SET status = 'queued' WHERE notification_id = %s",
+               (notification_id,))
+    early = provider_events.record(db, [_event(notification_id, "delivered", "delivered",
+                                               time.time())])
+    assert (early.recorded, early.moved) == (1, 0)  # kept; nothing to move yet
+
+    repo.record_outcomes(db, [Outcome(notification_id, "email", 1, True, "sendgrid",
+                                      time.time(), provider_message_id="m")])
+
+    assert _status(db, notification_id) == ("delivered", "delivered")
+
+
+def test_a_callback_about_another_attempts_message_moves_nothing(db: Any) -> None:
+    notification_id = _sent_email(db)
+    db.execute("UPDATE deliveries SET provider_message_id = 'SM-second'"
+               " WHERE notification_id = %s", (notification_id,))
+    stale = ProviderEvent(f"twilio:SM-first:undelivered", "twilio", notification_id, "email",
+                          "undelivered", "undelivered", time.time(), message_id="SM-first")
+
+    applied = provider_events.record(db, [stale])
+
+    assert (applied.recorded, applied.moved) == (1, 0)
+    assert _status(db, notification_id)[0] == "sent"

@@ -55,7 +55,7 @@ def _ids(db: Any, notification_id: str) -> list[int]:
 
 
 def _lease(db: Any, owner: str, notification_id: str) -> list[int]:
-    return [c.callback_id for c in status_callbacks.lease_due(db, owner, 1000, 30.0)
+    return [c.callback_id for c in status_callbacks.lease_due(db, owner, 1000, 30.0, 1000)
             if c.notification_id == notification_id]
 
 
@@ -143,7 +143,7 @@ def test_a_lapsed_lease_is_taken_over_and_the_old_holder_cannot_record(db: Any) 
     principal = _principal(db)
     notification_id = _notification(db, principal, "email")
     _sent(db, notification_id, "email")
-    [first] = [c.callback_id for c in status_callbacks.lease_due(db, "a", 1000, 0.0)
+    [first] = [c.callback_id for c in status_callbacks.lease_due(db, "a", 1000, 0.0, 1000)
                if c.notification_id == notification_id]
     time.sleep(0.01)
 
@@ -152,3 +152,21 @@ def test_a_lapsed_lease_is_taken_over_and_the_old_holder_cannot_record(db: Any) 
     state = db.execute("SELECT state FROM status_callbacks WHERE callback_id = %s",
                        (first,)).fetchone()[0]
     assert state == "pending"  # still b's
+
+
+def test_one_principals_backlog_leaves_room_for_the_others(db: Any) -> None:
+    busy, quiet = _principal(db), _principal(db)
+    backlog = [_notification(db, busy, "email") for _ in range(6)]
+    for notification_id in backlog:
+        _sent(db, notification_id, "email")
+    other = _notification(db, quiet, "email")
+    _sent(db, other, "email")
+    mine = set(backlog) | {other}
+
+    leased = [c for c in status_callbacks.lease_due(db, "a", 1000, 30.0, 2)
+              if c.notification_id in mine]
+
+    assert sum(1 for c in leased if c.principal == busy) == 2  # its cap
+    assert [c.notification_id for c in leased if c.principal == quiet] == [other]
+    assert all(c.principal != busy for c in status_callbacks.lease_due(
+        db, "b", 1000, 30.0, 2, blocked=[busy]) if c.notification_id in mine)

@@ -157,3 +157,31 @@ def test_a_suppressed_skip_releases_the_fallback_on_standby_once(db: Any) -> Non
     assert rows == {"email": "skipped", "sms": "queued"}
     with db.transaction():
         assert repo.release_fallbacks(db, [notification_id]) == []
+
+
+def test_a_permanent_refusal_releases_the_fallback_but_a_passing_failure_does_not(
+        db: Any) -> None:
+    def with_standby() -> str:
+        notification = NewNotification(
+            notification_id=str(uuid.uuid4()), user_id="u", template_key="t",
+            template_version=1, language="en", priority="normal", request_id=None,
+            idempotency_key=None, message_data={}, deliveries=(
+                NewDelivery("sms", "queued", "+14155550100", {"body": "x"}),
+                NewDelivery("email", "standby", "a@example.com", {"body": "x"},
+                            pending_message={"channel": "email", "body": {
+                                "notification_id": str(uuid.uuid4()), "channel": "email",
+                                "attempt": 1, "to": "a@example.com"}, "headers": {}})))
+        repo.insert_batch(db, [notification])
+        return notification.notification_id
+
+    refused, passing = with_standby(), with_standby()
+    repo.record_outcomes(db, [
+        Outcome(refused, "sms", 1, False, "twilio", time.time(), error_code="twilio_21211",
+                dead_message={"x": 1}, permanent=True),
+        Outcome(passing, "sms", 1, False, "twilio", time.time(), error_code="twilio_503",
+                retry_in=5.0)])
+
+    def email_of(notification_id: str) -> str:
+        return str(db.execute("SELECT status FROM deliveries WHERE notification_id = %s"
+                              " AND channel = 'email'", (notification_id,)).fetchone()[0])
+    assert (email_of(refused), email_of(passing)) == ("queued", "standby")

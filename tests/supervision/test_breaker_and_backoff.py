@@ -104,3 +104,14 @@ def test_jitter_stays_within_a_quarter_and_never_exceeds_the_cap() -> None:
 def test_backoff_refuses_attempt_zero() -> None:
     with pytest.raises(ValueError):
         backoff_delay(0)
+
+
+def test_would_allow_answers_without_taking_the_half_open_trial() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker("x", failure_threshold=1, reset_timeout=10, clock=lambda: now[0])
+    breaker.failure()
+    assert not breaker.would_allow()
+    now[0] = 11
+    assert breaker.would_allow() and breaker.would_allow()  # asking twice takes nothing
+    assert breaker.allow()  # the trial
+    assert not breaker.would_allow() and not breaker.allow()
