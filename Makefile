@@ -22,12 +22,13 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 
-$(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
-	$(BIN)/python -m pip install --quiet -e .
+# The Python client (client/, `clarion-client`) too: `clarion send` uses it.
+$(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml client/setup.cfg
+	$(BIN)/python -m pip install --quiet -e . -e client
 	touch $@
 
-$(VENV)/.test-installed: $(VENV)/.installed setup.cfg
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(VENV)/.test-installed: $(VENV)/.installed setup.cfg client/setup.cfg
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e client
 	touch $@
 
 clean:

@@ -283,7 +283,11 @@ class RetireTemplate:
 @message
 class PreviewTemplate:
     """Render a template without sending anything: in `language`, its base (pt-BR → pt), or
-    the default language, whichever exists first; the latest version unless `version`."""
+    the default language, whichever exists first; the latest version unless `version`.
+
+    With `draft` (the console's editor), render that unsaved template instead, in its own
+    language, after the checks a new version gets (its syntax, and the `declared` variables
+    when given); it is never stored, and its compiled form is never kept."""
 
     OWNER: ClassVar[str] = "templates"
     correlation_id: str
@@ -291,6 +295,8 @@ class PreviewTemplate:
     variables: dict[str, Any]
     language: str | None = None
     version: int | None = None
+    draft: Template | None = None
+    declared: tuple[str, ...] | None = None
 
 
 # --- the Gateway's pipeline -----------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Templates actor: versions x languages, rendered in a Jinja2 sandbox, cached in Redis.
 
 Takes:   RenderBatch → answers Rendered (the sender: the Gateway)
-         SendBatch of CreateTemplateVersion, RetireTemplate, PreviewTemplate
+         SendBatch of CreateTemplateVersion, RetireTemplate, PreviewTemplate (of a stored
+                     version, or of an unsaved draft: the console's editor)
                      → answers Replies, one Reply per item, to the batch's `reply_to`
 
 Rendering is bounded (actors/rendering.py): an item by its time limit, a batch by its budget,
@@ -16,6 +17,7 @@ misses are counted in Redis (`clarion:stats`, `cache:template:hit` / `cache:temp
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -83,6 +85,26 @@ def undeclared_variables(template: Template, declared: tuple[str, ...]) -> dict[
 
 def _status(code: str) -> int:
     return 404 if code == "template_not_found" else 422
+
+
+def refusal(correlation_id: str, template: Template,
+            declared: tuple[str, ...] | None) -> Reply | None:
+    """Why a new version (or a draft) is refused before anything renders, or None: a field
+    that does not parse (`data.field` names it), or variables used but not declared."""
+    for field in _FIELDS:
+        problem = check_syntax(getattr(template, field), html=field == "html_body")
+        if problem:
+            return Reply(correlation_id, 422, error_code="template_syntax_error",
+                         message=f"{field}: {problem}", data={"field": field})
+    if declared is not None:
+        extra = undeclared_variables(template, declared)
+        if extra:
+            names = sorted({name for names in extra.values() for name in names})
+            return Reply(correlation_id, 422, error_code="template_variable_undeclared",
+                         message="the template uses variables it does not declare: "
+                         + ", ".join(names),
+                         data={"variables": names, "fields": extra})
+    return None
 
 
 class Templates(ClarionActor):
@@ -193,20 +215,9 @@ class Templates(ClarionActor):
     def create(self, command: CreateTemplateVersion) -> Reply:
         template = command.template
         declared = command.variables
-        for field in _FIELDS:
-            problem = check_syntax(getattr(template, field), html=field == "html_body")
-            if problem:
-                return Reply(command.correlation_id, 422, error_code="template_syntax_error",
-                             message=f"{field}: {problem}", data={"field": field})
-        if declared is not None:
-            extra = undeclared_variables(template, declared)
-            if extra:
-                names = sorted({name for names in extra.values() for name in names})
-                return Reply(command.correlation_id, 422,
-                             error_code="template_variable_undeclared",
-                             message="the template uses variables it does not declare: "
-                             + ", ".join(names),
-                             data={"variables": names, "fields": extra})
+        refused = refusal(command.correlation_id, template, declared)
+        if refused is not None:
+            return refused
         conn = self.deps.conn()
         try:
             if command.new_version:
@@ -235,34 +246,53 @@ class Templates(ClarionActor):
                      message="template retired; notifications already sent keep their content")
 
     def preview(self, items: list[PreviewTemplate]) -> dict[str, Reply]:
-        """Render each item as the Gateway would, without sending: one cache read for all."""
+        """Render each item as the Gateway would, without sending: one cache read for all
+        the stored ones, and each draft on its own."""
         if not items:
             return {}
+        budget = RenderBudget()
+        replies = {i.correlation_id: self.preview_draft(i, budget)
+                   for i in items if i.draft is not None}
+        stored = [i for i in items if i.draft is None]
+        if not stored:
+            return replies
         try:
-            latest = self._latest({i.template_key for i in items if i.version is None})
-            budget = RenderBudget()
+            latest = self._latest({i.template_key for i in stored if i.version is None})
             renderings = [self._render_item(RenderItem(
                 i.correlation_id, i.template_key,
                 language_fallbacks(i.language, self.settings.default_language),
-                i.variables, i.version), latest, budget) for i in items]
+                i.variables, i.version), latest, budget) for i in stored]
         except (psycopg.Error, OSError) as exc:
             self.log.error("template lookup failed", extra={"error": str(exc)})
-            return {i.correlation_id: Reply(i.correlation_id, 503,
-                                            error_code="storage_unavailable",
-                                            message="template storage is unavailable, try again")
-                    for i in items}
-        replies = {}
-        for item, r in zip(items, renderings, strict=True):
-            if not r.ok:
-                code = r.error_code or "template_render_error"
-                replies[item.correlation_id] = Reply(item.correlation_id, _status(code),
-                                                     error_code=code, message=r.error or "")
-                continue
-            data = {"template_key": item.template_key, "language": r.language,
-                    "version": r.template_version, "subject": r.subject, "body": r.body,
-                    "html_body": r.html_body, "push_title": r.push_title,
-                    "push_body": r.push_body, "sms_body": r.sms_body,
-                    "sms_segments": sms_segments(r.sms_body)}
-            replies[item.correlation_id] = Reply(item.correlation_id, 200, data=data,
-                                                 message="rendered, not sent")
+            return {**replies, **{i.correlation_id: Reply(
+                i.correlation_id, 503, error_code="storage_unavailable",
+                message="template storage is unavailable, try again") for i in stored}}
+        for item, r in zip(stored, renderings, strict=True):
+            replies[item.correlation_id] = _preview_reply(item, r)
         return replies
+
+    @staticmethod
+    def preview_draft(item: PreviewTemplate, budget: RenderBudget) -> Reply:
+        """An unsaved template checked as a new version would be, then rendered in the same
+        sandbox, by a renderer of its own: compiled templates are kept by (key, language,
+        version), and a draft's text is not that version's."""
+        assert item.draft is not None
+        draft = replace(item.draft, template_key=item.template_key, version=0)
+        refused = refusal(item.correlation_id, draft, item.declared)
+        if refused is not None:
+            return refused
+        rendering = render_item(Renderer(), RenderItem(
+            item.correlation_id, draft.template_key, (draft.language,), item.variables),
+            {draft.language: draft}, budget)
+        return _preview_reply(item, rendering)
+
+
+def _preview_reply(item: PreviewTemplate, r: Rendering) -> Reply:
+    if not r.ok:
+        code = r.error_code or "template_render_error"
+        return Reply(item.correlation_id, _status(code), error_code=code, message=r.error or "")
+    data = {"template_key": item.template_key, "language": r.language,
+            "version": r.template_version or None, "subject": r.subject, "body": r.body,
+            "html_body": r.html_body, "push_title": r.push_title, "push_body": r.push_body,
+            "sms_body": r.sms_body, "sms_segments": sms_segments(r.sms_body)}
+    return Reply(item.correlation_id, 200, data=data, message="rendered, not sent")

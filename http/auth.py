@@ -6,7 +6,8 @@ holds what it may do, `send` or `admin`):
 
     key:<name>          an API key (`Authorization: Bearer`), of scope `send` or `admin`
     internal            the shared service secret (`X-Internal-Secret`), on management routes
-    console:<subject>   an admin console session (cookie, http/routes/admin.py)
+    console:<subject>   an admin console session (cookie, http/routes/admin.py); <subject> is
+                        `internal` or `key:<name>`, the credential it was opened with
     anonymous           nobody: public routes only
 
 Scopes: a `send` key posts notifications and reads the ones created under its name; an `admin`
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 PUBLIC, SEND, ADMIN = "public", "send", "admin"
 INTERNAL = "internal"
+CONSOLE_INTERNAL = "console:internal"  # a console session opened with the internal secret
 ANONYMOUS = "anonymous"
 KEY_PREFIX = "key:"
 _READ = "GET HEAD"
@@ -53,13 +55,15 @@ _READ = "GET HEAD"
 class Rule:
     """Who may make the calls `methods` (None: any) × `pattern` (a full match of the route
     path): the scope `need`s (public: anyone), and whether the internal secret or a console
-    session may make them too."""
+    session may make them too; `console_internal` False keeps a call from console sessions
+    opened with the internal secret (which never sends notifications, console or not)."""
 
     methods: frozenset[str] | None
     pattern: re.Pattern[str]
     need: str
     internal: bool = False
     console: bool = False
+    console_internal: bool = True
 
     def matches(self, method: str, path: str) -> bool:
         return (self.methods is None or method in self.methods) \
@@ -67,13 +71,18 @@ class Rule:
 
 
 def _rule(methods: str | None, pattern: str, need: str, *, internal: bool = False,
-          console: bool = False) -> Rule:
+          console: bool = False, console_internal: bool = True) -> Rule:
     return Rule(frozenset(methods.split()) if methods else None, re.compile(pattern), need,
-                internal, console)
+                internal, console, console_internal)
 
 
 # The first rule that matches decides. A console session reaches exactly the calls the console
-# page makes (a stolen cookie cannot send notifications or manage users and templates).
+# page makes, its writes only with `X-Clarion-Console: 1` (http/routes/admin.py). So a stolen
+# cookie can read what an operator reads, replay and discard dead letters one by one, remove
+# suppressions, cancel scheduled notifications, publish, retire and revive templates, and send
+# single notifications (recorded as `console:<subject>`, under that principal's own rate limit).
+# It cannot post batches, replay dead letters in bulk, write users or push tokens, add
+# suppressions, register status callbacks or read /metrics.
 RULES: tuple[Rule, ...] = (
     # Public: they show no data (health answers name no host, port or pid).
     _rule(_READ, r"/health(/ready)?", PUBLIC),
@@ -85,13 +94,16 @@ RULES: tuple[Rule, ...] = (
     _rule(_READ, r"/admin/assets/[A-Za-z0-9._-]+", PUBLIC),
     # Send: post notifications, read and cancel the ones this key's name created (the routes
     # filter).
-    _rule("POST", r"/v1/notifications(/batch)?", SEND),
+    _rule("POST", r"/v1/notifications", SEND, console=True,  # the console's test sends
+          console_internal=False),
+    _rule("POST", r"/v1/notifications/batch", SEND),
     _rule(_READ, r"/v1/notifications(/[^/]+)?", SEND, console=True),
     _rule("DELETE", r"/v1/notifications/[^/]+", SEND, console=True),
     # Its own status callbacks' endpoint (the routes act on the caller's principal only).
     _rule(None, r"/v1/callbacks(/log)?", SEND),
     # Admin: everything else.
-    _rule(_READ, r"/admin/api/host", ADMIN, internal=True, console=True),
+    _rule(_READ, r"/admin/api/(host|stats)", ADMIN, internal=True, console=True),
+    _rule("POST", r"/admin/api/templates/preview", ADMIN, internal=True, console=True),
     _rule(_READ, r"/v1/system/(actors|cluster|providers)", ADMIN, internal=True, console=True),
     _rule(_READ, r"/v1/alerts", ADMIN, console=True),
     _rule(_READ, r"/v1/dlq", ADMIN, internal=True, console=True),
@@ -101,6 +113,12 @@ RULES: tuple[Rule, ...] = (
     _rule(_READ, r"/v1/suppressions(/.+)?", ADMIN, internal=True, console=True),
     _rule("DELETE", r"/v1/suppressions/.+", ADMIN, internal=True, console=True),
     _rule("POST", r"/v1/suppressions", ADMIN, internal=True),
+    # Templates: the console lists, previews, publishes, retires and revives them.
+    _rule(_READ, r"/v1/templates(/[^/]+(/versions)?)?", ADMIN, internal=True, console=True),
+    _rule("POST", r"/v1/templates(/render)?", ADMIN, internal=True, console=True),
+    _rule("PUT DELETE", r"/v1/templates/[^/]+", ADMIN, internal=True, console=True),
+    # Users: the console looks them up; it never writes them.
+    _rule(_READ, r"/v1/users(/[^/]+)?", ADMIN, internal=True, console=True),
     _rule(None, r"/v1/(users|templates|system|dlq)(/.*)?", ADMIN, internal=True),
     _rule(None, r"/admin(/.*)?", ADMIN, internal=True),
     _rule(_READ, r"/metrics", ADMIN, internal=True),
@@ -126,6 +144,8 @@ class Grant:
             return True
         if self.principal == INTERNAL:
             return rule.internal
+        if self.principal == CONSOLE_INTERNAL and not rule.console_internal:
+            return False
         if self.access == ADMIN:
             return True
         return self.access == SEND and rule.need == SEND
@@ -270,8 +290,12 @@ class ApiKeyMiddleware:
                              [(b"www-authenticate", b'Bearer realm="clarion"')])
             return
         if not grant.may(rule):
-            await send_error(send, 403, "forbidden",
-                             f"this API key's scope ({grant.access}) does not allow this call")
+            message = (f"this API key's scope ({grant.access}) does not allow this call"
+                       if grant.principal != CONSOLE_INTERNAL else
+                       "a console session opened with the internal secret cannot make this"
+                       " call (the secret never sends notifications): sign in with an admin"
+                       " API key")
+            await send_error(send, 403, "forbidden", message)
             return
         state = scope.setdefault("state", {})
         state["principal"], state["access"] = grant.principal, grant.access

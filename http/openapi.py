@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from clarion.http.auth import PUBLIC, rule_for
 from clarion.http.routes.admin import COOKIE
 from clarion.http.routes.callbacks import CallbackIn
+from clarion.http.routes.console_templates import DraftIn
 from clarion.http.routes.dlq import ReplayFilter
 from clarion.http.routes.suppressions import NewSuppression
 from clarion.http.schemas import (
@@ -96,6 +97,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "shutting_down": (503, "Clarion is shutting down; retry elsewhere"),
     "unhealthy": (503, "a dependency or an actor is down; `data.checks` says which"),
     "cluster_view_unavailable": (503, "the hosts' heartbeats cannot be read (Redis); retry"),
+    "stats_timeout": (503, ("counting the window's traffic took too long; try the shorter"
+                            " window")),
     "timeout": (504, "no answer in time; the outcome is unknown: retry with the same key"),
 }
 
@@ -476,6 +479,43 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Where this server runs, and its clock", "admin console",
         data=_object(["hostname", "pid", "now"], hostname=STRING, pid={"type": "integer"},
                      now={"type": "number"})),
+    ("GET", "/admin/api/stats"): Operation(
+        "The console's live charts: traffic, latency, failures and queue depths over a window",
+        "admin console",
+        query=(Param("window", {"type": "string", "enum": ["15m", "24h"], "default": "15m"},
+                     "the last 15 minutes (10 s buckets) or 24 hours (5 min buckets)"),),
+        errors=("stats_timeout", "storage_unavailable"),
+        data=_object(
+            ["window", "step", "times", "accepted", "delivered", "latency", "failures",
+             "queues"],
+            window={"enum": ["15m", "24h"]}, step={"type": "integer"},
+            since={"type": "number"}, until={"type": "number"},
+            times=_array({"type": "integer", "description": "bucket starts, epoch seconds"}),
+            channels=_array(STRING),
+            accepted={"type": "object", "description": "channel → channels accepted per second",
+                      "additionalProperties": _array({"type": "number"})},
+            delivered={"type": "object", "description": "channel → provider acceptances per"
+                                                        " second",
+                       "additionalProperties": _array({"type": "number"})},
+            latency={"type": "object", "description": "p50 and p99, seconds from the 202 to"
+                                                      " the provider's acceptance",
+                     "additionalProperties": _array({"type": ["number", "null"]})},
+            failures={"type": "object", "description": "error code → failed attempts per"
+                                                       " bucket",
+                      "additionalProperties": _array({"type": "integer"})},
+            queues={"type": "object", "description": "queue → deepest reading per bucket"
+                                                     " (null: none taken)",
+                    "additionalProperties": _array({"type": ["integer", "null"]})},
+            queue_readings={"type": "integer"},
+            totals={"type": "object", "additionalProperties": {"type": "integer"}})),
+    ("POST", "/admin/api/templates/preview"): Operation(
+        "Render an unsaved template (the console's editor): checked as a new version would be"
+        " and rendered in the same sandbox; nothing is stored", "admin console", body=DraftIn,
+        errors=("template_syntax_error", "template_variable_undeclared", *RENDER, *ACTORS),
+        data=_object(["template_key", "language", "subject", "body"], template_key=STRING,
+                     language=STRING, version={"type": "null"}, subject=STRING, body=STRING,
+                     html_body=NULLABLE_STRING, push_title=STRING, push_body=STRING,
+                     sms_body=STRING, sms_segments={"type": "object"})),
     ("GET", "/admin/assets/{name}"): Operation(
         "The console's script and styles", "admin console", media_type="*/*",
         path={"name": {"type": "string", "pattern": "^[A-Za-z0-9._-]+$"}},
@@ -602,8 +642,10 @@ def app_operations(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tu
     to every GET, is left out; a mounted app (static files) is `GET <mount>/{path}`."""
     for route in routes:
         if isinstance(route, Route):
+            # `{address:path}` is Starlette's; OpenAPI names the parameter alone.
+            path = re.sub(r"\{(\w+):\w+\}", r"{\1}", prefix + route.path)
             for method in sorted((route.methods or set()) - {"HEAD"}):
-                yield method, prefix + route.path
+                yield method, path
         elif isinstance(route, Mount):
             inner = route.routes
             if inner:

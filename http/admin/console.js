@@ -4,6 +4,10 @@
 // innerHTML), so no notification, user id or error message can become markup. Requests carry
 // the session cookie (same origin) and X-Clarion-Console, which the server requires of the
 // console's writes: a form on another site cannot send it.
+//
+// This file holds what every section shares and the operations sections; the templates, the
+// test sends, the users and the charts are in console-*.js, loaded after it, and reach these
+// helpers through `window.ClarionConsole`.
 "use strict";
 
 (() => {
@@ -126,16 +130,27 @@
 
   // -- the API --------------------------------------------------------------------------------
 
-  class ApiError extends Error {}
+  // `code` is the API's stable error code, `detail` its `data` (a syntax error's field, ...).
+  class ApiError extends Error {
+    constructor(message, code, detail, status) {
+      super(message);
+      this.code = code || "";
+      this.detail = detail === undefined ? null : detail;
+      this.status = status || 0;
+    }
+  }
 
-  async function api(method, path) {
+  async function api(method, path, body, extraHeaders) {
+    const headers = { Accept: "application/json", "X-Clarion-Console": "1", ...(extraHeaders || {}) };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
     let response;
     try {
       response = await fetch(root + path, {
         method,
         credentials: "same-origin",
         cache: "no-store",
-        headers: { Accept: "application/json", "X-Clarion-Console": "1" },
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (err) {
       throw new ApiError("Clarion does not answer");
@@ -145,17 +160,18 @@
       window.location.assign(`${root}/admin`);
       throw new ApiError("signed out");
     }
-    let body = null;
+    let answer = null;
     try {
-      body = await response.json();
+      answer = await response.json();
     } catch (err) {
-      throw new ApiError(`HTTP ${response.status}`);
+      throw new ApiError(`HTTP ${response.status}`, `http_${response.status}`, null, response.status);
     }
-    if (!body || !body.success) {
-      const code = body && body.error ? body.error : `http_${response.status}`;
-      throw new ApiError(body && body.message ? `${code}: ${body.message}` : code);
+    if (!answer || !answer.success) {
+      const code = answer && answer.error ? answer.error : `http_${response.status}`;
+      throw new ApiError(answer && answer.message ? `${code}: ${answer.message}` : code, code,
+        answer ? answer.data : null, response.status);
     }
-    return body;
+    return answer;
   }
 
   const q = (params) => {
@@ -396,20 +412,9 @@
     return [el("dt", {}, label), el("dd", { className }, shown)];
   }
 
-  async function loadDetail() {
-    const panel = document.getElementById("notification-detail");
-    const id = state.selected;
-    if (!id) return;
-    let n;
-    try {
-      ({ data: n } = await api("GET", `/v1/notifications/${encodeURIComponent(id)}`));
-    } catch (err) {
-      if (state.selected === id) {
-        panel.replaceChildren(el("p", { className: "error" }, `Could not load ${id}: ${err.message}`));
-      }
-      return;
-    }
-    if (state.selected !== id) return; // closed or replaced while this answer was on its way
+  // A notification as the detail panels show it: its facts, a table of its channels and its
+  // timeline, hop by hop; `actions` go in its head.
+  function notificationView(n, actions) {
     // One row per channel, and under it a line with its error when it has one.
     const channels = Object.entries(n.channels || {}).flatMap(([channel, c]) => {
       const error = c.error_code || c.error ? [c.error_code, c.error].filter(Boolean).join(": ") : "";
@@ -419,7 +424,7 @@
       return error ? [row, el("tr", { className: "sub" }, el("td", { colspan: 5, className: "message" }, error))]
         : [row];
     });
-    const hops = (n.hops || []).map((h) => el("tr", {},
+    const hops = (n.hops || []).map((h) => el("tr", { "data-hop": h.hop },
       td(h.hop), td(h.channel), td(timeOfDay(h.at)),
       td(`+${Number(h.ms_since_received).toFixed(1)} ms`, "num")));
     const channelTable = el("table", {},
@@ -427,24 +432,12 @@
         .map((t) => el("th", {}, t)))),
       el("tbody", {}));
     fill(channelTable.tBodies[0], channels, 5, "no channel");
-    const hopTable = el("table", {},
+    const hopTable = el("table", { className: "timeline" },
       el("thead", {}, el("tr", {}, ...["Hop", "Channel", "At", "Since received"]
         .map((t) => el("th", { className: t === "Since received" ? "num" : null }, t)))),
       el("tbody", {}));
     fill(hopTable.tBodies[0], hops, 4, "no hop recorded");
-    const close = el("button", { type: "button", className: "small quiet" }, "Close");
-    close.addEventListener("click", () => { state.selected = null; resetDetail(); refreshSoon(); });
-    const actions = [close];
-    if (n.status === "scheduled") {
-      // Held for send_at or quiet hours: it can still be called back.
-      const cancel = el("button", { type: "button", className: "small danger", "data-action": "cancel" },
-        "Cancel");
-      cancel.addEventListener("click", () => act(cancel, "DELETE",
-        `/v1/notifications/${encodeURIComponent(n.notification_id)}`,
-        (d) => `Cancelled: ${(d.cancelled_channels || []).join(", ") || "nothing was scheduled"}.`));
-      actions.unshift(cancel);
-    }
-    panel.replaceChildren(
+    return [
       el("div", { className: "detail-head" },
         el("h3", {}, "Notification ", el("span", { className: "mono" }, n.notification_id)),
         el("div", { className: "actions" }, ...actions)),
@@ -455,8 +448,47 @@
         ...(n.scheduled_for ? kv("Scheduled for", clock(n.scheduled_for)) : []),
         ...kv("Created", clock(n.created_at)), ...kv("Updated", clock(n.updated_at))),
       el("h4", {}, "Channels"), channelTable,
-      el("h4", {}, "Timeline"), hopTable);
+      el("h4", {}, "Timeline"), hopTable,
+    ];
+  }
+
+  // Fetch notification `id` and show it in `panel`, unless `wanted()` says the panel moved on
+  // meanwhile; `actions(n)` makes its head's buttons. The notification, or null.
+  async function showNotification(panel, id, wanted, actions) {
+    let n;
+    try {
+      ({ data: n } = await api("GET", `/v1/notifications/${encodeURIComponent(id)}`));
+    } catch (err) {
+      if (wanted()) {
+        panel.replaceChildren(el("p", { className: "error" }, `Could not load ${id}: ${err.message}`));
+      }
+      return null;
+    }
+    if (!wanted()) return null; // closed or replaced while this answer was on its way
+    panel.replaceChildren(...notificationView(n, actions(n)));
     panel.dataset.notification = n.notification_id;
+    return n;
+  }
+
+  async function loadDetail() {
+    const panel = document.getElementById("notification-detail");
+    const id = state.selected;
+    if (!id) return;
+    await showNotification(panel, id, () => state.selected === id, (n) => {
+      const close = el("button", { type: "button", className: "small quiet" }, "Close");
+      close.addEventListener("click", () => { state.selected = null; resetDetail(); refreshSoon(); });
+      const actions = [close];
+      if (n.status === "scheduled") {
+        // Held for send_at or quiet hours: it can still be called back.
+        const cancel = el("button", { type: "button", className: "small danger", "data-action": "cancel" },
+          "Cancel");
+        cancel.addEventListener("click", () => act(cancel, "DELETE",
+          `/v1/notifications/${encodeURIComponent(n.notification_id)}`,
+          (d) => `Cancelled: ${(d.cancelled_channels || []).join(", ") || "nothing was scheduled"}.`));
+        actions.unshift(cancel);
+      }
+      return actions;
+    });
   }
 
   function resetDetail() {
@@ -667,6 +699,9 @@
     ["outbox", loadOutbox],
   ];
 
+  // What the other console-*.js files add to each refresh (a test send's live timeline).
+  const extraLoads = [];
+
   // One refresh at a time: a request for another while one runs is served right after it.
   let running = false;
   let again = false;
@@ -689,6 +724,7 @@
         throw err;
       })),
       loadDetail(),
+      ...extraLoads.map((load) => load()),
     ]);
     const failed = results.filter((r) => r.status === "rejected").length;
     const updated = document.getElementById("updated");
@@ -726,5 +762,12 @@
     refreshSoon();
   });
 
-  refresh();
+  // What console-*.js use. They run after this file (deferred scripts run in order) and before
+  // DOMContentLoaded, when the first refresh starts.
+  window.ClarionConsole = Object.freeze({
+    root, el, td, fill, badge, kv, flash, clock, timeOfDay, ago, duration, api, ApiError, q,
+    sectionError, shortId, notificationLink, select, refreshSoon, showNotification,
+    onRefresh: (load) => extraLoads.push(load),
+  });
+  document.addEventListener("DOMContentLoaded", refresh);
 })();

@@ -1,8 +1,11 @@
 """The admin console: one page at /admin that watches Clarion through its own JSON API.
 
 Routes: `GET /admin` (a sign-in form, or the console once signed in), `POST /admin/login`,
-`POST /admin/logout`, `GET /admin/api/host` (where this server runs) and `GET /admin/assets/{name}`
-(the page's script and styles, shipped in `http/admin/`: the console needs no internet).
+`POST /admin/logout`, `GET /admin/api/host` (where this server runs), `GET /admin/api/stats`
+(the live charts' series, http/routes/console_stats.py), `POST /admin/api/templates/preview`
+(an unsaved template rendered, http/routes/console_templates.py) and `GET /admin/assets/{name}` (the
+page's scripts and styles and the chart library, uPlot, all shipped in `http/admin/`: the
+console needs no internet).
 
 Sessions. Signing in with an API key or the internal secret (the same checks `ApiKeyMiddleware`
 makes) sets a cookie `clarion_console` = base64url(JSON payload) "." base64url(HMAC-SHA256).
@@ -17,7 +20,8 @@ re-checked against PostgreSQL (a revoked key stops within 30 s, as with bearer k
 cookie is HttpOnly (no script reads it), SameSite=Strict (no other site sends it), Secure unless
 `CLARION_CONSOLE_INSECURE_COOKIE` is set for plain-HTTP development, and a cookie session
 reaches only the calls the console makes (the `console` rules of http/auth.py); its writes
-(replay, discard) must also carry `X-Clarion-Console: 1`, which a cross-site form cannot send.
+(replay, discard, removals, cancellations, template versions, retirements and revivals, test
+sends) must also carry `X-Clarion-Console: 1`, which a cross-site form cannot send.
 
 `ApiKeyMiddleware` asks `console_principal` on those calls when a request carries no API
 credentials: `console:<credential>` for a valid session, else None.
@@ -47,6 +51,7 @@ from starlette.types import Scope
 
 from clarion.http.auth import ADMIN, TooManyAttempts, client_address
 from clarion.http.responses import EnvelopeResponse, failure, success
+from clarion.http.routes import console_stats, console_templates
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +62,11 @@ CONSOLE_PREFIX = "console:"
 _KEY_RECHECK_SECONDS = 30.0  # as KeyChecker remembers keys: revocation takes effect as fast
 _CONTEXT = b"clarion/admin-console-session/v1"  # a key for this use only, never the secret itself
 _ASSETS_DIR = Path(__file__).resolve().parent.parent / "admin"
-_ASSETS = {"console.js": "text/javascript; charset=utf-8",
-           "console.css": "text/css; charset=utf-8"}
+_JS, _CSS = "text/javascript; charset=utf-8", "text/css; charset=utf-8"
+# uPlot (MIT, https://github.com/leeoniya/uPlot): the charts, vendored from its npm package.
+_ASSETS = {"console.js": _JS, "console-templates.js": _JS, "console-send.js": _JS,
+           "console-users.js": _JS, "console-charts.js": _JS, "console.css": _CSS,
+           "uplot-1.6.32.min.js": _JS, "uplot-1.6.32.min.css": _CSS}
 
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 _CSRF_HEADER = b"x-clarion-console"
@@ -303,5 +311,7 @@ routes = [
     Route("/admin/login", login, methods=["POST"]),
     Route("/admin/logout", logout, methods=["POST"]),
     Route("/admin/api/host", host, methods=["GET"]),
+    *console_stats.routes,
+    *console_templates.routes,
     Route("/admin/assets/{name}", asset, methods=["GET"]),
 ]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
@@ -58,9 +58,10 @@ async def twilio_status(request: Request) -> EnvelopeResponse:
     raw = (await request.body()).decode("utf-8", "replace")
     params = ImmutableMultiDict(parse_qsl(raw, keep_blank_values=True))
     token = _auth_token(settings, params.get("AccountSid", ""))
-    # The URL Twilio signed: the configured one with the query this request came with.
-    query = request.url.query
-    url = f"{base}{'&' if '?' in base else '?'}{query}" if query else base
+    # The URL Twilio signed: the configured one (scheme, host, path) with the query this
+    # request came with, which holds the configured query, if any, and the notification's id.
+    parts = urlsplit(base)
+    url = urlunsplit((parts.scheme, parts.netloc, parts.path, request.url.query, ""))
     if token is None or not RequestValidator(token).validate(url, params, signature):
         return failure(403, "invalid_signature", "the signature does not match the request")
     notification_id = request.query_params.get("notification_id", "")
@@ -81,7 +82,7 @@ async def twilio_status(request: Request) -> EnvelopeResponse:
         event_id=f"twilio:{message_sid[:64]}:{status}", provider="twilio",
         notification_id=notification_id, channel="sms", event=status,
         status=STATUS_OF[status], occurred_at=time.time(), detail=detail,
-        suppress=SUPPRESSING_CODES.get(code or ""), address=to)
+        suppress=SUPPRESSING_CODES.get(code or ""), address=to, message_id=message_sid)
     return await record(request, [happened])
 
 

@@ -143,10 +143,15 @@ def test_a_session_cookie_is_http_only_strict_and_reaches_only_the_consoles_call
 
         assert browserless.get("/v1/system/actors").status_code == 200
         assert browserless.get("/admin/api/host").json()["data"]["hostname"]
-        # Nothing the console does not do: no sending, no user management.
-        assert browserless.post("/v1/notifications", json={}).status_code == 401
-        assert browserless.get("/v1/users").status_code == 401
+        assert browserless.get("/v1/users").status_code == 200  # the Users section reads them
+        # Nothing the console does not do: no batches, no user management (what a stolen
+        # cookie can and cannot do: tests/security/test_console_session_scope.py).
+        console = {"X-Clarion-Console": "1"}
+        assert browserless.post("/v1/notifications/batch", json={},
+                                headers=console).status_code == 401
+        assert browserless.post("/v1/users", json={}, headers=console).status_code == 401
         # Its writes need the console's header, which a form on another site cannot send.
+        assert browserless.post("/v1/notifications", json={}).status_code == 401
         assert browserless.delete("/v1/dlq/999999999").status_code == 401
         assert browserless.delete("/v1/dlq/999999999",
                                   headers={"X-Clarion-Console": "1"}).status_code == 404

@@ -136,7 +136,9 @@ def test_secured_routes_document_the_bearer_scheme_and_management_routes_the_sec
     users = spec["paths"]["/v1/users"]["post"]
     assert users["security"] == [{"bearer": ["admin"]}, {"internalSecret": []}]
     notify = spec["paths"]["/v1/notifications"]["post"]
-    assert notify["security"] == [{"bearer": ["send", "admin"]}]
+    assert notify["security"] == [{"bearer": ["send", "admin"]}, {"consoleSession": []}]
+    batch = spec["paths"]["/v1/notifications/batch"]["post"]
+    assert batch["security"] == [{"bearer": ["send", "admin"]}]
     read = spec["paths"]["/v1/notifications/{notification_id}"]["get"]
     assert read["security"] == [{"bearer": ["send", "admin"]}, {"consoleSession": []}]
     assert {"401", "403", "413", "415", "422", "429", "503", "504"} <= set(notify["responses"])
