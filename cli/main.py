@@ -10,10 +10,13 @@
     clarion actors start|stop|status
     clarion serve             only the HTTP server (the actor system must be running)
     clarion simulator         the SendGrid/FCM simulator, for local runs and benchmarks
+    clarion send --user U --template T [--var k=v ...] [--channel C] [--wait]
+                              send one notification through the HTTP API (the Python client)
 
 Exit codes: 0 done; 1 failed (the message says why); 2 usage or configuration error; 3 the HTTP
 server did not start (uvicorn's); 4 PostgreSQL, 5 RabbitMQ, 6 Redis could not be reached or
-refused the connection (CLARION_DATABASE_URL, CLARION_AMQP_URL, CLARION_REDIS_URL); 130 Ctrl-C.
+refused the connection (CLARION_DATABASE_URL, CLARION_AMQP_URL, CLARION_REDIS_URL); 7 `send`:
+Clarion's HTTP API did not answer; 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable
 
 from clarion.config.logging import configure_logging
 from clarion.config.settings import Settings, SettingsError, load_settings
+from clarion.cli import send
 
 
 def _migrate(settings: Settings) -> None:
@@ -259,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     actors = sub.add_parser("actors", help="start, stop or check the actor system")
     actors.add_argument("action", choices=["start", "stop", "status"])
     sub.add_parser("serve", help="run only the HTTP server")
+    send.add_parser(sub)
     sim = sub.add_parser("simulator", help="run the SendGrid/FCM simulator", add_help=False)
     sim.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -289,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     service_errors.quiet_client_logs()
     try:
+        if args.command == "send":
+            return send.run(settings, args)
         if args.command == "run":
             return _run(settings, args.demo)
         if args.command == "node":
