@@ -10,9 +10,9 @@ Traffic comes from PostgreSQL, counted into time buckets of `step` seconds since
                  (scheduled sends included: their wait counts)
     failures     delivery_attempts with outcome `failed` (retried or final), per error code
 
-The attempt queries use the `delivery_attempts_finished` index; `accepted` scans deliveries by
-`queued_at`, which has no index, so every statement here runs under a statement timeout and the
-HTTP layer caches the answers.
+The attempt queries use the `delivery_attempts_finished` index, `accepted` the BRIN index on
+deliveries' `queued_at` (migration 0017); every statement here still runs under a statement
+timeout and the HTTP layer caches the answers.
 
 Queue depths have no history in PostgreSQL or RabbitMQ, so the console keeps one: each call for
 charts reads every queue's depth (work queues, the delay ladder, the DLQ) at most once per
