@@ -110,8 +110,8 @@ RULES: tuple[Rule, ...] = (
     _rule("POST", r"/v1/dlq/[0-9]+/replay", ADMIN, internal=True, console=True),
     _rule("DELETE", r"/v1/dlq/[0-9]+", ADMIN, internal=True, console=True),
     _rule(_READ, r"/v1/outbox", ADMIN, console=True),
-    _rule(_READ, r"/v1/suppressions(/.+)?", ADMIN, internal=True, console=True),
-    _rule("DELETE", r"/v1/suppressions/.+", ADMIN, internal=True, console=True),
+    _rule(_READ, r"/v1/suppressions(/(?s:.+))?", ADMIN, internal=True, console=True),
+    _rule("DELETE", r"/v1/suppressions/(?s:.+)", ADMIN, internal=True, console=True),
     _rule("POST", r"/v1/suppressions", ADMIN, internal=True),
     # Templates: the console lists, previews, publishes, retires and revives them.
     _rule(_READ, r"/v1/templates(/[^/]+(/versions)?)?", ADMIN, internal=True, console=True),

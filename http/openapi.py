@@ -177,6 +177,9 @@ CHANNEL = {"type": "string", "enum": ["email", "push", "sms"]}
 SUPPRESSION_REASON = {"type": "string", "enum": ["hard_bounce", "invalid_address",
                                                  "spam_report", "unsubscribed", "manual"]}
 NULLABLE_STRING: Schema = {"type": ["string", "null"]}
+# A suppressed address: an email (with an "@", so never the word "removals") or an E.164 number.
+ADDRESS: Schema = {"type": "string", "pattern": r"^(\+[1-9][0-9]{6,14}|[^@\s]+@[^@\s]+)$",
+                   "description": "an email address or an E.164 number"}
 TIME: Schema = {"type": "string", "format": "date-time"}
 PAGING = (Param("page", {"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 1}),
           Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}))
@@ -453,7 +456,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         data=_array(_ref("SuppressionRemoval")), meta=_ref("PageMeta")),
     ("GET", "/v1/suppressions/{address}"): Operation(
         "One address: its entry on the list (null if it is not on it) and its removals",
-        "suppressions", path={"address": STRING},
+        "suppressions", path={"address": ADDRESS},
         errors=("suppression_not_found", "storage_unavailable"),
         data=_object(["channel", "address", "suppressed", "removals"], channel=STRING,
                      address=STRING,
@@ -461,7 +464,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                      removals=_array(_ref("SuppressionRemoval")))),
     ("DELETE", "/v1/suppressions/{address}"): Operation(
         "Take an address off the suppression list; the reason is required and kept",
-        "suppressions", path={"address": STRING},
+        "suppressions", path={"address": ADDRESS},
         query=(Param("reason", STRING, "why it may be sent to again (or in a JSON body)"),),
         errors=("suppression_not_found", "reason_required", *BODY, *WRITE),
         data=_ref("SuppressionRemoval")),

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.routing import Route
 
 from clarion.actors.messages import AddSuppression, RemoveSuppression
@@ -26,6 +27,14 @@ from clarion.http.routes.common import bridge, int_param, invalid_query, parse
 from clarion.http.schemas import Email, Phone, page_meta
 from clarion.persistence import suppressions
 from clarion.persistence.suppressions import Suppression, channel_of
+
+class _Anything(PathConvertor):
+    """Starlette's `path`, newlines included."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("anything", _Anything())
 
 Reason = Literal["hard_bounce", "invalid_address", "spam_report", "unsubscribed", "manual"]
 Why = Annotated[str, Field(min_length=1, max_length=500)]
@@ -137,8 +146,9 @@ routes = [
     Route("/v1/suppressions", list_suppressions, methods=["GET"]),
     Route("/v1/suppressions", add_suppression, methods=["POST"]),
     Route("/v1/suppressions/removals", list_removals, methods=["GET"]),
-    # `:path`: an email's local part may hold a "/" (ops/x@example.com), which no client can
-    # carry inside one path segment, encoded or not.
-    Route("/v1/suppressions/{address:path}", show_suppression, methods=["GET"]),
-    Route("/v1/suppressions/{address:path}", remove_suppression, methods=["DELETE"]),
+    # `:anything`: an email's local part may hold a "/" (ops/x@example.com), which no client
+    # can carry inside one path segment, encoded or not; and whatever else arrives (a newline,
+    # which `:path` does not match) gets this route's own 404, not the app's.
+    Route("/v1/suppressions/{address:anything}", show_suppression, methods=["GET"]),
+    Route("/v1/suppressions/{address:anything}", remove_suppression, methods=["DELETE"]),
 ]
