@@ -181,6 +181,11 @@ NULLABLE_STRING: Schema = {"type": ["string", "null"]}
 ADDRESS: Schema = {"type": "string", "pattern": r"^(\+[1-9][0-9]{6,14}|[^@\s]+@[^@\s]+)$",
                    "description": "an email address or an E.164 number"}
 TIME: Schema = {"type": "string", "format": "date-time"}
+# What a provider webhook answers: how many events were new, moved a delivery, were about nothing
+# Clarion sent, suppressed an address, or were not for Clarion at all.
+EVENTS_RECORDED = _object(["recorded", "moved", "unknown"], recorded={"type": "integer"},
+                          moved={"type": "integer"}, unknown={"type": "integer"},
+                          suppressed={"type": "integer"}, ignored={"type": "integer"})
 PAGING = (Param("page", {"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 1}),
           Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}))
 
@@ -274,9 +279,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                      MessageStatus=STRING, AccountSid=STRING, ErrorCode=STRING, To=STRING),
         errors=("invalid_signature", "webhook_not_configured", "storage_unavailable",
                 *ACTORS),
-        data=_object(["recorded", "moved", "unknown"], recorded={"type": "integer"},
-                     moved={"type": "integer"}, unknown={"type": "integer"},
-                     suppressed={"type": "integer"}, ignored={"type": "integer"}),
+        data=EVENTS_RECORDED,
         description="No API key: the request must carry `X-Twilio-Signature` made with the"
                     " auth token of the account that sent the SMS over the URL of"
                     " CLARION_TWILIO_STATUS_CALLBACK_URL (with this query) and the form."
@@ -289,9 +292,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "notifications",
         form=None, errors=("invalid_signature", "stale_signature", "webhook_not_configured",
                            "invalid_json", "validation_error", "storage_unavailable", *ACTORS),
-        data=_object(["recorded", "moved", "unknown"], recorded={"type": "integer"},
-                     moved={"type": "integer"}, unknown={"type": "integer"},
-                     suppressed={"type": "integer"}, ignored={"type": "integer"}),
+        data=EVENTS_RECORDED,
         description="No API key: the request must carry SendGrid's ECDSA signature"
                     " (`X-Twilio-Email-Event-Webhook-Signature` and `-Timestamp`) made with the"
                     " key of CLARION_SENDGRID_WEBHOOK_PUBLIC_KEY, at most 10 minutes old. The body"

@@ -107,13 +107,8 @@ def record(conn: psycopg.Connection, events: Sequence[ProviderEvent]) -> Applied
                 continue  # about another attempt's message: kept, moves nothing
             if e.event_id in new_ids and e.status and allowed(current, e.status):
                 moved[key] = e.status
-        for (notification_id, channel), status in moved.items():
-            cur.execute("UPDATE deliveries SET status = %s WHERE notification_id = %s::uuid"
-                        " AND channel = %s", (status, notification_id, channel))
-        # A bounce or a failed delivery: the notification's fallback (if any) goes instead;
-        # its messages wait in the outbox for the Publisher's sweep (within a second).
-        release_fallbacks(cur, sorted({n for (n, _), status in moved.items()
-                                       if status in FALLBACK_AFTER}))
+        # A fallback released here waits in the outbox for the Publisher's sweep (a second).
+        _move(cur, moved)
         if moved:
             derive_status(cur, sorted({n for n, _ in moved}))
         added = suppressions.add(cur, [
@@ -122,7 +117,6 @@ def record(conn: psycopg.Connection, events: Sequence[ProviderEvent]) -> Applied
             for e in ours if e.event_id in new_ids and e.suppress
             and (address := e.address or recipient_of[(e.notification_id, e.channel)])])
     return Applied(len(new_ids), len(moved), len(events) - len(ours), len(added))
-
 
 
 def apply_stored(cur: psycopg.Cursor[Any], sent: Sequence[tuple[str, str]]) -> list[int]:
@@ -150,8 +144,20 @@ def apply_stored(cur: psycopg.Cursor[Any], sent: Sequence[tuple[str, str]]) -> l
         key = (str(notification_id), str(channel))
         if allowed(moved.get(key, "sent"), str(status)):
             moved[key] = str(status)
-    for (notification_id, channel), status in moved.items():
-        cur.execute("UPDATE deliveries SET status = %s WHERE notification_id = %s::uuid"
-                    " AND channel = %s", (status, notification_id, channel))
+    return _move(cur, moved)
+
+
+def _move(cur: psycopg.Cursor[Any], moved: dict[tuple[str, str], str]) -> list[int]:
+    """Set these deliveries' statuses (one statement), and release the fallback of each
+    notification whose email or SMS bounced or was not delivered. Returns the outbox ids."""
+    if not moved:
+        return []
+    cur.execute(
+        "UPDATE deliveries AS d SET status = m.status"
+        " FROM jsonb_to_recordset(%s::jsonb) AS m(notification_id uuid, channel text,"
+        "      status text)"
+        " WHERE (d.notification_id, d.channel) = (m.notification_id, m.channel)",
+        (json.dumps([{"notification_id": n, "channel": c, "status": status}
+                     for (n, c), status in moved.items()]),))
     return release_fallbacks(cur, sorted({n for (n, _), status in moved.items()
                                           if status in FALLBACK_AFTER}))

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from clarion.http.responses import EnvelopeResponse, failure, success
-from clarion.http.routes.common import parse
+from clarion.http.routes.common import parse, principal
 from clarion.persistence import status_callbacks
 from clarion.supervision.destinations import MAX_URL_LENGTH, destination_problem
 
@@ -39,9 +39,6 @@ class CallbackIn(BaseModel):
     secret: Secret | None = None
 
 
-def _principal(request: Request) -> str:
-    return str(request.scope["state"]["principal"])
-
 
 async def register(request: Request) -> EnvelopeResponse:
     body = await parse(request, CallbackIn)
@@ -53,7 +50,7 @@ async def register(request: Request) -> EnvelopeResponse:
                        {"fields": [{"field": "url", "message": problem}]})
     secret = body.secret or "whsec_" + secrets.token_urlsafe(32)
     async with request.app.state.db.connection() as conn:
-        row = await status_callbacks.register(conn, _principal(request), body.url, secret)
+        row = await status_callbacks.register(conn, principal(request), body.url, secret)
     if body.secret is None:
         row["secret"] = secret  # shown this once: Clarion never shows it again
     return success(row, message="status changes of this key's notifications go to this URL")
@@ -61,7 +58,7 @@ async def register(request: Request) -> EnvelopeResponse:
 
 async def show(request: Request) -> EnvelopeResponse:
     async with request.app.state.db.connection() as conn:
-        row = await status_callbacks.endpoint(conn, _principal(request))
+        row = await status_callbacks.endpoint(conn, principal(request))
     if row is None:
         return failure(404, "callback_not_registered", "this API key has no callback URL")
     return success(row)
@@ -69,7 +66,7 @@ async def show(request: Request) -> EnvelopeResponse:
 
 async def unregister(request: Request) -> EnvelopeResponse:
     async with request.app.state.db.connection() as conn:
-        removed = await status_callbacks.unregister(conn, _principal(request))
+        removed = await status_callbacks.unregister(conn, principal(request))
     if not removed:
         return failure(404, "callback_not_registered", "this API key has no callback URL")
     return success({"removed": True}, message="no more callbacks for this key")
@@ -82,7 +79,7 @@ async def log(request: Request) -> EnvelopeResponse:
     except ValueError:
         return failure(422, "validation_error", "notification_id must be a UUID")
     async with request.app.state.db.connection() as conn:
-        rows = await status_callbacks.history(conn, _principal(request), notification_id)
+        rows = await status_callbacks.history(conn, principal(request), notification_id)
     return success(rows)
 
 

@@ -114,5 +114,10 @@ def bridge(request: Request) -> Any:
     return request.app.state.bridge
 
 
+def principal(request: Request) -> str:
+    """Who is calling, as the access check admitted them ("key:<name>", "console:<subject>")."""
+    return str(request.scope["state"]["principal"])
+
+
 def request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from clarion.actors.messages import CancelNotification, NotificationRequest
 from clarion.http.auth import ADMIN
 from clarion.http.responses import EnvelopeResponse, failure, from_reply, success
-from clarion.http.routes.common import bridge, int_param, parse, request_id
+from clarion.http.routes.common import bridge, int_param, parse, principal, request_id
 from clarion.http.schemas import NotificationBatchIn, NotificationIn, page_meta
 from clarion.persistence import queries
 
@@ -33,7 +33,7 @@ async def create_notification(request: Request) -> EnvelopeResponse:
             return failure(422, "invalid_idempotency_key",
                            "the idempotency key must be 1-255 printable ASCII characters")
         # Keys are per client: two API clients may pick the same key without meeting.
-        key = f"{_principal(request)}|{key}"
+        key = f"{principal(request)}|{key}"
     item = NotificationRequest(
         correlation_id=uuid.uuid4().hex,
         user_id=body.user_id,
@@ -47,7 +47,7 @@ async def create_notification(request: Request) -> EnvelopeResponse:
         idempotency_key=key,
         category=body.category,
         received_at=time.time(),
-        principal=_principal(request),
+        principal=principal(request),
         send_at=body.send_at.timestamp() if body.send_at else None,
         fallback_channels=tuple(body.fallback_channels or ()),
     )
@@ -62,7 +62,7 @@ async def create_batch(request: Request) -> EnvelopeResponse:
     refused = await _spend_batch_tokens(request, len(body.notifications))
     if refused is not None:
         return refused
-    received, rid, principal = time.time(), request_id(request), _principal(request)
+    received, rid, caller = time.time(), request_id(request), principal(request)
     items = [
         NotificationRequest(
             correlation_id=uuid.uuid4().hex, user_id=n.user_id, template_key=n.template_key,
@@ -70,7 +70,7 @@ async def create_batch(request: Request) -> EnvelopeResponse:
             language=n.language, template_version=n.template_version,
             priority=_priority(n.priority, "bulk"),
             request_id=n.request_id or f"{rid}-{i}", category=n.category, received_at=received,
-            principal=principal, send_at=n.send_at.timestamp() if n.send_at else None,
+            principal=caller, send_at=n.send_at.timestamp() if n.send_at else None,
             fallback_channels=tuple(n.fallback_channels or ()),
         )
         for i, n in enumerate(body.notifications)
@@ -97,7 +97,7 @@ async def _spend_batch_tokens(request: Request, count: int) -> EnvelopeResponse 
         return failure(429, "rate_limited",
                        f"a batch of {count} costs {count} tokens, more than this key's burst"
                        f" of {limiter.burst}: send smaller batches", retry_after=1)
-    verdict = await limiter.take(_principal(request), count - 1)
+    verdict = await limiter.take(principal(request), count - 1)
     if verdict is None:
         return None
     state["rate_limit"] = verdict  # the answer's RateLimit-* headers show what is left
@@ -113,15 +113,12 @@ def _priority(given: str | None, default: str) -> str:
     return "bulk" if given == "low" else given or default
 
 
-def _principal(request: Request) -> str:
-    return str(request.scope["state"]["principal"])
-
 
 def _owner_filter(request: Request) -> str | None:
     """The principal whose notifications a caller may see: its own for a `send` key, None
     (every notification) for an admin."""
     state = request.scope["state"]
-    return None if state.get("access") == ADMIN else _principal(request)
+    return None if state.get("access") == ADMIN else principal(request)
 
 
 async def get_notification(request: Request) -> EnvelopeResponse:

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from clarion.actors.messages import AddSuppression, RemoveSuppression
 from clarion.http.responses import EnvelopeResponse, failure, from_reply, success
-from clarion.http.routes.common import bridge, int_param, invalid_query, parse
+from clarion.http.routes.common import bridge, int_param, invalid_query, parse, principal
 from clarion.http.schemas import Email, Phone, page_meta
 from clarion.persistence import suppressions
 from clarion.persistence.suppressions import Suppression, channel_of
@@ -58,9 +58,6 @@ class _Address(BaseModel):
     address: Email | Phone
 
 
-def _principal(request: Request) -> str:
-    return str(request.scope["state"]["principal"])
-
 
 def _address(text: str) -> str | None:
     """The address as stored (emails lower-cased), or None if it is neither an email nor an
@@ -92,7 +89,7 @@ async def list_suppressions(request: Request) -> EnvelopeResponse:
 async def add_suppression(request: Request) -> EnvelopeResponse:
     body = await parse(request, NewSuppression)
     channel = channel_of(body.address)
-    entry = Suppression(channel, body.address, body.reason, "api", _principal(request),
+    entry = Suppression(channel, body.address, body.reason, "api", principal(request),
                         note=body.note)
     return from_reply(await bridge(request).request(AddSuppression(uuid.uuid4().hex, entry)))
 
@@ -138,7 +135,7 @@ async def remove_suppression(request: Request) -> EnvelopeResponse:
             422, "reason_required",
             "say why the address may be sent to again: ?reason=... or {\"reason\": \"...\"}")
     command = RemoveSuppression(uuid.uuid4().hex, channel_of(address), address,
-                                _principal(request), str(why))
+                                principal(request), str(why))
     return from_reply(await bridge(request).request(command))
 
 

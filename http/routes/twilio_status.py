@@ -69,11 +69,9 @@ async def twilio_status(request: Request) -> EnvelopeResponse:
     try:
         uuid.UUID(notification_id)
     except ValueError:
-        return success({"recorded": 0, "moved": 0, "unknown": 0, "suppressed": 0,
-                        "ignored": 1}, message="not about a Clarion SMS")
+        return _ignored("not about a Clarion SMS")
     if status not in STATUS_OF or not message_sid:
-        return success({"recorded": 0, "moved": 0, "unknown": 0, "suppressed": 0,
-                        "ignored": 1}, message=f"status {status!r} is not recorded")
+        return _ignored(f"status {status!r} is not recorded")
     code = params.get("ErrorCode") or None
     detail = {k: params[k] for k in ("MessageSid", "MessageStatus", "ErrorCode", "To",
                                      "AccountSid") if params.get(k)}
@@ -84,6 +82,12 @@ async def twilio_status(request: Request) -> EnvelopeResponse:
         status=STATUS_OF[status], occurred_at=time.time(), detail=detail,
         suppress=SUPPRESSING_CODES.get(code or ""), address=to, message_id=message_sid)
     return await record(request, [happened])
+
+
+def _ignored(why: str) -> EnvelopeResponse:
+    """Acknowledged (Twilio must not retry it) and left alone."""
+    return success({"recorded": 0, "moved": 0, "unknown": 0, "suppressed": 0, "ignored": 1},
+                   message=why)
 
 
 routes = [Route("/v1/providers/twilio/status", twilio_status, methods=["POST"])]

@@ -15,33 +15,19 @@ import re
 import signal
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.browser.harness import SCREENSHOTS, WAIT_MS
 from tests.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_simulator")]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO_ROOT / "test-artifacts" / "console"
-CHROMIUM = "/usr/bin/chromium"
-# Nothing but the page under test: no sandbox (root in a container), no GPU, no calls home.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 SECRET = "console-secret-for-tests"
 ACTORS = ("users", "templates", "publisher", "gateway", "email", "push", "monitor")
-WAIT_MS = 20_000  # every wait on the page is bounded by this (a dead letter takes ~6 s)
 
-
-def _missing(reason: str) -> None:
-    message = f"{reason}: run `bash scripts/install-browser.sh` (make test does)"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -57,24 +43,6 @@ def stack(provider_settings: Any, simulator: Any,
                            simulator.state.sendgrid_public_key)) as running:
         yield running
 
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A Chromium with a fresh profile; Playwright never downloads a browser of its own."""
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        _missing("Playwright is not installed in .venv")
-    expect.set_options(timeout=WAIT_MS)
-    if not os.access(CHROMIUM, os.X_OK):
-        _missing(f"{CHROMIUM} is not installed")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM,
-            headless=True, args=CHROMIUM_ARGS, viewport={"width": 1440, "height": 1000})
-        yield context
-        context.close()
 
 
 @pytest.fixture(scope="module")

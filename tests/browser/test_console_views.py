@@ -11,37 +11,23 @@ them these tests skip locally and fail under CI.
 from __future__ import annotations
 
 import json
-import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clarion.persistence import database
+from tests.browser.harness import SCREENSHOTS, WAIT_MS
 from tests.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_simulator")]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO_ROOT / "test-artifacts" / "console"
-CHROMIUM = "/usr/bin/chromium"
-# Nothing but the page under test: no sandbox (root in a container), no GPU, no calls home.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
 SECRET = "console-views-secret"
-WAIT_MS = 20_000
 SOME = re.compile(r"^[1-9][0-9]*$")  # a chart's count of readings above zero
 
-
-def _missing(reason: str) -> None:
-    message = f"{reason}: run `bash scripts/install-browser.sh` (make test does)"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -54,23 +40,6 @@ def stack(provider_settings: Any, simulator: Any,
                        console_insecure_cookie=True) as running:
         yield running
 
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        _missing("Playwright is not installed in .venv")
-    expect.set_options(timeout=WAIT_MS)
-    if not os.access(CHROMIUM, os.X_OK):
-        _missing(f"{CHROMIUM} is not installed")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM,
-            headless=True, args=CHROMIUM_ARGS, viewport={"width": 1440, "height": 1000})
-        yield context
-        context.close()
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +80,23 @@ def open_template(page: Any, key: str) -> Any:
     from playwright.sync_api import expect
 
     section = page.locator("#templates")
-    section.locator(f'#template-rows tr[data-template="{key}"] a').click()
+    row = section.locator(f'#template-rows tr[data-template="{key}"] a')
+    pager = section.locator("#template-pager")
+    # The list is alphabetical, 20 a page, refreshed every 10 s: other tests' templates may push
+    # this one to a later page. Walk the pages (each turn reloads it) until it shows.
+    deadline = time.monotonic() + WAIT_MS / 1000
+    forward = True
+    while not row.count():
+        assert time.monotonic() < deadline, f"template {key} is on no page of the list"
+        button = pager.locator(f'[data-page="{"next" if forward else "previous"}"]')
+        if not button.is_enabled():
+            forward = not forward
+            page.wait_for_timeout(250)
+            continue
+        status = pager.locator(".pager-status").inner_text()
+        button.click()
+        expect(pager.locator(".pager-status")).not_to_have_text(status)
+    row.click()
     expect(section.locator("#template-title")).to_have_text(key)
     return section
 

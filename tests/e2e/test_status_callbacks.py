@@ -212,7 +212,9 @@ def test_a_slow_endpoint_holds_up_only_its_own_callbacks(
     assert fast_key.put("/v1/callbacks", json={"url": endpoint.url + "/fast",
                                                "secret": SECRET}).status_code == 200
     slow_ids = [send_email(stack, slow_key) for _ in range(8)]
+    deadline = time.monotonic() + 30
     while endpoint.answered("/slow") < 4:  # the slow endpoint is busy
+        assert time.monotonic() < deadline, "the slow endpoint got no callback within 30 s"
         time.sleep(0.05)
 
     fast_id = send_email(stack, fast_key)

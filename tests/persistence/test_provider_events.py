@@ -125,7 +125,7 @@ def test_a_callback_about_another_attempts_message_moves_nothing(db: Any) -> Non
     notification_id = _sent_email(db)
     db.execute("UPDATE deliveries SET provider_message_id = 'SM-second'"
                " WHERE notification_id = %s", (notification_id,))
-    stale = ProviderEvent(f"twilio:SM-first:undelivered", "twilio", notification_id, "email",
+    stale = ProviderEvent("twilio:SM-first:undelivered", "twilio", notification_id, "email",
                           "undelivered", "undelivered", time.time(), message_id="SM-first")
 
     applied = provider_events.record(db, [stale])

@@ -93,24 +93,6 @@ def receiver() -> Iterator[Receiver]:
         thread.join(timeout=5)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def sim(server: SimulatorServer) -> SimulatorServer:
-    server.state.reset()
-    return server
-
-
-@pytest.fixture
-def http(sim: SimulatorServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.base_url, timeout=5) as client:
-        yield client
-
-
 def _configure(http: httpx.Client, **config: Any) -> dict[str, Any]:
     reply = http.put("/_sim/config", json=config)
     assert reply.status_code == 200, reply.text

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -22,24 +21,6 @@ from clarion.simulator.app import FCM_ERROR_TYPE, JWT_BEARER_GRANT, TWILIO_MAGIC
 from clarion.simulator.credentials import write_service_account
 from clarion.simulator.server import SimulatorServer
 from clarion.simulator.state import SimulatorState
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def sim(server: SimulatorServer) -> SimulatorServer:
-    server.state.reset()
-    return server
-
-
-@pytest.fixture
-def http(sim: SimulatorServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.base_url, timeout=5) as client:
-        yield client
 
 
 def _mail(to: str = "ada@example.com", html: str | None = "<p>Hello</p>") -> dict:
